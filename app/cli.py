@@ -1,0 +1,124 @@
+"""The ``pgtide`` command: argument parsing, error rendering and exit codes.
+
+Exit codes are stable and documented: 0 success, 1 checks failed / differences found,
+2 bad usage or input, 3 cannot connect / environment, 4 interrupted (resumable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from ..core import logs
+from ..core.errors import PgtideError
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_CONNECT = 3
+EXIT_INTERRUPTED = 4
+
+log = logging.getLogger("pgtide.cli")
+
+
+def package_version() -> str:
+    try:
+        return version("pgtide")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "0+unknown"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse exits with 2 on bad usage, which is our code for bad input too."""
+
+    def error(self, message: str) -> Any:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"pgtide: error: {message}\n")
+
+
+def _cmd_ping(args: argparse.Namespace) -> int:
+    from ..core.endpoint import Endpoint
+    from ..core.server import probe
+
+    status = EXIT_OK
+    for text in args.endpoints:
+        endpoint = Endpoint.parse(text)
+        info = probe(endpoint)
+        if args.json:
+            print(json.dumps({"endpoint": endpoint.redacted(), **info.to_dict()}))
+        else:
+            print(f"{endpoint.redacted()}: {info.summary()}")
+    return status
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="pgtide",
+        description=(
+            "Move a live PostgreSQL database to another server with near-zero downtime, "
+            "and prove no row was lost. Run without arguments for the full-screen app."
+        ),
+        epilog="Exit codes: 0 ok, 1 checks failed or differences found, 2 bad input, "
+        "3 cannot connect or environment problem, 4 interrupted (resumable).",
+    )
+    parser.add_argument("--version", action="version", version=f"pgtide {package_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    ping = sub.add_parser(
+        "ping",
+        help="connect to servers and show version, wal_level and the role's privileges",
+        description="Connect to each server and show what pgtide needs to know about it.",
+    )
+    ping.add_argument(
+        "endpoints", nargs="+", metavar="URL",
+        help="postgresql:// URL, keyword DSN ('host=... dbname=...') or 'service=NAME'; "
+        "libpq's PG* variables, service files and ~/.pgpass apply as in psql",
+    )
+    ping.add_argument("--json", action="store_true", help="one JSON object per server")
+    ping.set_defaults(handler=_cmd_ping)
+    return parser
+
+
+def _report(exc: PgtideError, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(exc.to_dict()), file=sys.stdout)
+        return
+    print(f"error: {exc.title}: {exc.cause}", file=sys.stderr)
+    if exc.remedy:
+        print(f"  fix: {exc.remedy}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help()
+        return EXIT_OK
+    logs.configure()
+    from ..core.pgtools import install_cleanup_handlers
+
+    install_cleanup_handlers()
+    as_json = bool(getattr(args, "json", False))
+    try:
+        return handler(args)
+    except PgtideError as exc:
+        log.info("%s", exc)
+        _report(exc, as_json)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception:  # noqa: BLE001 - a traceback may hold secrets: it goes to the log only
+        log.exception("unexpected error")
+        print(f"error: unexpected internal error; details are in {logs.log_file()}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,87 @@
+"""Fixtures shared by every test: real throwaway PostgreSQL clusters, never the machine's own."""
+
+from __future__ import annotations
+
+import atexit
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from pgharness import LOGICAL_SETTINGS, BinariesMissing, PgCluster, bindir_for, machine_bindir
+
+_all_clusters: list[PgCluster] = []
+# If pytest dies without running finalizers, still stop what we started.
+atexit.register(lambda: [cluster.destroy() for cluster in _all_clusters])
+
+
+def _start(bindir: Path, **settings: str) -> PgCluster:
+    cluster = PgCluster(bindir, {**LOGICAL_SETTINGS, **settings})
+    _all_clusters.append(cluster)
+    try:
+        cluster.start()
+    except BaseException:
+        cluster.destroy()
+        raise
+    return cluster
+
+
+@pytest.fixture(scope="session")
+def pg_bindir() -> Path:
+    try:
+        return machine_bindir()
+    except BinariesMissing as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="session")
+def source_cluster(pg_bindir: Path) -> Iterator[PgCluster]:
+    """The migration source: wal_level=logical, plenty of slots and senders."""
+    cluster = _start(pg_bindir)
+    yield cluster
+    cluster.destroy()
+
+
+@pytest.fixture(scope="session")
+def target_cluster(pg_bindir: Path) -> Iterator[PgCluster]:
+    """The migration target (same settings: it may also act as a source in some tests)."""
+    cluster = _start(pg_bindir)
+    yield cluster
+    cluster.destroy()
+
+
+@pytest.fixture
+def source_db(source_cluster: PgCluster) -> Iterator[str]:
+    """A fresh, empty database on the source; dropped (with its slots and publications) afterwards."""
+    name = source_cluster.create_database()
+    yield name
+    source_cluster.clean_replication()
+    source_cluster.drop_database(name)
+
+
+@pytest.fixture
+def target_db(target_cluster: PgCluster, source_cluster: PgCluster) -> Iterator[str]:
+    """A fresh, empty database on the target; its subscriptions are dropped before the source's slots."""
+    name = target_cluster.create_database()
+    yield name
+    target_cluster.clean_replication()
+    target_cluster.drop_database(name)
+
+
+@pytest.fixture
+def cluster_factory() -> Iterator[Callable[..., PgCluster]]:
+    """Start extra clusters with special settings or versions: ``cluster_factory(major=16, wal_level="replica")``."""
+    started: list[PgCluster] = []
+
+    def make(major: int | None = None, **settings: str) -> PgCluster:
+        try:
+            bindir = machine_bindir() if major is None else bindir_for(major)
+        except BinariesMissing as exc:
+            pytest.skip(str(exc))
+        cluster = _start(bindir, **settings)
+        started.append(cluster)
+        return cluster
+
+    yield make
+    for cluster in started:
+        cluster.destroy()
