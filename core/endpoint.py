@@ -282,6 +282,34 @@ class Endpoint:
             url += "?" + query
         return url
 
+    def to_url(self) -> str:
+        """The user's own parameters as a URL, without any secret: what a profile stores.
+
+        Unlike :meth:`redacted`, nothing from the environment or a service file is baked in,
+        so loading it later lets libpq apply the environment of that day again.
+        """
+        params = {key: value for key, value in self.params.items() if key not in SECRET_KEYS}
+        hosts = params.pop("host", "").split(",")
+        ports = params.pop("port", "").split(",")
+        if len(ports) == 1:
+            ports = ports * len(hosts)  # libpq: one port applies to every host
+        pairs = []
+        for host, port in zip(hosts, ports, strict=False):
+            shown = f"[{host}]" if ":" in host and not host.startswith("/") else quote(host, safe="")
+            pairs.append(shown + (f":{port}" if port else ""))
+        user = params.pop("user", "")
+        dbname = params.pop("dbname", "")
+        netloc = (quote(user, safe="") + "@" if user else "") + ",".join(pairs)
+        url = f"postgresql://{netloc}/{quote(dbname, safe='')}" if dbname else f"postgresql://{netloc}"
+        if params:
+            url += "?" + "&".join(f"{key}={quote(value, safe='/')}" for key, value in sorted(params.items()))
+        return url
+
+    @property
+    def identity(self) -> str:
+        """``user@host:port``: what a stored password belongs to (a role on a server)."""
+        return f"{self.user}@{self.host}:{self.port}"
+
     def redact(self, text: str) -> str:
         """Remove this endpoint's secrets from a message (server or tool output)."""
         for key in SECRET_KEYS:

@@ -26,6 +26,17 @@ def _start(bindir: Path, **settings: str) -> PgCluster:
     return cluster
 
 
+@pytest.fixture(autouse=True)
+def private_dirs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own config/state/log dirs and no OS keyring, never the user's."""
+    root = tmp_path_factory.mktemp("pgtide-home")
+    for var, sub in (("PGTIDE_CONFIG_DIR", "config"), ("PGTIDE_STATE_DIR", "state"), ("PGTIDE_LOG_DIR", "log")):
+        monkeypatch.setenv(var, str(root / sub))
+    # Child processes (CLI tests) inherit this: a deterministic "no keyring" machine.
+    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "keyring.backends.fail.Keyring")
+    return root
+
+
 @pytest.fixture(scope="session")
 def pg_bindir() -> Path:
     try:
