@@ -1,0 +1,507 @@
+"""A Selection checked against the real source: which tables move, and exactly how.
+
+``build_scope`` turns the user's rules into a list of concrete tables, each with the one
+SQL predicate that both the copy and the publication will use. Everything that can be
+wrong with the user's rules is found here, before anything is copied:
+
+- names that do not exist (with the closest real name suggested),
+- predicates the server rejects (checked by the server with EXPLAIN in a read-only
+  transaction with a statement timeout — never executed),
+- predicates a publication cannot carry (checked by creating the publication inside a
+  transaction that is rolled back: CREATE PUBLICATION is transactional),
+- row filters on columns outside the replica identity (UPDATE/DELETE on the *source* would
+  start failing once the publication exists),
+- filtered tables whose foreign-key neighbours are left out (TRUNCATE ... CASCADE and FK
+  checks on the target would fail or empty tables nobody asked about).
+
+Time windows are resolved once, on the source server's clock, to a literal timestamp that
+is kept in the scope: the copy and the publication filter use exactly the same cut.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+import secrets as random_names
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+import psycopg
+from psycopg import sql
+
+from .catalog import DatabaseCatalog, ServerCatalog, TableInfo, discover_database, list_databases
+from .db import connect
+from .endpoint import Endpoint
+from .errors import InputError
+from .selection import NameIndex, Selection, TableRef, TimeFilter, format_qualified_name, quote_ident
+
+#: How long the server may spend planning one user predicate.
+PREDICATE_CHECK_TIMEOUT = "5s"
+
+_FILTER_TITLE = "Invalid row filter"
+
+
+@dataclass(frozen=True)
+class TableScope:
+    """One table that is part of the migration."""
+
+    database: str
+    info: TableInfo
+    mode: Literal["full", "schema_only"]
+    #: The user's predicate, as given (row filters).
+    row_filter: str | None = None
+    time_filter: TimeFilter | None = None
+    #: The time filter's cut as a SQL literal, resolved once on the source's clock.
+    time_cutoff: str | None = None
+    #: The one predicate used by both the copy and the publication (None: all rows).
+    where: str | None = None
+    #: Columns the predicate reads (from the server's own parse of it).
+    filter_columns: tuple[str, ...] = ()
+    #: Planner estimate of the rows the predicate keeps (None when unfiltered or unknown).
+    estimated_rows: int | None = None
+    rules: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+
+    @property
+    def schema(self) -> str:
+        return self.info.schema
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    @property
+    def display(self) -> str:
+        return f"{quote_ident(self.database)}.{format_qualified_name(self.info.qualified)}"
+
+    @property
+    def copies_rows(self) -> bool:
+        return self.mode == "full"
+
+    @property
+    def estimated_bytes(self) -> int:
+        """Bytes this table will move: nothing for schema-only, a share for filtered tables."""
+        if not self.copies_rows or self.info.is_partitioned:
+            return 0
+        if self.where is None or self.estimated_rows is None:
+            return self.info.total_bytes
+        total_rows = self.info.row_estimate
+        if not total_rows:
+            return self.info.total_bytes
+        share = min(1.0, self.estimated_rows / total_rows)
+        return int(self.info.total_bytes * share)
+
+
+@dataclass(frozen=True)
+class ExcludedTable:
+    schema: str
+    name: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class DatabaseScope:
+    name: str
+    catalog: DatabaseCatalog
+    tables: tuple[TableScope, ...]
+    excluded: tuple[ExcludedTable, ...]
+
+    def table(self, schema: str, name: str) -> TableScope | None:
+        return next((t for t in self.tables if t.info.qualified == (schema, name)), None)
+
+    @property
+    def estimated_bytes(self) -> int:
+        return sum(table.estimated_bytes for table in self.tables)
+
+
+@dataclass(frozen=True)
+class Scope:
+    server: ServerCatalog
+    selection: Selection
+    databases: tuple[DatabaseScope, ...]
+    #: The source server's clock when time windows were resolved.
+    resolved_at: datetime
+    notes: tuple[str, ...] = field(default=())
+
+    def database(self, name: str) -> DatabaseScope | None:
+        return next((db for db in self.databases if db.name == name), None)
+
+    @property
+    def estimated_bytes(self) -> int:
+        return sum(db.estimated_bytes for db in self.databases)
+
+
+# -- names --------------------------------------------------------------------------------
+
+
+def _suggest(name: str, candidates: Iterable[str]) -> str | None:
+    candidates = list(candidates)
+    folded = [c for c in candidates if c.lower() == name.lower()]
+    if folded:
+        return folded[0]
+    close = difflib.get_close_matches(name, candidates, n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def _check_databases(selection: Selection, server: ServerCatalog) -> list[str]:
+    known = [db.name for db in server.databases]
+    skipped = {s.name: s.reason for s in server.skipped}
+    notes: list[str] = []
+    for rule in selection.include_databases:
+        if rule.name in known:
+            continue
+        if rule.name in skipped:
+            raise InputError(
+                f"database {quote_ident(rule.name)} ({rule.origin or 'include list'}) cannot be migrated: "
+                f"{skipped[rule.name]}",
+                "Remove it from the databases to include.",
+                title="Unknown database",
+            )
+        suggestion = _suggest(rule.name, known)
+        raise InputError(
+            f"there is no database {quote_ident(rule.name)} on the source ({rule.origin or 'include list'})",
+            f"Did you mean {quote_ident(suggestion)}?" if suggestion
+            else f"Databases on the source: {', '.join(quote_ident(n) for n in known) or 'none'}.",
+            title="Unknown database",
+        )
+    for rule in selection.exclude_databases:
+        if rule.name not in known and rule.name not in skipped:
+            notes.append(f"excluded database {quote_ident(rule.name)} does not exist on the source")
+    return notes
+
+
+def _check_rule_targets(selection: Selection, catalogs: dict[str, DatabaseCatalog]) -> None:
+    """Every rule must name a real table (and a real time column) in a selected database."""
+    for rule in selection.rules:
+        target = rule.target
+        assert isinstance(target, TableRef)
+        if target.database is not None and target.database not in catalogs:
+            continue  # the rule's database is not selected: Selection.notes() says so
+        places = [target.database] if target.database is not None else list(catalogs)
+        found = [db for db in places if catalogs[db].table(target.schema, target.table) is not None]
+        if not found:
+            all_names = {
+                format_qualified_name(t.qualified): t.qualified for db in places for t in catalogs[db].tables
+            }
+            suggestion = _suggest(format_qualified_name((target.schema, target.table)), all_names)
+            where = f"database {quote_ident(target.database)}" if target.database else "any selected database"
+            raise InputError(
+                f"{rule.describe()}: there is no table {format_qualified_name((target.schema, target.table))} "
+                f"in {where}",
+                f"Did you mean {suggestion}?" if suggestion else "Check the schema and table name (quote mixed-case "
+                "names with double quotes, e.g. '\"MyTable\"').",
+                title="Unknown table",
+            )
+        if rule.time_filter is None:
+            continue
+        column = rule.time_filter.column
+        for db in found:
+            info = catalogs[db].table(target.schema, target.table)
+            assert info is not None
+            col = info.column(column)
+            time_columns = [c.name for c in info.time_columns]
+            if col is None or col.name not in time_columns:
+                problem = "has no column" if col is None else f"column is of type {col.type}, not a timestamp or date:"
+                suggestion = _suggest(column, time_columns)
+                raise InputError(
+                    f"{rule.describe()}: table {format_qualified_name(info.qualified)} {problem} {quote_ident(column)}",
+                    (f"Did you mean {quote_ident(suggestion)}? " if suggestion else "")
+                    + "Time filters need a timestamp, timestamptz or date column; this table has: "
+                    + (", ".join(quote_ident(c) for c in time_columns) or "none"),
+                    title="Invalid time filter",
+                )
+
+
+# -- time windows ---------------------------------------------------------------------------
+
+
+def cutoff_literal(cutoff: datetime, column_type: str) -> str:
+    """The cut as a SQL literal of the column's own type.
+
+    A publication filter must be immutable: comparing a ``timestamp`` column with a
+    ``timestamptz`` value is not, so each type gets a plain literal of its own kind.
+    """
+    if column_type == "date":
+        return sql.quote(cutoff.date().isoformat())
+    if column_type == "timestamp without time zone":
+        return sql.quote(cutoff.replace(tzinfo=None).isoformat(sep=" "))
+    return sql.quote(cutoff.astimezone(timezone.utc).isoformat(sep=" "))
+
+
+def time_predicate(column: str, literal: str) -> str:
+    return f"{sql.Identifier(column).as_string()} >= {literal}"
+
+
+# -- server-side checks -------------------------------------------------------------------------
+
+
+def _predicate_error(table: TableScope, exc: psycopg.Error) -> InputError:
+    diag = exc.diag
+    message = (diag.message_primary or str(exc)).strip()
+    remedy = "Fix the predicate; it must be a valid SQL boolean expression over this table's columns."
+    if exc.sqlstate == "42703":  # undefined_column
+        missing = re.search(r'column "?([^"\s]+)"? does not exist', message)
+        columns = [c.name for c in table.info.columns]
+        suggestion = _suggest(missing.group(1), columns) if missing else None
+        remedy = (f"Did you mean {quote_ident(suggestion)}? " if suggestion else "") + (
+            "Columns of this table: " + ", ".join(quote_ident(c) for c in columns)
+        )
+    elif exc.sqlstate == "57014":  # query_canceled by statement_timeout
+        remedy = "The server took too long to plan it; simplify the predicate."
+    where = table.row_filter if table.row_filter is not None else str(table.time_filter)
+    return InputError(f"{table.display}: the filter {where!r} is rejected by the server: {message}", remedy,
+                      title=_FILTER_TITLE)
+
+
+def _limit_transaction(conn: psycopg.Connection[Any], *, read_only: bool) -> None:
+    if read_only:
+        conn.execute("SET TRANSACTION READ ONLY")
+    conn.execute(sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(PREDICATE_CHECK_TIMEOUT)))
+    conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(PREDICATE_CHECK_TIMEOUT)))
+
+
+def _explain(conn: psycopg.Connection[Any], table: TableScope) -> int | None:
+    """Plan (never run) the filtered scan; return the planner's row estimate."""
+    assert table.where is not None
+    query = sql.SQL("EXPLAIN (FORMAT JSON) SELECT * FROM {} WHERE ({})").format(
+        sql.Identifier(*table.info.qualified), sql.SQL(table.where)  # type: ignore[arg-type]
+    )
+    with conn.transaction(force_rollback=True):
+        _limit_transaction(conn, read_only=True)
+        try:
+            row = conn.execute(query).fetchone()
+        except psycopg.Error as exc:
+            raise _predicate_error(table, exc) from None
+    plan = row[0] if row else None
+    if isinstance(plan, str):
+        plan = json.loads(plan)
+    try:
+        return int(plan[0]["Plan"]["Plan Rows"])  # type: ignore[index]
+    except (TypeError, KeyError, IndexError, ValueError):
+        return None
+
+
+def _filter_columns(conn: psycopg.Connection[Any], table: TableScope) -> tuple[str, ...] | None:
+    """Create the filtered publication in a rolled-back transaction; return the columns it reads.
+
+    None when our role may not create publications here (validate reports privileges).
+    """
+    assert table.where is not None
+    name = f"pgtide_check_{random_names.token_hex(4)}"
+    statement = sql.SQL("CREATE PUBLICATION {} FOR TABLE {} WHERE ({})").format(
+        sql.Identifier(name), sql.Identifier(*table.info.qualified), sql.SQL(table.where)  # type: ignore[arg-type]
+    )
+    with conn.transaction(force_rollback=True):
+        _limit_transaction(conn, read_only=False)
+        try:
+            conn.execute(statement)
+        except psycopg.errors.InsufficientPrivilege:
+            return None
+        except psycopg.Error as exc:
+            detail = (exc.diag.message_detail or "").strip()
+            raise InputError(
+                f"{table.display}: a publication cannot use the filter {table.where!r}: "
+                f"{(exc.diag.message_primary or str(exc)).strip()}" + (f" ({detail})" if detail else ""),
+                "Publication row filters may only compare this table's columns with constants using "
+                "immutable built-in operators and functions: no now(), no subqueries, no user-defined "
+                "functions. Use --time-filter for 'the last N days' (pgtide turns it into a fixed timestamp).",
+                title=_FILTER_TITLE,
+            ) from None
+        rows = conn.execute(
+            """
+            SELECT a.attname
+            FROM pg_publication p
+            JOIN pg_publication_rel pr ON pr.prpubid = p.oid
+            JOIN pg_attribute a ON a.attrelid = pr.prrelid
+            WHERE p.pubname = %s
+              AND a.attnum = ANY (
+                  SELECT m[1]::int FROM regexp_matches(pr.prqual::text, ':varattno (\\d+)', 'g') AS m)
+            ORDER BY a.attnum
+            """,
+            [name],
+        ).fetchall()
+    return tuple(r[0] for r in rows)
+
+
+# -- structural checks ------------------------------------------------------------------------
+
+
+def _check_replica_identity(table: TableScope) -> None:
+    """A row filter may only read replica-identity columns once UPDATE/DELETE are published.
+
+    Otherwise PostgreSQL refuses UPDATE and DELETE on the *source* table from the moment the
+    publication exists: the user's application would start failing.
+    """
+    if not table.filter_columns or table.info.replica_identity == "f":
+        return
+    outside = [c for c in table.filter_columns if c not in table.info.identity_columns]
+    if not outside:
+        return
+    ident = sql.Identifier(*table.info.qualified).as_string()
+    raise InputError(
+        f"{table.display}: the filter reads {', '.join(quote_ident(c) for c in outside)}, which "
+        f"{'is' if len(outside) == 1 else 'are'} not part of the table's replica identity "
+        f"({', '.join(quote_ident(c) for c in table.info.identity_columns) or 'none'}); once published, "
+        "UPDATE and DELETE on this table would fail on the source",
+        f"Filter on replica-identity columns only, or run on the source: ALTER TABLE {ident} REPLICA IDENTITY FULL "
+        "(UPDATE/DELETE then log whole old rows: more WAL).",
+        title=_FILTER_TITLE,
+    )
+
+
+def _fk_component(catalog: DatabaseCatalog, start: tuple[str, str]) -> set[tuple[str, str]]:
+    """Every table linked to ``start`` through foreign keys, in either direction, transitively."""
+    seen = {start}
+    todo = [start]
+    while todo:
+        current = todo.pop()
+        for neighbour in catalog.fk_neighbours(*current):
+            if neighbour not in seen:
+                seen.add(neighbour)
+                todo.append(neighbour)
+    return seen
+
+
+def _check_fk_safety(db: DatabaseScope) -> None:
+    """Filtered and schema-only tables take their FK neighbours with them, or nothing moves.
+
+    Emptying a filtered table on the target (TRUNCATE ... CASCADE when a copy restarts, or a
+    replicated TRUNCATE) reaches every table linked by foreign keys; a linked table left out
+    of the migration would be emptied or make the TRUNCATE fail.
+    """
+    in_scope = {t.info.qualified for t in db.tables}
+    excluded = {(e.schema, e.name): e.reason for e in db.excluded}
+    for table in db.tables:
+        if table.where is None and table.mode != "schema_only":
+            continue
+        missing = sorted(q for q in _fk_component(db.catalog, table.info.qualified) if q not in in_scope and q in excluded)
+        if missing:
+            names = ", ".join(format_qualified_name(q) for q in missing)
+            raise InputError(
+                f"{table.display} is {'filtered' if table.where else 'schema-only'}, but tables linked to it by "
+                f"foreign keys are not migrated: {names}",
+                "Include those tables too (a TRUNCATE ... CASCADE of the filtered table on the target reaches "
+                "them, and their foreign keys need the referenced rows), or drop the filter.",
+                title="Foreign keys cross the selection",
+            )
+
+
+def check_filter_support(server_version_num: int, selection: Selection, *, replicate: bool) -> None:
+    """Publications filter rows only from PostgreSQL 15 on."""
+    if not replicate or server_version_num >= 150000 or not (selection.row_filters or selection.time_filters):
+        return
+    raise InputError(
+        f"row and time filters need PostgreSQL 15 or newer on the source for replication "
+        f"(it runs {server_version_num // 10000}): older publications cannot filter rows",
+        "Upgrade the source, or drop the filters (copy everything, delete unwanted rows on the target "
+        "after cutover).",
+        title="Filters need PostgreSQL 15",
+    )
+
+
+# -- the whole thing --------------------------------------------------------------------------
+
+
+def build_scope(
+    source: Endpoint,
+    selection: Selection,
+    *,
+    replicate: bool = True,
+    now: datetime | None = None,
+) -> Scope:
+    """Resolve ``selection`` against the source and check every rule with the server.
+
+    ``replicate``: the filters will also be used by a publication (sync); then PG15+ is
+    required for filters, and the publication-specific checks run.
+    ``now``: the moment time windows count back from (default: the source server's clock).
+    """
+    server = list_databases(source)
+    notes = _check_databases(selection, server)
+    selected = [db.name for db in server.databases if selection.includes_database(db.name)]
+    if not selected:
+        raise InputError(
+            "the selection leaves no database to migrate",
+            "Check --include-databases / --exclude-databases; databases on the source: "
+            + (", ".join(quote_ident(db.name) for db in server.databases) or "none"),
+            title="Nothing to migrate",
+        )
+    catalogs = {name: discover_database(source.with_dbname(name)) for name in selected}
+    index = NameIndex(
+        databases=frozenset(db.name for db in server.databases) | {s.name for s in server.skipped},
+        schemas={name: frozenset(catalog.schemas) for name, catalog in catalogs.items()},
+    )
+    resolved = selection.resolve(index)
+    _check_rule_targets(resolved, catalogs)
+    notes.extend(resolved.notes())
+
+    check_filter_support(server.server_version_num, resolved, replicate=replicate)
+
+    with connect(source.with_dbname(selected[0])) as conn:
+        clock = now or conn.execute("SELECT now()").fetchone()[0]  # type: ignore[index]
+
+    databases = []
+    for name in selected:
+        db_scope = _database_scope(source.with_dbname(name), name, catalogs[name], resolved, clock, replicate)
+        _check_fk_safety(db_scope)
+        databases.append(db_scope)
+        notes.extend(note for table in db_scope.tables for note in table.notes)
+    return Scope(server, resolved, tuple(databases), clock, tuple(dict.fromkeys(notes)))
+
+
+def _database_scope(
+    endpoint: Endpoint,
+    name: str,
+    catalog: DatabaseCatalog,
+    selection: Selection,
+    clock: datetime,
+    replicate: bool,
+) -> DatabaseScope:
+    tables: list[TableScope] = []
+    excluded: list[ExcludedTable] = []
+    for info in catalog.tables:
+        treatment = selection.treatment(name, info.schema, info.name, included_by_default=not info.extension_member)
+        if treatment.mode == "excluded":
+            reason = "; ".join(treatment.rules) or "excluded"
+            excluded.append(ExcludedTable(info.schema, info.name, reason))
+            continue
+        where = treatment.row_filter
+        literal = None
+        if treatment.time_filter is not None:
+            column = info.column(treatment.time_filter.column)
+            assert column is not None  # checked by _check_rule_targets
+            literal = cutoff_literal(treatment.time_filter.window.cutoff(clock), column.type)
+            where = time_predicate(column.name, literal)
+        tables.append(
+            TableScope(
+                database=name,
+                info=info,
+                mode="schema_only" if treatment.mode == "schema_only" else "full",
+                row_filter=treatment.row_filter,
+                time_filter=treatment.time_filter,
+                time_cutoff=literal,
+                where=where,
+                rules=treatment.rules,
+                notes=treatment.notes,
+            )
+        )
+    filtered = [t for t in tables if t.where is not None]
+    if filtered:
+        with connect(endpoint) as conn:
+            checked = []
+            for table in tables:
+                if table.where is None:
+                    checked.append(table)
+                    continue
+                estimated = _explain(conn, table)
+                columns = _filter_columns(conn, table) if replicate else None
+                table = replace(table, estimated_rows=estimated, filter_columns=columns or ())
+                if replicate:
+                    _check_replica_identity(table)
+                checked.append(table)
+            tables = checked
+    return DatabaseScope(name, catalog, tuple(tables), tuple(excluded))
+
+
