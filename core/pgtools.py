@@ -161,6 +161,7 @@ def tool_version(path: Path) -> ToolVersion:
     return ToolVersion(path, int(match.group(1)), int(match.group(2) or 0))
 
 
+@lru_cache(maxsize=32)
 def find_tool(name: str, *, server_major: int | None = None) -> ToolVersion:
     """The newest installed ``name``; refuse one older than the server it must talk to."""
     if name not in TOOLS:

@@ -374,6 +374,16 @@ def _check_fk_safety(db: DatabaseScope) -> None:
     """
     in_scope = {t.info.qualified for t in db.tables}
     excluded = {(e.schema, e.name): e.reason for e in db.excluded}
+    for fk in db.catalog.foreign_keys:
+        if fk.table in in_scope and fk.referenced_table in excluded:
+            raise InputError(
+                f"{format_qualified_name(fk.table)} is migrated but references {format_qualified_name(fk.referenced_table)}, "
+                f"which is excluded ({excluded[fk.referenced_table]}): foreign key {quote_ident(fk.name)} could not "
+                "be created on the target",
+                f"Include {format_qualified_name(fk.referenced_table)} (schema-only is enough for the definition, but "
+                "then its rows are missing), or exclude the referencing table too.",
+                title="Foreign keys cross the selection",
+            )
     for table in db.tables:
         if table.where is None and table.mode != "schema_only":
             continue

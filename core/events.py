@@ -1,0 +1,116 @@
+"""Typed events: how core reports progress. Core never prints.
+
+The CLI renders events as lines, progress bars or JSON; the TUI turns them into messages.
+High-rate events (:class:`TableProgress`) are *replaceable*: a consumer that falls behind
+may keep only the newest one per key (Textual's ``Message.can_replace``).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+Level = Literal["info", "warning", "error"]
+
+
+@dataclass(frozen=True)
+class Event:
+    at: float = field(default_factory=time.time, kw_only=True)
+
+    @property
+    def kind(self) -> str:
+        return type(self).__name__
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"event": self.kind, **asdict(self)}
+
+
+@dataclass(frozen=True)
+class Log(Event):
+    level: Level
+    text: str
+    database: str | None = None
+
+
+@dataclass(frozen=True)
+class PhaseStarted(Event):
+    database: str | None
+    phase: str
+
+
+@dataclass(frozen=True)
+class PhaseFinished(Event):
+    database: str | None
+    phase: str
+    seconds: float
+
+
+@dataclass(frozen=True)
+class TableProgress(Event):
+    """Replaceable: only the newest per (database, schema, table) matters."""
+
+    database: str
+    schema: str
+    table: str
+    bytes_done: int
+    rows_done: int
+    bytes_total: int
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.database, self.schema, self.table)
+
+
+@dataclass(frozen=True)
+class TableCopied(Event):
+    database: str
+    schema: str
+    table: str
+    rows: int
+    bytes: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class CheckReported(Event):
+    name: str
+    status: Literal["ok", "warning", "error"]
+    observed: str
+    remedy: str
+    database: str | None = None
+
+
+Emit = Callable[[Event], None]
+
+
+def discard(event: Event) -> None:
+    """An emitter for callers that do not care."""
+
+
+class Cancelled(Exception):
+    """Raised inside core when the caller's cancel token is set."""
+
+
+class CancelToken:
+    """Set from any thread (a UI's Cancel button, a signal handler); checked between steps."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def check(self) -> None:
+        if self._event.is_set():
+            raise Cancelled()
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep up to ``seconds``; True if cancelled meanwhile."""
+        return self._event.wait(seconds)

@@ -1,0 +1,115 @@
+"""What a migration has finished, on disk, so a rerun continues instead of starting over.
+
+One JSON file per migration (source server → target server) under the user's *state*
+directory — never $TMPDIR, and never deleted behind the user's back (teardown marks it torn
+down; ``pgtide teardown --forget`` is the only thing that removes it). Written atomically
+(temp file + rename) after every change, so a SIGKILL leaves either the old or the new state.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from .paths import state_dir
+
+#: Used for estimates until pgtide has measured this machine's copy path itself.
+DEFAULT_THROUGHPUT_BYTES_PER_SECOND = 100 * 1024 * 1024
+
+
+def jobs_dir() -> Path:
+    return state_dir() / "jobs"
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".state-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=2, sort_keys=True)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+class JobStore:
+    """Per-database progress of one migration. Thread-safe; every change is persisted."""
+
+    def __init__(self, migration_id: str, *, root: Path | None = None) -> None:
+        self.migration_id = migration_id
+        self.path = (root or jobs_dir()) / migration_id / "state.json"
+        self._lock = threading.Lock()
+        self._data: dict[str, Any] = self._read()
+
+    def _read(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {"migration_id": self.migration_id, "databases": {}}
+        except (OSError, ValueError):
+            # A damaged store must not block the user: keep it aside and start fresh.
+            self.path.rename(self.path.with_suffix(f".damaged-{int(time.time())}"))
+            return {"migration_id": self.migration_id, "databases": {}}
+        data.setdefault("databases", {})
+        return data
+
+    def _save(self) -> None:
+        _write_json(self.path, self._data)
+
+    def database(self, name: str) -> dict[str, Any]:
+        """A copy of what is recorded for ``name`` (empty when nothing is)."""
+        with self._lock:
+            return json.loads(json.dumps(self._data["databases"].get(name, {})))
+
+    def update(self, name: str, **fields: Any) -> None:
+        with self._lock:
+            entry = self._data["databases"].setdefault(name, {})
+            entry.update(fields)
+            entry["updated_at"] = time.time()
+            self._save()
+
+    def table_done(self, name: str, table_key: str, rows: int, size: int) -> None:
+        with self._lock:
+            entry = self._data["databases"].setdefault(name, {})
+            entry.setdefault("tables", {})[table_key] = {"rows": rows, "bytes": size, "at": time.time()}
+            self._save()
+
+    def reset(self, name: str) -> None:
+        with self._lock:
+            self._data["databases"].pop(name, None)
+            self._save()
+
+    def databases(self) -> dict[str, dict[str, Any]]:
+        with self._lock:
+            return json.loads(json.dumps(self._data["databases"]))
+
+
+def _throughput_path() -> Path:
+    return state_dir() / "throughput.json"
+
+
+def measured_throughput() -> float:
+    """Bytes per second of the last measured copy on this machine (or the default)."""
+    try:
+        value = float(json.loads(_throughput_path().read_text())["bytes_per_second"])
+        return value if value > 0 else DEFAULT_THROUGHPUT_BYTES_PER_SECOND
+    except (OSError, ValueError, KeyError, TypeError):
+        return DEFAULT_THROUGHPUT_BYTES_PER_SECOND
+
+
+def record_throughput(size: int, seconds: float) -> None:
+    # Tiny copies measure start-up costs, not throughput: keep the old figure for them.
+    if size < 64 * 1024 * 1024 or seconds <= 0:
+        return
+    _write_json(_throughput_path(), {"bytes_per_second": size / seconds, "measured_at": time.time()})

@@ -1,0 +1,509 @@
+"""init, sync and teardown: the zero-gap protocol of ARCHITECTURE §3, per source database.
+
+init, per selected database:
+ 1. the publication on the source (pgoutput looks it up at decode time, so it must exist
+    before the slot),
+ 2. the slot, created with an exported snapshot on a replication connection that stays
+    open (the snapshot is the slot's consistent point),
+ 3. the schema dumped under that snapshot; pre-data restored on the target,
+ 4. the rows copied under that snapshot by parallel psql pipes (largest first, big tables
+    in key ranges, filters applied), sequences and large objects with them,
+ 5. post-data (indexes, constraints, triggers) built in parallel after the data,
+ 6. the subscription created on the slot with copy_data = false: apply starts exactly at
+    the snapshot — nothing missed, nothing twice.
+
+Any failure drops what this run created on the servers (subscription, slot, publication)
+and says so; the job store remembers what finished, so a rerun continues.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from . import naming
+from .db import connect
+from .endpoint import Endpoint
+from .errors import InputError, PgtideError
+from .events import CancelToken, Emit, Log, PhaseFinished, PhaseStarted, discard
+from .jobstore import JobStore, jobs_dir, record_throughput
+from .pgtools import run_tool
+from .plan import Plan
+from .roles import copy_roles
+from .scope import DatabaseScope, Scope, TableScope, build_scope
+from .selection import format_qualified_name
+from .snapshot_copy import copy_tables, exported_snapshot
+
+STATUS_STREAMING = "streaming"
+
+
+@dataclass(frozen=True)
+class DatabaseResult:
+    database: str
+    status: str
+    tables: int
+    rows: int
+    bytes: int
+    seconds: float
+
+
+@contextmanager
+def _phase(emit: Emit, database: str | None, phase: str) -> Iterator[None]:
+    emit(PhaseStarted(database, phase))
+    started = time.monotonic()
+    yield
+    emit(PhaseFinished(database, phase, time.monotonic() - started))
+
+
+def _server_version(endpoint: Endpoint) -> int:
+    with connect(endpoint) as conn:
+        return int(conn.execute("SELECT current_setting('server_version_num')").fetchone()[0])  # type: ignore[index]
+
+
+# -- teardown -----------------------------------------------------------------------------------
+
+
+def drop_subscription(target: Endpoint, name: str) -> bool:
+    """Disable, detach from its slot, drop. Detaching first means the drop never needs the source."""
+    try:
+        conn = connect(target)
+    except PgtideError:
+        return False
+    with conn:
+        if not conn.execute("SELECT 1 FROM pg_subscription WHERE subname = %s AND subdbid = "
+                            "(SELECT oid FROM pg_database WHERE datname = current_database())", [name]).fetchone():
+            return False
+        ident = sql.Identifier(name)
+        conn.execute(sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(ident))
+        conn.execute(sql.SQL("ALTER SUBSCRIPTION {} SET (slot_name = NONE)").format(ident))
+        conn.execute(sql.SQL("DROP SUBSCRIPTION {}").format(ident))
+        return True
+
+
+def drop_slot(source: Endpoint, slot: str, *, timeout: float = 30.0) -> bool:
+    """Drop the slot, ending a walsender that still holds it (a slot left behind fills the disk)."""
+    with connect(source) as conn:
+        deadline = time.monotonic() + timeout
+        while True:
+            row = conn.execute("SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s", [slot]).fetchone()
+            if row is None:
+                return False
+            if row[0] is not None:
+                conn.execute("SELECT pg_terminate_backend(%s)", [row[0]])
+            try:
+                conn.execute("SELECT pg_drop_replication_slot(%s)", [slot])
+                return True
+            except psycopg.errors.ObjectInUse:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+            except psycopg.errors.UndefinedObject:
+                return False
+
+
+def drop_publication(source: Endpoint, name: str) -> bool:
+    with connect(source) as conn:
+        if not conn.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", [name]).fetchone():
+            return False
+        conn.execute(sql.SQL("DROP PUBLICATION {}").format(sql.Identifier(name)))
+        return True
+
+
+def teardown_database(plan: Plan, database: str, emit: Emit = discard) -> list[str]:
+    """Remove pgtide's subscription, slot and publication for one database; idempotent."""
+    names = naming.replication_names(plan.source, plan.target, database)
+    source_exists = _database_exists(plan.source, database)
+    source = plan.source.with_dbname(database if source_exists else "postgres")
+    removed: list[str] = []
+    if _database_exists(plan.target, database) and drop_subscription(plan.target.with_dbname(database), names.subscription):
+        removed.append(f"subscription {names.subscription} on the target")
+    if drop_slot(source, names.slot):
+        removed.append(f"replication slot {names.slot} on the source")
+    if source_exists and drop_publication(source, names.publication):
+        removed.append(f"publication {names.publication} on the source")
+    for item in removed:
+        emit(Log("info", f"dropped {item}", database))
+    return removed
+
+
+def teardown(plan: Plan, databases: list[str] | None = None, emit: Emit = discard) -> list[str]:
+    """Teardown for the given databases, or every database the job store knows."""
+    store = JobStore(naming.migration_id(plan.source, plan.target))
+    names = databases if databases is not None else sorted(store.databases())
+    removed: list[str] = []
+    for database in names:
+        removed += teardown_database(plan, database, emit)
+        store.update(database, status="torn_down")
+    return removed
+
+
+# -- the target database ---------------------------------------------------------------------------
+
+
+def _database_exists(endpoint: Endpoint, name: str) -> bool:
+    with connect(endpoint.with_dbname("postgres")) as conn:
+        return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone() is not None
+
+
+def _user_objects(target: Endpoint) -> list[str]:
+    with connect(target) as conn:
+        rows = conn.execute(
+            """
+            SELECT format('%s %I.%I', CASE c.relkind WHEN 'r' THEN 'table' WHEN 'p' THEN 'table'
+                          WHEN 'v' THEN 'view' WHEN 'm' THEN 'materialized view' ELSE 'relation' END,
+                          n.nspname, c.relname)
+            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+              AND n.nspname !~ '^pg_toast'
+            ORDER BY 1 LIMIT 6
+            """
+        ).fetchall()
+    return [row[0] for row in rows]
+
+
+def _create_database(plan: Plan, database: str) -> None:
+    with connect(plan.source.with_dbname(database)) as conn:
+        encoding, collate, ctype = conn.execute(
+            "SELECT pg_encoding_to_char(encoding), datcollate, datctype FROM pg_database "
+            "WHERE datname = current_database()"
+        ).fetchone()  # type: ignore[misc]
+    with connect(plan.target.with_dbname("postgres")) as conn:
+        statement = sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING {}").format(
+            sql.Identifier(database), sql.Literal(encoding)
+        )
+        try:
+            conn.execute(sql.SQL("{} LC_COLLATE {} LC_CTYPE {}").format(
+                statement, sql.Literal(collate), sql.Literal(ctype)))
+        except psycopg.errors.InvalidParameterValue:
+            # The target lacks the source's locale: keep the encoding, use the target's default.
+            conn.execute(statement)
+
+
+def _drop_database(plan: Plan, database: str) -> None:
+    with connect(plan.target.with_dbname("postgres")) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database)))
+
+
+def prepare_target_database(plan: Plan, database: str, state: dict[str, Any], emit: Emit) -> bool:
+    """Make sure an empty target database exists; returns True when pgtide created it."""
+    exists = _database_exists(plan.target, database)
+    if exists and state.get("created_database"):
+        # Ours, from a run that did not finish: its content is from another snapshot.
+        emit(Log("info", "recreating the target database left unfinished by an earlier run", database))
+        _drop_database(plan, database)
+        exists = False
+    elif exists:
+        objects = _user_objects(plan.target.with_dbname(database))
+        if objects and not plan.options.drop_existing:
+            raise InputError(
+                f"target database {database!r} is not empty: it has " + ", ".join(objects)
+                + (" and more" if len(objects) > 5 else ""),
+                "Pass --drop-existing to drop and recreate it, or pick another target.",
+                title="Target not empty",
+            )
+        if objects:
+            emit(Log("warning", f"dropping the existing target database {database!r} (--drop-existing)", database))
+            _drop_database(plan, database)
+            exists = False
+    if not exists:
+        _create_database(plan, database)
+        return True
+    return False
+
+
+# -- schema -------------------------------------------------------------------------------------
+
+
+def _pattern(schema: str, table: str) -> str:
+    """A pg_dump pattern that matches exactly this table (quoted: no wildcards, dots kept)."""
+    return '"' + schema.replace('"', '""') + '"."' + table.replace('"', '""') + '"'
+
+
+def dump_schema(plan: Plan, db: DatabaseScope, snapshot_name: str, path: Path, server_major: int) -> None:
+    args = ["--format=custom", "--schema-only", f"--snapshot={snapshot_name}", f"--file={path}",
+            "--no-publications", "--no-subscriptions", "--no-tablespaces"]
+    if not plan.options.copy_roles:
+        args.append("--no-owner")
+    args += [f"--exclude-table={_pattern(e.schema, e.name)}" for e in db.excluded]
+    run_tool("pg_dump", args, plan.source.with_dbname(db.name), server_major=server_major)
+
+
+def restore_section(plan: Plan, database: str, path: Path, section: str, *, jobs: int = 1) -> None:
+    args = [f"--section={section}", "--exit-on-error", "--no-tablespaces"]
+    if not plan.options.copy_roles:
+        args += ["--no-owner", "--no-acl"]
+    if jobs > 1:
+        args.append(f"--jobs={jobs}")
+    run_tool("pg_restore", [*args, str(path)], plan.target.with_dbname(database))
+
+
+def copy_large_objects(plan: Plan, database: str, snapshot_name: str, workdir: Path, server_major: int) -> None:
+    """Large objects under the snapshot (pg_dump keeps their owners, ACLs and comments)."""
+    path = workdir / "large_objects.dump"
+    run_tool("pg_dump", ["--format=custom", "--data-only", "--blobs", f"--snapshot={snapshot_name}",
+                         f"--file={path}", "--exclude-schema=*"],
+             plan.source.with_dbname(database), server_major=server_major)
+    run_tool("pg_restore", ["--exit-on-error", "--data-only", str(path)], plan.target.with_dbname(database))
+
+
+def copy_sequences(plan: Plan, db: DatabaseScope, *, margin: int = 0) -> int:
+    """Set every selected sequence on the target to the source's value (+ margin)."""
+    wanted = [s for s in db.catalog.sequences]
+    if not wanted:
+        return 0
+    included_tables = {t.info.qualified for t in db.tables}
+    wanted = [s for s in wanted if s.owned_by is None or (s.owned_by[0], s.owned_by[1]) in included_tables]
+    with connect(plan.source.with_dbname(db.name)) as source, connect(plan.target.with_dbname(db.name)) as target:
+        values = source.execute(
+            "SELECT schemaname, sequencename, last_value FROM pg_sequences WHERE last_value IS NOT NULL"
+        ).fetchall()
+        current = {(schema, name): value for schema, name, value in values}
+        count = 0
+        for seq in wanted:
+            value = current.get((seq.schema, seq.name))
+            if value is None:
+                continue
+            target.execute("SELECT setval(%s::regclass, %s, true)",
+                           [sql.Identifier(seq.schema, seq.name).as_string(), int(value) + margin])
+            count += 1
+    return count
+
+
+# -- publication and subscription ------------------------------------------------------------------
+
+
+def replicated_tables(db: DatabaseScope) -> list[TableScope]:
+    """Tables whose changes flow through the publication: rows copied, loggable, not a parent."""
+    return [t for t in db.tables if t.copies_rows and not t.info.unlogged and not t.info.is_partitioned]
+
+
+def publication_statement(name: str, tables: list[TableScope], *, alter: bool = False) -> sql.Composed:
+    items = []
+    for table in tables:
+        item = sql.SQL("TABLE {}").format(sql.Identifier(*table.info.qualified))
+        if table.where:
+            item = sql.SQL("{} WHERE ({})").format(item, sql.SQL(table.where))  # type: ignore[arg-type]
+        items.append(item)
+    verb = "ALTER PUBLICATION {} SET {}" if alter else "CREATE PUBLICATION {} FOR {}"
+    return sql.SQL(verb).format(sql.Identifier(name), sql.SQL(", ").join(items))
+
+
+def ensure_publication(source: Endpoint, name: str, tables: list[TableScope]) -> str:
+    """Create the publication, or bring an existing one to exactly this table list and filters."""
+    if not tables:
+        raise InputError("no table with rows to replicate in this database",
+                         "Select at least one table that is not schema-only or unlogged.")
+    with connect(source) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", [name]).fetchone()
+        conn.execute(publication_statement(name, tables, alter=bool(exists)))
+    return "updated" if exists else "created"
+
+
+def subscription_conninfo(plan: Plan, database: str) -> str:
+    # The subscription stores this string in pg_subscription (readable by superusers on the
+    # target). Without an explicit password the target server's own .pgpass is used.
+    return plan.source.with_dbname(database).conninfo(application_name="pgtide_subscription")
+
+
+def create_subscription(plan: Plan, database: str, names: naming.ReplicationNames, *, copy_data: bool,
+                        create_slot: bool) -> None:
+    statement = sql.SQL(
+        "CREATE SUBSCRIPTION {} CONNECTION {} PUBLICATION {} "
+        "WITH (create_slot = {}, slot_name = {}, copy_data = {}, enabled = true)"
+    ).format(
+        sql.Identifier(names.subscription), sql.Literal(subscription_conninfo(plan, database)),
+        sql.Identifier(names.publication), sql.SQL("true" if create_slot else "false"),
+        sql.Literal(names.slot), sql.SQL("true" if copy_data else "false"),
+    )
+    with connect(plan.target.with_dbname(database)) as conn:
+        conn.execute(statement)
+
+
+# -- init -------------------------------------------------------------------------------------------
+
+
+def workdir_for(plan: Plan, database: str) -> Path:
+    path = jobs_dir() / naming.migration_id(plan.source, plan.target) / naming.replication_names(
+        plan.source, plan.target, database).slot
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def init(
+    plan: Plan,
+    *,
+    scope: Scope | None = None,
+    emit: Emit = discard,
+    cancel: CancelToken | None = None,
+) -> list[DatabaseResult]:
+    """Run the zero-gap protocol for every selected database (validate first)."""
+    cancel = cancel or CancelToken()
+    if scope is None:
+        with _phase(emit, None, "scope"):
+            scope = build_scope(plan.source, plan.selection, replicate=True)
+    store = JobStore(naming.migration_id(plan.source, plan.target))
+    if plan.options.copy_roles:
+        with _phase(emit, None, "globals"):
+            copy_roles(plan.source, plan.target.with_dbname("postgres"), emit)
+    results = []
+    for db in scope.databases:
+        cancel.check()
+        if plan.options.copy_mode == "server":
+            results.append(_sync_database(plan, db, store, emit, initial_copy=True))
+        else:
+            results.append(_init_database(plan, db, store, emit, cancel))
+    return results
+
+
+def _subscription_exists(plan: Plan, database: str, name: str) -> bool:
+    if not _database_exists(plan.target, database):
+        return False
+    with connect(plan.target.with_dbname(database)) as conn:
+        return conn.execute("SELECT 1 FROM pg_subscription WHERE subname = %s", [name]).fetchone() is not None
+
+
+def _init_database(plan: Plan, db: DatabaseScope, store: JobStore, emit: Emit, cancel: CancelToken) -> DatabaseResult:
+    database = db.name
+    names = naming.replication_names(plan.source, plan.target, database)
+    state = store.database(database) if plan.options.resume else {}
+    if state.get("status") == STATUS_STREAMING and _subscription_exists(plan, database, names.subscription):
+        emit(Log("info", "already streaming; nothing to do (use teardown, then --no-resume, to start over)", database))
+        return DatabaseResult(database, STATUS_STREAMING, len(db.tables), 0, 0, 0.0)
+    # Leftovers of an interrupted or failed run belong to another snapshot: remove them.
+    teardown_database(plan, database, emit)
+    if not plan.options.resume:
+        store.reset(database)
+        state = {}
+
+    source_db = plan.source.with_dbname(database)
+    target_db = plan.target.with_dbname(database)
+    server_version = _server_version(source_db)
+    started = time.monotonic()
+    created_here: list[str] = []
+    with _phase(emit, database, "target"):
+        created = prepare_target_database(plan, database, state, emit)
+    store.update(database, status="copying", created_database=created or bool(state.get("created_database")),
+                 slot=names.slot, started_at=time.time(), tables={})
+    workdir = workdir_for(plan, database)
+    try:
+        with _phase(emit, database, "publication"):
+            ensure_publication(source_db, names.publication, replicated_tables(db))
+            created_here.append("publication")
+        copied_bytes = 0
+        copy_seconds = 0.0
+        with exported_snapshot(source_db, names.slot, server_version) as snapshot:
+            created_here.append("slot")
+            emit(Log("info", f"slot {names.slot} at {snapshot.consistent_point}, snapshot {snapshot.name}", database))
+            with _phase(emit, database, "schema"):
+                schema_file = workdir / "schema.dump"
+                dump_schema(plan, db, snapshot.name, schema_file, server_version // 10000)
+                restore_section(plan, database, schema_file, "pre-data")
+            cancel.check()
+            with _phase(emit, database, "data"):
+                copied_bytes, copy_seconds = copy_tables(
+                    plan.source.with_dbname(database), target_db, database, snapshot, db.tables,
+                    jobs=plan.options.jobs, emit=emit, cancel=cancel,
+                    on_table_done=lambda table, rows: store.table_done(
+                        database, format_qualified_name(table.info.qualified), rows, table.estimated_bytes),
+                )
+                if db.catalog.large_objects:
+                    copy_large_objects(plan, database, snapshot.name, workdir, server_version // 10000)
+                    emit(Log("warning", f"{db.catalog.large_objects} large objects copied; later changes to them "
+                                        "are not replicated", database))
+        # The snapshot is released here; the slot keeps every change since it for the subscription.
+        record_throughput(copied_bytes, copy_seconds)
+        cancel.check()
+        with _phase(emit, database, "indexes"):
+            store.update(database, post_data="started")
+            restore_section(plan, database, schema_file, "post-data", jobs=plan.options.jobs)
+            copy_sequences(plan, db)
+            store.update(database, post_data="done")
+        with _phase(emit, database, "sync"):
+            create_subscription(plan, database, names, copy_data=False, create_slot=False)
+            created_here.append("subscription")
+        store.update(database, status=STATUS_STREAMING, finished_at=time.time())
+    except BaseException as exc:
+        _undo(plan, database, created_here, emit)
+        store.update(database, status="failed", error=str(exc) if isinstance(exc, PgtideError) else type(exc).__name__)
+        raise
+    rows = sum(entry.get("rows", 0) for entry in store.database(database).get("tables", {}).values())
+    return DatabaseResult(database, STATUS_STREAMING, len(db.tables), rows, copied_bytes, time.monotonic() - started)
+
+
+def _undo(plan: Plan, database: str, created: list[str], emit: Emit) -> None:
+    """After a failure: drop the replication objects this run created, and say so."""
+    if not created:
+        return
+    try:
+        removed = teardown_database(plan, database, emit)
+    except PgtideError as exc:
+        emit(Log("error", f"could not clean up after the failure: {exc}; run `pgtide teardown` once the "
+                          "servers are reachable", database))
+        return
+    emit(Log("warning", "the run failed; removed " + (", ".join(removed) or "nothing"), database))
+
+
+# -- sync (server-side initial copy, or data already on the target) ----------------------------------
+
+
+def sync(plan: Plan, *, scope: Scope | None = None, emit: Emit = discard, copy_data: bool = True) -> list[DatabaseResult]:
+    """Publication + subscription, PostgreSQL doing the initial copy (``copy_data``)."""
+    if scope is None:
+        scope = build_scope(plan.source, plan.selection, replicate=True)
+    store = JobStore(naming.migration_id(plan.source, plan.target))
+    return [_sync_database(plan, db, store, emit, initial_copy=copy_data, schema=False) for db in scope.databases]
+
+
+def _sync_database(plan: Plan, db: DatabaseScope, store: JobStore, emit: Emit, *, initial_copy: bool,
+                   schema: bool = True) -> DatabaseResult:
+    database = db.name
+    names = naming.replication_names(plan.source, plan.target, database)
+    source_db = plan.source.with_dbname(database)
+    started = time.monotonic()
+    server_version = _server_version(source_db)
+    if schema:
+        with _phase(emit, database, "target"):
+            created = prepare_target_database(plan, database, store.database(database), emit)
+        store.update(database, status="copying", created_database=created, slot=names.slot)
+        workdir = workdir_for(plan, database)
+        with _phase(emit, database, "schema"):
+            schema_file = workdir / "schema.dump"
+            with connect(source_db) as conn:
+                conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+                snapshot_name = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]  # type: ignore[index]
+                dump_schema(plan, db, snapshot_name, schema_file, server_version // 10000)
+                conn.execute("COMMIT")
+            restore_section(plan, database, schema_file, "pre-data")
+            restore_section(plan, database, schema_file, "post-data", jobs=plan.options.jobs)
+    elif not _database_exists(plan.target, database):
+        raise InputError(f"target database {database!r} does not exist",
+                         "sync expects the schema on the target already; use `pgtide init --copy server` to "
+                         "create it, or create the schema first.")
+    created_here: list[str] = []
+    try:
+        with _phase(emit, database, "publication"):
+            action = ensure_publication(source_db, names.publication, replicated_tables(db))
+            created_here.append("publication")
+            emit(Log("info", f"publication {names.publication} {action}", database))
+        with _phase(emit, database, "sync"):
+            if _subscription_exists(plan, database, names.subscription):
+                with connect(plan.target.with_dbname(database)) as conn:
+                    conn.execute(sql.SQL("ALTER SUBSCRIPTION {} REFRESH PUBLICATION WITH (copy_data = {})").format(
+                        sql.Identifier(names.subscription), sql.SQL("true" if initial_copy else "false")))
+                emit(Log("info", f"subscription {names.subscription} refreshed", database))
+            else:
+                create_subscription(plan, database, names, copy_data=initial_copy, create_slot=True)
+                created_here.append("subscription")
+        store.update(database, status=STATUS_STREAMING, slot=names.slot, finished_at=time.time())
+    except BaseException:
+        if "subscription" in created_here or "publication" in created_here:
+            _undo(plan, database, created_here, emit)
+        raise
+    return DatabaseResult(database, STATUS_STREAMING, len(db.tables), 0, 0, time.monotonic() - started)

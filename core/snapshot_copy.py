@@ -1,0 +1,419 @@
+"""The zero-gap copy: a slot's exported snapshot, and table data piped under it.
+
+The replication slot and the snapshot are created by one command on a replication
+connection, so the snapshot is *exactly* the slot's consistent point: every row committed
+before it is in the copy, every change after it comes through the slot. The snapshot
+lives as long as that connection stays open and idle, so :class:`ExportedSnapshot` keeps
+it open for the whole copy.
+
+Row data never passes through Python: each copy task is two ``psql`` processes joined by
+an OS pipe (``COPY ... TO STDOUT`` under the snapshot on the source, ``COPY ... FROM
+STDIN`` on the target), binary format where every column type supports it. Progress is
+read from the target's ``pg_stat_progress_copy``.
+"""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from .db import connect
+from .endpoint import Endpoint
+from .errors import PgtideError
+from .events import CancelToken, Emit, TableCopied, TableProgress
+from .pgtools import ToolFailed, open_tool
+from .scope import TableScope
+
+#: Tables larger than this are split into primary-key ranges copied in parallel.
+SPLIT_THRESHOLD_BYTES = 512 * 1024 * 1024
+#: Failed copy tasks are retried this often while the snapshot is still alive.
+RETRIES = 2
+#: Below this, a table is relayed through the worker's own two connections: starting two
+#: psql processes costs ~0.1 s, far more than relaying a few MiB through Python. Above it,
+#: the psql pipe wins (C moves the bytes; a Python relay is ~1.4x slower on big tables).
+PIPE_THRESHOLD_BYTES = 16 * 1024 * 1024
+
+_INTEGER_TYPES = {"smallint", "integer", "bigint"}
+
+# Long copies must not be cut by a server's statement or idle timeouts.
+_SOURCE_SESSION = (
+    "SET statement_timeout = 0",
+    "SET idle_in_transaction_session_timeout = 0",
+    "SET lock_timeout = 0",
+)
+
+
+class CopyFailed(PgtideError):
+    exit_code = 1
+    default_title = "Copy failed"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    slot: str
+    consistent_point: str
+    name: str
+
+
+@contextmanager
+def exported_snapshot(source: Endpoint, slot: str, server_version_num: int) -> Iterator[Snapshot]:
+    """Create ``slot`` with an exported snapshot; the snapshot dies when the block ends.
+
+    The slot itself survives (the subscription will use it); dropping it on failure is the
+    caller's job, because only the caller knows whether a subscription took it over.
+    """
+    kwargs = source.connect_kwargs(replication="database")
+    try:
+        conn = psycopg.connect(**kwargs, autocommit=True, cursor_factory=psycopg.ClientCursor)
+    except psycopg.OperationalError as exc:
+        from .db import describe_connect_failure
+
+        raise describe_connect_failure(source, exc) from None
+    try:
+        # PG15 changed the syntax; EXPORT_SNAPSHOT is the older spelling of the same thing.
+        options = "(SNAPSHOT 'export')" if server_version_num >= 150000 else "EXPORT_SNAPSHOT"
+        row = conn.execute(
+            sql.SQL("CREATE_REPLICATION_SLOT {} LOGICAL pgoutput {}").format(sql.Identifier(slot), sql.SQL(options))
+        ).fetchone()
+        assert row is not None
+        yield Snapshot(slot=row[0], consistent_point=row[1], name=row[2])
+    finally:
+        conn.close()
+
+
+@dataclass(frozen=True)
+class CopyTask:
+    table: TableScope
+    #: Extra range predicate for one slice of a split table (None: the whole table).
+    range_predicate: str | None
+    estimated_bytes: int
+    binary: bool
+    columns: tuple[str, ...]
+
+    @property
+    def label(self) -> str:
+        return self.table.display + (f" [{self.range_predicate}]" if self.range_predicate else "")
+
+    def where(self) -> str | None:
+        parts = [p for p in (self.table.where, self.range_predicate) if p]
+        return " AND ".join(f"({p})" for p in parts) if parts else None
+
+    def source_query(self) -> str:
+        cols = sql.SQL(", ").join(sql.Identifier(c) for c in self.columns)
+        query = sql.SQL("SELECT {} FROM {}").format(cols, sql.Identifier(*self.table.info.qualified))
+        where = self.where()
+        if where:
+            query = sql.SQL("{} WHERE {}").format(query, sql.SQL(where))  # type: ignore[arg-type]
+        fmt = sql.SQL(" (FORMAT binary)" if self.binary else "")
+        return sql.SQL("COPY ({}) TO STDOUT{}").format(query, fmt).as_string()
+
+    def target_query(self) -> str:
+        cols = sql.SQL(", ").join(sql.Identifier(c) for c in self.columns)
+        fmt = sql.SQL(" (FORMAT binary)" if self.binary else "")
+        return sql.SQL("COPY {} ({}) FROM STDIN{}").format(
+            sql.Identifier(*self.table.info.qualified), cols, fmt
+        ).as_string()
+
+    def clear_target_query(self) -> str:
+        """Undo a failed attempt before retrying it."""
+        ident = sql.Identifier(*self.table.info.qualified)
+        if self.range_predicate:
+            return sql.SQL("DELETE FROM {} WHERE {}").format(ident, sql.SQL(self.range_predicate)).as_string()  # type: ignore[arg-type]
+        return sql.SQL("TRUNCATE {}").format(ident).as_string()
+
+
+@dataclass
+class _TableTally:
+    tasks: int
+    done: int = 0
+    rows: int = 0
+    bytes_done: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+
+def _binary_safe_columns(conn: psycopg.Connection[Any], tables: Sequence[TableScope]) -> dict[int, tuple[bool, tuple[str, ...]]]:
+    """Per table oid: can it use binary COPY, and which columns to copy (no generated ones)."""
+    oids = [t.info.oid for t in tables]
+    rows = conn.execute(
+        """
+        SELECT a.attrelid, a.attname, t.typsend <> 0 AND t.typreceive <> 0, a.attgenerated <> ''
+        FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+        WHERE a.attrelid = ANY(%s) AND a.attnum > 0 AND NOT a.attisdropped
+        ORDER BY a.attrelid, a.attnum
+        """,
+        [oids],
+    ).fetchall()
+    result: dict[int, tuple[bool, list[str]]] = {}
+    for relid, name, binary_ok, generated in rows:
+        binary, columns = result.setdefault(relid, (True, []))
+        if not generated:
+            columns.append(name)
+        result[relid] = (binary and bool(binary_ok), columns)
+    return {relid: (binary, tuple(columns)) for relid, (binary, columns) in result.items()}
+
+
+def plan_tasks(
+    source: Endpoint, snapshot: Snapshot, tables: Sequence[TableScope], *, split_bytes: int, jobs: int
+) -> list[CopyTask]:
+    """Copy tasks, largest first; big tables with an integer key split into key ranges."""
+    data_tables = [t for t in tables if t.copies_rows and not t.info.is_partitioned]
+    if not data_tables:
+        return []
+    tasks: list[CopyTask] = []
+    with connect(source, autocommit=False) as conn:
+        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot.name)))
+        layout = _binary_safe_columns(conn, data_tables)
+        for table in data_tables:
+            binary, columns = layout.get(table.info.oid, (True, tuple(c.name for c in table.info.columns)))
+            size = table.estimated_bytes
+            key = table.info.primary_key
+            key_type = table.info.column(key[0]).type if len(key) == 1 and table.info.column(key[0]) else ""
+            pieces = math.ceil(size / split_bytes) if split_bytes > 0 else 1
+            if pieces > 1 and key_type in _INTEGER_TYPES:
+                bounds = _split_ranges(conn, table, key[0], min(pieces, jobs * 4))
+                if len(bounds) > 1:
+                    share = size // len(bounds)
+                    tasks.extend(CopyTask(table, predicate, share, binary, columns) for predicate in bounds)
+                    continue
+            tasks.append(CopyTask(table, None, size, binary, columns))
+        conn.rollback()
+    return sorted(tasks, key=lambda task: task.estimated_bytes, reverse=True)
+
+
+def _split_ranges(conn: psycopg.Connection[Any], table: TableScope, column: str, pieces: int) -> list[str]:
+    ident = sql.Identifier(column)
+    query = sql.SQL("SELECT min({0}), max({0}) FROM {1}").format(ident, sql.Identifier(*table.info.qualified))
+    low, high = conn.execute(query).fetchone()  # type: ignore[misc]
+    if low is None or high is None or high - low < pieces:
+        return []
+    step = (high - low + 1) // pieces + 1
+    name = ident.as_string()
+    predicates = []
+    for index in range(pieces):
+        start = low + index * step
+        if start > high:
+            break
+        lower = "" if index == 0 else f"{name} >= {start}"
+        upper = "" if start + step > high else f"{name} < {start + step}"
+        predicates.append(" AND ".join(p for p in (lower, upper) if p) or "true")
+    return predicates
+
+
+def _run_task(source: Endpoint, target: Endpoint, snapshot: Snapshot, task: CopyTask, cancel: CancelToken) -> int:
+    """One table slice through a psql → psql pipe; returns the rows the target took."""
+    source_args = ["-X", "-q", "-v", "ON_ERROR_STOP=1"]
+    for statement in (
+        *_SOURCE_SESSION,
+        "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+        f"SET TRANSACTION SNAPSHOT '{snapshot.name}'",
+        task.source_query(),
+        "COMMIT",
+    ):
+        source_args += ["-c", statement]
+    target_args = ["-X", "-v", "ON_ERROR_STOP=1", "-c", "SET synchronous_commit = off", "-c", task.target_query()]
+    with ExitStack() as stack:
+        producer = stack.enter_context(
+            open_tool("psql", source_args, source, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        )
+        consumer = stack.enter_context(
+            open_tool("psql", target_args, target, stdin=producer.stdout, stdout=subprocess.PIPE,
+                      stderr=subprocess.PIPE)
+        )
+        assert producer.stdout is not None
+        producer.stdout.close()  # the consumer owns the read end now
+        while consumer.poll() is None:
+            if cancel.wait(0.2):
+                producer.terminate()
+                consumer.terminate()
+                cancel.check()
+        out = consumer.stdout.read() if consumer.stdout else b""
+        target_err = consumer.stderr.read() if consumer.stderr else b""
+        producer.wait()
+        source_err = producer.stderr.read() if producer.stderr else b""
+        if producer.returncode != 0:
+            raise ToolFailed("psql (source COPY)", producer.returncode, source.redact(source_err.decode(errors="replace")))
+        if consumer.returncode != 0:
+            raise ToolFailed("psql (target COPY)", consumer.returncode, target.redact(target_err.decode(errors="replace")))
+    words = out.decode(errors="replace").split()
+    return int(words[-1]) if len(words) >= 2 and words[-2] == "COPY" and words[-1].isdigit() else 0
+
+
+class _WorkerConnections(threading.local):
+    """Each copy worker's own pair of connections for small tables, opened on first use."""
+
+    source: psycopg.Connection[Any] | None = None
+    target: psycopg.Connection[Any] | None = None
+
+
+def _relay_task(
+    source: Endpoint, target: Endpoint, snapshot: Snapshot, task: CopyTask, conns: _WorkerConnections,
+    opened: list[psycopg.Connection[Any]], lock: threading.Lock,
+) -> int:
+    if conns.source is None or conns.target is None:
+        conns.source = connect(source, autocommit=False)
+        conns.target = connect(target, autocommit=False)
+        with lock:
+            opened.extend((conns.source, conns.target))
+        for statement in _SOURCE_SESSION:
+            conns.source.execute(statement)
+        conns.source.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        conns.source.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot.name)))
+        conns.target.execute("SET synchronous_commit = off")
+    buffer = bytearray()
+    try:
+        with conns.source.cursor().copy(task.source_query()) as out, conns.target.cursor() as cursor:  # type: ignore[arg-type]
+            with cursor.copy(task.target_query()) as into:  # type: ignore[arg-type]
+                for chunk in out:
+                    buffer += chunk
+                    if len(buffer) >= 1 << 20:
+                        into.write(buffer)
+                        buffer.clear()
+                if buffer:
+                    into.write(buffer)
+            rows = cursor.rowcount
+        conns.target.commit()
+        return max(rows, 0)
+    except psycopg.Error as exc:
+        # The snapshot transaction may be aborted now: drop this worker's connections so the
+        # retry starts from a clean pair (the snapshot itself is still alive).
+        for conn in (conns.source, conns.target):
+            if conn is not None:
+                conn.close()
+        conns.source = conns.target = None
+        raise ToolFailed("copy", 1, target.redact(source.redact(str(exc)))) from None
+
+
+def _clear(target: Endpoint, task: CopyTask) -> None:
+    with connect(target) as conn:
+        conn.execute(task.clear_target_query())  # type: ignore[arg-type]
+
+
+def copy_tables(
+    source: Endpoint,
+    target: Endpoint,
+    database: str,
+    snapshot: Snapshot,
+    tables: Sequence[TableScope],
+    *,
+    jobs: int,
+    emit: Emit,
+    cancel: CancelToken,
+    split_bytes: int = SPLIT_THRESHOLD_BYTES,
+    skip: frozenset[tuple[str, str]] = frozenset(),
+    on_table_done: Any = None,
+) -> tuple[int, float]:
+    """Copy every table's rows under ``snapshot``; returns (bytes moved, seconds)."""
+    tasks = [t for t in plan_tasks(source, snapshot, tables, split_bytes=split_bytes, jobs=jobs)
+             if t.table.info.qualified not in skip]
+    tallies: dict[tuple[str, str], _TableTally] = {}
+    for task in tasks:
+        tally = tallies.setdefault(task.table.info.qualified, _TableTally(0))
+        tally.tasks += 1
+    by_oid: dict[tuple[str, str], TableScope] = {t.table.info.qualified: t.table for t in tasks}
+    started = time.monotonic()
+    lock = threading.Lock()
+    total_bytes = sum(task.estimated_bytes for task in tasks)
+
+    conns = _WorkerConnections()
+    opened: list[psycopg.Connection[Any]] = []
+
+    def attempt(task: CopyTask) -> int:
+        last: Exception | None = None
+        for tries in range(RETRIES + 1):
+            cancel.check()
+            try:
+                if tries:
+                    _clear(target, task)
+                if task.estimated_bytes < PIPE_THRESHOLD_BYTES:
+                    return _relay_task(source, target, snapshot, task, conns, opened, lock)
+                return _run_task(source, target, snapshot, task, cancel)
+            except ToolFailed as exc:
+                last = exc
+        assert last is not None
+        raise last
+
+    progress_stop = threading.Event()
+    progress_thread = threading.Thread(
+        target=_report_progress, name="pgtide-copy-progress",
+        args=(target, database, by_oid, tallies, lock, emit, progress_stop), daemon=True,
+    )
+    with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="pgtide-copy") as pool:
+        progress_thread.start()
+        pending: dict[Future[int], CopyTask] = {pool.submit(attempt, task): task for task in tasks}
+        try:
+            while pending:
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    task = pending.pop(future)
+                    rows = future.result()  # raises the task's error: the caller tears down
+                    key = task.table.info.qualified
+                    with lock:
+                        tally = tallies[key]
+                        tally.done += 1
+                        tally.rows += rows
+                        tally.bytes_done += task.estimated_bytes
+                        complete = tally.done == tally.tasks
+                    if complete:
+                        seconds = time.monotonic() - tally.started
+                        emit(TableCopied(database, key[0], key[1], tally.rows, task.table.estimated_bytes, seconds))
+                        if on_table_done is not None:
+                            on_table_done(task.table, tally.rows)
+        except BaseException:
+            cancel.cancel()  # stop the other workers' pipes promptly
+            for future in pending:
+                future.cancel()
+            raise
+        finally:
+            progress_stop.set()
+            progress_thread.join(timeout=5)
+            for conn in opened:
+                conn.close()
+    return total_bytes, time.monotonic() - started
+
+
+def _report_progress(
+    target: Endpoint,
+    database: str,
+    tables: dict[tuple[str, str], TableScope],
+    tallies: dict[tuple[str, str], _TableTally],
+    lock: threading.Lock,
+    emit: Emit,
+    stop: threading.Event,
+) -> None:
+    """Once a second: bytes and rows the target's COPYs have taken so far, per table."""
+    try:
+        conn = connect(target)
+    except PgtideError:
+        return
+    with conn:
+        while not stop.wait(1.0):
+            try:
+                rows = conn.execute(
+                    "SELECT n.nspname, c.relname, sum(p.bytes_processed)::int8, sum(p.tuples_processed)::int8 "
+                    "FROM pg_stat_progress_copy p JOIN pg_class c ON c.oid = p.relid "
+                    "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                    "WHERE p.datname = current_database() GROUP BY 1, 2"
+                ).fetchall()
+            except psycopg.Error:
+                return
+            for schema, name, processed, tuples in rows:
+                table = tables.get((schema, name))
+                if table is None:
+                    continue
+                with lock:
+                    tally = tallies[(schema, name)]
+                    done = tally.bytes_done + int(processed or 0)
+                    rows_done = tally.rows + int(tuples or 0)
+                emit(TableProgress(database, schema, name, min(done, table.estimated_bytes or done),
+                                   rows_done, table.estimated_bytes))
