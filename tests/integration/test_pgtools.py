@@ -55,6 +55,18 @@ def _child_pids(parent: int) -> list[int]:
     return children
 
 
+def _dump_child(parent: int) -> int | None:
+    """The long-running pg_dump child (not the short-lived ``--version`` probes)."""
+    for pid in _child_pids(parent):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"pg_dump" in cmdline and b"--dbname=" in cmdline:
+            return pid
+    return None
+
+
 def _environ(pid: int) -> dict[str, str]:
     raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     return dict(item.decode(errors="replace").split("=", 1) for item in raw if b"=" in item)
@@ -135,7 +147,7 @@ def test_passfile_and_child_are_gone_after_sigterm(
             assert script.stdin is not None
             script.stdin.write(PASSWORD + "\n")
             script.stdin.close()
-            pg_dump_pid = wait_for(lambda: _child_pids(script.pid), what="the pg_dump child")[0]
+            pg_dump_pid = wait_for(lambda: _dump_child(script.pid), what="the pg_dump child")
             wait_for(lambda: list(private_tmp.iterdir()), what="the passfile")
             passfile = Path(_environ(pg_dump_pid)["PGPASSFILE"])
             assert passfile.parent == private_tmp and passfile.exists()
