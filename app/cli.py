@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from importlib.metadata import PackageNotFoundError, version
@@ -69,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"pgtide {package_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
+    from .migrate_cmd import register as register_migrate
+
+    register_migrate(sub)
+
     ping = sub.add_parser(
         "ping",
         help="connect to servers and show version, wal_level and the role's privileges",
@@ -81,6 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ping.add_argument("--json", action="store_true", help="one JSON object per server")
     ping.set_defaults(handler=_cmd_ping)
+
+    from .profile_cmd import register
+
+    register(sub)
     return parser
 
 
@@ -93,6 +102,10 @@ def _report(exc: PgtideError, as_json: bool) -> None:
         print(f"  fix: {exc.remedy}", file=sys.stderr)
 
 
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -103,6 +116,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.configure()
     from ..core.pgtools import install_cleanup_handlers
 
+    # SIGTERM (systemd, CI, kill) unwinds like Ctrl-C: work in progress is cleaned up on
+    # the servers and the exit code says "interrupted, resumable".
+    signal.signal(signal.SIGTERM, _terminate)
     install_cleanup_handlers()
     as_json = bool(getattr(args, "json", False))
     try:

@@ -382,6 +382,9 @@ def _init_database(plan: Plan, db: DatabaseScope, store: JobStore, emit: Emit, c
         store.reset(database)
         state = {}
 
+    if not replicated_tables(db):
+        emit(Log("info", "no table with rows to replicate: copying the schema only", database))
+        return _sync_database(plan, db, store, emit, initial_copy=False, replicate=False)
     source_db = plan.source.with_dbname(database)
     target_db = plan.target.with_dbname(database)
     server_version = _server_version(source_db)
@@ -432,9 +435,30 @@ def _init_database(plan: Plan, db: DatabaseScope, store: JobStore, emit: Emit, c
     except BaseException as exc:
         _undo(plan, database, created_here, emit)
         store.update(database, status="failed", error=str(exc) if isinstance(exc, PgtideError) else type(exc).__name__)
+        if isinstance(exc, psycopg.Error):
+            raise server_failure(plan, database, exc) from None
         raise
     rows = sum(entry.get("rows", 0) for entry in store.database(database).get("tables", {}).values())
     return DatabaseResult(database, STATUS_STREAMING, len(db.tables), rows, copied_bytes, time.monotonic() - started)
+
+
+class MigrationFailed(PgtideError):
+    exit_code = 1
+    default_title = "Migration failed"
+
+
+def server_failure(plan: Plan, database: str, exc: psycopg.Error) -> MigrationFailed:
+    """A server error during init, as a user-facing error (nothing secret, a way forward)."""
+    message = (exc.diag.message_primary or str(exc)).strip().splitlines()[0]
+    message = plan.target.redact(plan.source.redact(message))
+    if "snapshot" in message:
+        remedy = ("The source closed the connection that held the copy's snapshot (restart, failover or a "
+                  "network cut). Run init again: it starts this database over under a new snapshot.")
+    elif isinstance(exc, psycopg.OperationalError):
+        remedy = "A server connection broke. Check both servers are up and reachable, then run init again."
+    else:
+        remedy = "Fix the cause on the server named above, then run init again (it continues where it can)."
+    return MigrationFailed(f"{database}: {message}", remedy)
 
 
 def _undo(plan: Plan, database: str, created: list[str], emit: Emit) -> None:
@@ -462,7 +486,7 @@ def sync(plan: Plan, *, scope: Scope | None = None, emit: Emit = discard, copy_d
 
 
 def _sync_database(plan: Plan, db: DatabaseScope, store: JobStore, emit: Emit, *, initial_copy: bool,
-                   schema: bool = True) -> DatabaseResult:
+                   schema: bool = True, replicate: bool = True) -> DatabaseResult:
     database = db.name
     names = naming.replication_names(plan.source, plan.target, database)
     source_db = plan.source.with_dbname(database)
@@ -486,6 +510,9 @@ def _sync_database(plan: Plan, db: DatabaseScope, store: JobStore, emit: Emit, *
         raise InputError(f"target database {database!r} does not exist",
                          "sync expects the schema on the target already; use `pgtide init --copy server` to "
                          "create it, or create the schema first.")
+    if not replicate:
+        store.update(database, status="copied", finished_at=time.time())
+        return DatabaseResult(database, "copied", len(db.tables), 0, 0, time.monotonic() - started)
     created_here: list[str] = []
     try:
         with _phase(emit, database, "publication"):

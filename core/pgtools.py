@@ -209,7 +209,7 @@ class ToolFailed(PgtideError):
         errors = [line for line in lines if re.search(r"\b(error|fatal)\b", line, re.IGNORECASE)]
         detail = (errors or lines or [f"exit code {returncode}"])[0]
         super().__init__(
-            f"{tool} failed: {detail}",
+            detail,
             "See the log for the tool's full output; fix the cause and run the same command again.",
             title=f"{tool} failed",
         )

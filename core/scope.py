@@ -36,7 +36,7 @@ from .catalog import DatabaseCatalog, ServerCatalog, TableInfo, discover_databas
 from .db import connect
 from .endpoint import Endpoint
 from .errors import InputError
-from .selection import NameIndex, Selection, TableRef, TimeFilter, format_qualified_name, quote_ident
+from .selection import DatabaseRule, NameIndex, Selection, TableRef, TimeFilter, format_qualified_name, quote_ident
 
 #: How long the server may spend planning one user predicate.
 PREDICATE_CHECK_TIMEOUT = "5s"
@@ -384,6 +384,21 @@ def _check_fk_safety(db: DatabaseScope) -> None:
                 "then its rows are missing), or exclude the referencing table too.",
                 title="Foreign keys cross the selection",
             )
+    by_name = {t.info.qualified: t for t in db.tables}
+    for fk in db.catalog.foreign_keys:
+        child, parent = by_name.get(fk.table), by_name.get(fk.referenced_table)
+        if child is None or parent is None or child is parent:
+            continue
+        if child.copies_rows and child.where is None and (parent.where is not None or not parent.copies_rows):
+            raise InputError(
+                f"{child.display} is copied in full, but the table it references, {parent.display}, is "
+                f"{'filtered' if parent.copies_rows else 'schema-only'}: rows pointing at parent rows that are not "
+                f"copied would break foreign key {quote_ident(fk.name)} on the target",
+                f"Filter {format_qualified_name(child.info.qualified)} the same way (e.g. --table-filter "
+                f"'{format_qualified_name(child.info.qualified)}:{', '.join(fk.columns)} IN (...)'), make it schema-only, "
+                "or drop the filter on the referenced table.",
+                title="Foreign keys cross the selection",
+            )
     for table in db.tables:
         if table.where is None and table.mode != "schema_only":
             continue
@@ -428,6 +443,11 @@ def build_scope(
     required for filters, and the publication-specific checks run.
     ``now``: the moment time windows count back from (default: the source server's clock).
     """
+    named = source.params.get("dbname")
+    if named and named != "postgres" and not selection.include_databases and not selection.exclude_databases:
+        # A source URL that names a database means that database; one without a database
+        # (or with the maintenance db "postgres") means the whole server, as in the seeds.
+        selection = selection.merge(Selection(include_databases=(DatabaseRule(named, "the database in the source URL"),)))
     server = list_databases(source)
     notes = _check_databases(selection, server)
     selected = [db.name for db in server.databases if selection.includes_database(db.name)]

@@ -309,12 +309,13 @@ def copy_tables(
     jobs: int,
     emit: Emit,
     cancel: CancelToken,
-    split_bytes: int = SPLIT_THRESHOLD_BYTES,
+    split_bytes: int | None = None,
     skip: frozenset[tuple[str, str]] = frozenset(),
     on_table_done: Any = None,
 ) -> tuple[int, float]:
     """Copy every table's rows under ``snapshot``; returns (bytes moved, seconds)."""
-    tasks = [t for t in plan_tasks(source, snapshot, tables, split_bytes=split_bytes, jobs=jobs)
+    split = SPLIT_THRESHOLD_BYTES if split_bytes is None else split_bytes
+    tasks = [t for t in plan_tasks(source, snapshot, tables, split_bytes=split, jobs=jobs)
              if t.table.info.qualified not in skip]
     tallies: dict[tuple[str, str], _TableTally] = {}
     for task in tasks:

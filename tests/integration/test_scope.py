@@ -36,7 +36,7 @@ def _scope(source: Endpoint, db: str, **flags: object):  # type: ignore[no-untyp
 def test_full_selection_and_treatments(source: Endpoint, source_db: str) -> None:
     scope = _scope(
         source, source_db,
-        schema_only_tables=['"My Schema"."Order.Items"'],
+        schema_only_tables=['"My Schema"."Order.Items"', "orders"],
         table_filters=["customers:id <= 15"],
         exclude_tables=["events_no_pk"],
     )
@@ -151,8 +151,13 @@ def test_fk_safety_refuses_unsafe_filtered_set(source: Endpoint, source_db: str)
     with pytest.raises(InputError) as info:
         _scope(source, source_db, table_filters=["customers:id < 10"], exclude_tables=["orders"])
     assert "public.orders" in info.value.cause and info.value.title == "Foreign keys cross the selection"
-    # With the linked table in scope it is accepted.
-    scope = _scope(source, source_db, table_filters=["customers:id < 10"])
+    # A referencing table copied in full would hold rows whose parent was filtered out.
+    with pytest.raises(InputError) as info:
+        _scope(source, source_db, table_filters=["customers:id < 10"])
+    assert "public.orders is copied in full" in info.value.cause.replace(f"{source_db}.", "")
+    assert "Filter public.orders the same way" in info.value.remedy
+    # With the referencing table in scope and safe (schema-only here) it is accepted.
+    scope = _scope(source, source_db, table_filters=["customers:id < 10"], schema_only_tables=["orders"])
     assert scope.databases[0].table("public", "customers").where == "id < 10"  # type: ignore[union-attr]
 
 

@@ -1,0 +1,293 @@
+"""Everything checked before a migration starts, each with what was seen and how to fix it.
+
+Checks never change anything on either server. An ``error`` blocks init; a ``warning``
+is something the user must know (it will not replicate, it needs a step at cutover).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import psycopg
+from psycopg import sql
+
+from .db import connect
+from .endpoint import Endpoint
+from .errors import ConnectError, EnvironmentProblem, InputError, PgtideError
+from .events import CheckReported, Emit, discard
+from .pgtools import find_tool
+from .plan import Plan
+from .scope import Scope, build_scope
+from .selection import format_qualified_name
+
+Status = Literal["ok", "warning", "error"]
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: Status
+    observed: str
+    remedy: str = ""
+    database: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ServerFacts:
+    version_num: int
+    settings: dict[str, str]
+    is_superuser: bool
+    can_replicate: bool
+    can_create_database: bool
+    can_create_subscription: bool
+    system_identifier: str | None
+    replication_slots_used: int
+    wal_senders_used: int
+
+    @property
+    def major(self) -> int:
+        return self.version_num // 10000
+
+
+@dataclass
+class Report:
+    checks: list[Check] = field(default_factory=list)
+    scope: Scope | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not any(c.status == "error" for c in self.checks)
+
+    @property
+    def errors(self) -> list[Check]:
+        return [c for c in self.checks if c.status == "error"]
+
+
+_SETTINGS = ("wal_level", "max_replication_slots", "max_wal_senders", "max_logical_replication_workers",
+             "max_worker_processes", "max_sync_workers_per_subscription", "max_slot_wal_keep_size")
+
+
+def read_facts(endpoint: Endpoint) -> ServerFacts:
+    with connect(endpoint) as conn:
+        version = int(conn.execute("SELECT current_setting('server_version_num')").fetchone()[0])  # type: ignore[index]
+        settings = dict(conn.execute(
+            "SELECT name, setting FROM pg_settings WHERE name = ANY(%s)", [list(_SETTINGS)]).fetchall())
+        superuser, replication, createdb = conn.execute(
+            """
+            SELECT r.rolsuper,
+                   r.rolsuper OR r.rolreplication OR EXISTS (
+                       SELECT 1 FROM pg_roles g WHERE g.rolname = 'rds_replication'
+                       AND pg_has_role(current_user, g.oid, 'MEMBER')),
+                   r.rolsuper OR r.rolcreatedb
+            FROM pg_roles r WHERE r.rolname = current_user
+            """
+        ).fetchone()  # type: ignore[misc]
+        # PG16 lets members of pg_create_subscription create subscriptions; before, superusers only.
+        can_subscribe = bool(superuser)
+        if version >= 160000:
+            row = conn.execute(
+                "SELECT pg_has_role(current_user, 'pg_create_subscription', 'MEMBER')").fetchone()
+            can_subscribe = can_subscribe or bool(row and row[0])
+        try:
+            with conn.transaction():
+                identifier = str(conn.execute("SELECT system_identifier FROM pg_control_system()").fetchone()[0])  # type: ignore[index]
+        except psycopg.Error:
+            identifier = None
+        slots = int(conn.execute("SELECT count(*) FROM pg_replication_slots").fetchone()[0])  # type: ignore[index]
+        senders = int(conn.execute("SELECT count(*) FROM pg_stat_replication").fetchone()[0])  # type: ignore[index]
+    return ServerFacts(version, settings, bool(superuser), bool(replication), bool(createdb), can_subscribe,
+                       identifier, slots, senders)
+
+
+def _reach(name: str, endpoint: Endpoint, checks: list[Check]) -> ServerFacts | None:
+    try:
+        facts = read_facts(endpoint)
+    except PgtideError as exc:
+        checks.append(Check(f"{name} reachable", "error", exc.cause, exc.remedy))
+        return None
+    checks.append(Check(f"{name} reachable", "ok", f"{endpoint.redacted()} (PostgreSQL {facts.version_num // 10000})"))
+    return facts
+
+
+def _server_checks(plan: Plan, source: ServerFacts, target: ServerFacts, databases: int) -> list[Check]:
+    checks: list[Check] = []
+    if source.version_num < 120000:
+        checks.append(Check("source version", "error", f"PostgreSQL {source.major}",
+                            "pgtide needs PostgreSQL 12 or newer on the source."))
+    else:
+        checks.append(Check("source version", "ok", f"PostgreSQL {source.major}"))
+    if target.major < source.major:
+        checks.append(Check("target version", "error", f"PostgreSQL {target.major} < source {source.major}",
+                            "Logical replication needs a target of the same major version or newer."))
+    else:
+        checks.append(Check("target version", "ok", f"PostgreSQL {target.major} (source {source.major})"))
+
+    wal_level = source.settings.get("wal_level", "?")
+    checks.append(
+        Check("source wal_level", "ok", "logical") if wal_level == "logical" else
+        Check("source wal_level", "error", f"wal_level is {wal_level!r}",
+              "Set wal_level = logical on the source and restart it (RDS: rds.logical_replication = 1 in "
+              "the parameter group; Neon: enable logical replication in the project settings).")
+    )
+    for setting, used, need in (
+        ("max_replication_slots", source.replication_slots_used, databases),
+        ("max_wal_senders", source.wal_senders_used, databases),
+    ):
+        limit = int(source.settings.get(setting, "0"))
+        free = limit - used
+        status: Status = "ok" if free >= databases else "error"
+        checks.append(Check(f"source {setting}", status, f"{free} free of {limit} (need {need})",
+                            "" if status == "ok" else
+                            f"Raise {setting} on the source to at least {used + need} and restart it, or drop "
+                            "unused replication slots."))
+    workers = int(target.settings.get("max_logical_replication_workers", "0"))
+    need_workers = databases * (1 + (int(target.settings.get("max_sync_workers_per_subscription", "2"))
+                                     if plan.options.copy_mode == "server" else 0))
+    checks.append(Check("target max_logical_replication_workers",
+                        "ok" if workers >= need_workers else "error", f"{workers} (need {need_workers})",
+                        "" if workers >= need_workers else
+                        f"Raise max_logical_replication_workers on the target to {need_workers} and restart it."))
+    processes = int(target.settings.get("max_worker_processes", "0"))
+    checks.append(Check("target max_worker_processes", "ok" if processes > need_workers else "error",
+                        f"{processes} (need more than {need_workers})",
+                        "" if processes > need_workers else
+                        f"Raise max_worker_processes on the target to at least {need_workers + 1} and restart it."))
+    checks.append(
+        Check("source role can replicate", "ok", "REPLICATION") if source.can_replicate else
+        Check("source role can replicate", "error", "the source role has neither REPLICATION nor rds_replication",
+              "Run on the source: ALTER ROLE <user> WITH REPLICATION (RDS: GRANT rds_replication TO <user>).")
+    )
+    checks.append(
+        Check("target role can create databases", "ok", "CREATEDB") if target.can_create_database else
+        Check("target role can create databases", "error", "the target role lacks CREATEDB",
+              "Run on the target: ALTER ROLE <user> CREATEDB, or create the databases beforehand.")
+    )
+    checks.append(
+        Check("target role can create subscriptions", "ok", "yes") if target.can_create_subscription else
+        Check("target role can create subscriptions", "error",
+              "creating subscriptions needs superuser" + (" or pg_create_subscription" if target.major >= 16 else ""),
+              "Connect to the target as a superuser" + (", or GRANT pg_create_subscription TO <user>"
+                                                          if target.major >= 16 else "") + ".")
+    )
+    same_server = (source.system_identifier is not None and source.system_identifier == target.system_identifier) or (
+        plan.source.host == plan.target.host and plan.source.port == plan.target.port)
+    if same_server:
+        checks.append(Check("source and target differ", "error",
+                            "source and target are the same PostgreSQL server",
+                            "Point --target at another server: migrating a database onto itself would "
+                            "overwrite it."))
+    else:
+        checks.append(Check("source and target differ", "ok", "different servers"))
+    return checks
+
+
+def _tool_checks(source: ServerFacts) -> list[Check]:
+    checks = []
+    for tool in ("pg_dump", "pg_restore", "psql"):
+        try:
+            found = find_tool(tool, server_major=source.major)
+            checks.append(Check(f"{tool} available", "ok", f"{found} ({found.path})"))
+        except EnvironmentProblem as exc:
+            checks.append(Check(f"{tool} available", "error", exc.cause, exc.remedy))
+    return checks
+
+
+def _database_checks(plan: Plan, scope: Scope, target: Endpoint) -> list[Check]:
+    checks: list[Check] = []
+    with connect(target) as conn:
+        available = {row[0] for row in conn.execute("SELECT name FROM pg_available_extensions")}
+    for db in scope.databases:
+        name = db.name
+        missing = [ext for ext, _ in db.catalog.extensions if ext not in available]
+        checks.append(
+            Check("extensions available on target", "ok",
+                  ", ".join(ext for ext, _ in db.catalog.extensions) or "none", database=name) if not missing else
+            Check("extensions available on target", "error", "missing on the target: " + ", ".join(missing),
+                  "Install those extensions' packages on the target server (or ask the provider to enable them).",
+                  database=name)
+        )
+        no_identity = [t for t in db.tables if t.copies_rows and not t.info.is_partitioned
+                       and not t.info.unlogged and not t.info.has_usable_identity]
+        if no_identity:
+            statements = "; ".join(
+                f"ALTER TABLE {sql.Identifier(*t.info.qualified).as_string()} REPLICA IDENTITY FULL"
+                for t in no_identity[:5])
+            checks.append(Check(
+                "tables have a primary key or replica identity", "error",
+                f"{len(no_identity)} table(s) without one: "
+                + ", ".join(format_qualified_name(t.info.qualified) for t in no_identity[:5])
+                + (" ..." if len(no_identity) > 5 else ""),
+                "Once published, UPDATE and DELETE on these tables fail on the source. Add a primary key, or run on "
+                f"the source: {statements}; (or exclude them / make them schema-only).",
+                database=name))
+        else:
+            checks.append(Check("tables have a primary key or replica identity", "ok",
+                                 f"{len(db.tables)} table(s)", database=name))
+        unlogged = [t for t in db.tables if t.info.unlogged and t.copies_rows]
+        if unlogged:
+            checks.append(Check("unlogged tables", "warning",
+                                ", ".join(format_qualified_name(t.info.qualified) for t in unlogged[:5]),
+                                "Unlogged tables are copied once but cannot be replicated: changes after the copy "
+                                "are lost unless you copy them again at cutover.", database=name))
+        sequences = len(db.catalog.sequences)
+        if sequences:
+            checks.append(Check("sequences", "warning", f"{sequences} sequence(s)",
+                                "Sequences are not replicated: pgtide sets them from the source at init and again "
+                                "at cutover (with a safety margin).", database=name))
+        if db.catalog.large_objects:
+            checks.append(Check("large objects", "warning", f"{db.catalog.large_objects} large object(s)",
+                                "Large objects are copied once and not replicated afterwards: avoid changing them "
+                                "until cutover.", database=name))
+        if db.catalog.unpublishable:
+            kinds = sorted({o.kind for o in db.catalog.unpublishable})
+            checks.append(Check("objects without replication", "warning",
+                                f"{len(db.catalog.unpublishable)} {', '.join(kinds)}(s)",
+                                "Views are recreated from their definition; materialized views need REFRESH "
+                                "MATERIALIZED VIEW on the target at cutover; foreign tables point at the same "
+                                "foreign server.", database=name))
+        checks.append(Check("schema changes (DDL)", "warning", "not replicated",
+                            "Avoid schema changes on the source until cutover; pgtide reports drift in status.",
+                            database=name))
+    return checks
+
+
+def validate(plan: Plan, *, emit: Emit = discard, build: Callable[..., Scope] = build_scope) -> Report:
+    """Run every check; nothing is changed on either server."""
+    report = Report()
+
+    def add(check: Check) -> None:
+        report.checks.append(check)
+        emit(CheckReported(check.name, check.status, check.observed, check.remedy, check.database))
+
+    reached: list[Check] = []
+    source = _reach("source", plan.source, reached)
+    target = _reach("target", plan.target.with_dbname("postgres"), reached)
+    for check in reached:
+        add(check)
+    if source is None or target is None:
+        return report
+    try:
+        scope = build(plan.source, plan.selection, replicate=True)
+        report.scope = scope
+        add(Check("selection", "ok", f"{len(scope.databases)} database(s), "
+                  f"{sum(len(db.tables) for db in scope.databases)} table(s)"))
+    except InputError as exc:
+        add(Check("selection", "error", exc.cause, exc.remedy))
+        scope = None
+    except ConnectError as exc:
+        add(Check("selection", "error", exc.cause, exc.remedy))
+        scope = None
+    databases = len(scope.databases) if scope else 1
+    for check in _server_checks(plan, source, target, databases):
+        add(check)
+    for check in _tool_checks(source):
+        add(check)
+    if scope is not None:
+        for check in _database_checks(plan, scope, plan.target.with_dbname("postgres")):
+            add(check)
+    return report
