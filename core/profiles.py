@@ -57,7 +57,7 @@ from . import paths, secrets
 from .endpoint import SECRET_KEYS, Endpoint
 from .errors import InputError
 from .plan import Options, Plan
-from .seed_config import load_seed_config
+from .seed_config import load_seed_config, type_name
 from .selection import DEFAULT_SCHEMA, Selection
 
 __all__ = [
@@ -236,22 +236,6 @@ def _name_taken(name: str) -> InputError:
 # -- reading -----------------------------------------------------------------------------------
 
 
-def _type_name(value: Any) -> str:
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a float"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, Mapping):
-        return "a table"
-    return type(value).__name__
-
-
 def _render_path(keys: tuple[str | int, ...]) -> str:
     out = ""
     for key in keys:
@@ -317,7 +301,7 @@ def _parse(name: str, path: Path, text: str) -> Profile:
                              f'Add a line such as {key} = "postgresql://USER@HOST:5432/DBNAME".', title=_TITLE)
         value = data[key]
         if not isinstance(value, str):
-            raise InputError(f"{path}: {key} must be a string (a postgresql:// URL or DSN), not {_type_name(value)}",
+            raise InputError(f"{path}: {key} must be a string (a postgresql:// URL or DSN), not {type_name(value)}",
                              f'Write e.g. {key} = "postgresql://USER@HOST:5432/DBNAME".', title=_TITLE)
         try:
             endpoint = Endpoint.parse(value)
@@ -329,7 +313,7 @@ def _parse(name: str, path: Path, text: str) -> Profile:
 
     options_data = data.get("options", {})
     if not isinstance(options_data, Mapping):
-        raise InputError(f"{path}: options must be a table ([options]), not {_type_name(options_data)}",
+        raise InputError(f"{path}: options must be a table ([options]), not {type_name(options_data)}",
                          "Write the options under an [options] header.", title=_TITLE)
     prefix = f"{path}: [options]"
     try:
@@ -339,7 +323,7 @@ def _parse(name: str, path: Path, text: str) -> Profile:
 
     selection_data = data.get("selection", {})
     if not isinstance(selection_data, Mapping):
-        raise InputError(f"{path}: selection must be a table ([selection]), not {_type_name(selection_data)}",
+        raise InputError(f"{path}: selection must be a table ([selection]), not {type_name(selection_data)}",
                          "Write the selection under a [selection] header.", title=_TITLE)
     origin = f'profile "{name}"'
     try:

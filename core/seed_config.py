@@ -268,7 +268,8 @@ def _render_path(path: Path) -> str:
     return out
 
 
-def _type_name(value: Any) -> str:
+def type_name(value: Any) -> str:
+    """A TOML value's type as an error message says it."""
     if isinstance(value, bool):
         return "a boolean"
     if isinstance(value, str):
@@ -306,7 +307,7 @@ class _Reader:
 
     def expect(self, value: Any, path: Path, typ: type, what: str) -> Any:
         if not isinstance(value, typ) or isinstance(value, bool) != (typ is bool):
-            raise self.error(path, f"expected {what}, got {_type_name(value)}",
+            raise self.error(path, f"expected {what}, got {type_name(value)}",
                              "See the config file format: schema_only is an array of table names; "
                              "table_filters and time_filters are [[...]] entries of strings.")
         return value

@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -35,6 +36,21 @@ def private_dirs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
     # Child processes (CLI tests) inherit this: a deterministic "no keyring" machine.
     monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "keyring.backends.fail.Keyring")
     return root
+
+
+@pytest.fixture
+def use_keyring() -> Iterator[Callable[..., Any]]:
+    """Install a keyring backend for one test; the previous one is put back afterwards."""
+    import keyring
+
+    previous = keyring.get_keyring()
+
+    def install(backend: Any) -> Any:
+        keyring.set_keyring(backend)
+        return backend
+
+    yield install
+    keyring.set_keyring(previous)
 
 
 @pytest.fixture(scope="session")

@@ -13,14 +13,14 @@ import pty
 import stat
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
-import keyring
 import pytest
-from keyring.backend import KeyringBackend
 from psycopg import sql
 
+from keyring_support import MemoryKeyring
 from pgharness import PASSWORD_ROLE, PgCluster
 from pgtide.core import paths, profiles, secrets
 from pgtide.core.errors import ConnectError
@@ -30,25 +30,6 @@ from pgtide.core.server import probe
 # ':' and '\' must be escaped in .pgpass; '@' and '/' in a URL.
 SECRET = "s3cr3t:with\\back@sl/ash"
 URL_SECRET = "s3cr3t%3Awith%5Cback%40sl%2Fash"
-
-
-class MemoryKeyring(KeyringBackend):
-    """A real keyring backend that keeps passwords in a dict (the OS keyring's stand-in)."""
-
-    priority = 1  # type: ignore[assignment]
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.store: dict[tuple[str, str], str] = {}
-
-    def get_password(self, service: str, username: str) -> str | None:
-        return self.store.get((service, username))
-
-    def set_password(self, service: str, username: str, password: str) -> None:
-        self.store[(service, username)] = password
-
-    def delete_password(self, service: str, username: str) -> None:
-        self.store.pop((service, username), None)
 
 
 def _pgtide(*args: str, stdin: int | None = subprocess.DEVNULL) -> subprocess.CompletedProcess[str]:
@@ -245,22 +226,17 @@ def test_no_keyring_and_pgpass_supplies_the_password(
 
 
 def test_in_memory_keyring_supplies_the_password(
-    source_cluster: PgCluster, password_role: str, no_password_sources: Path
+    source_cluster: PgCluster, password_role: str, no_password_sources: Path, use_keyring: Callable[..., Any]
 ) -> None:
     profile = _save_passwordless_profile(source_cluster, password_role)
-    previous = keyring.get_keyring()
-    memory = MemoryKeyring()
-    keyring.set_keyring(memory)
-    try:
-        assert secrets.keyring_status()[0]
-        secrets.set_password(profile.plan.source, SECRET)
-        assert memory.store == {("pgtide", f"{password_role}@127.0.0.1:{source_cluster.port}"): SECRET}
-        endpoint = secrets.with_stored_password(profiles.load_profile("pw").plan.source)
-        assert endpoint.password == SECRET
-        info = probe(endpoint)
-        assert info.user == password_role
-        assert profiles.show_profile("pw")["source_password"] == "password from the OS keyring"
-        # The profile file was never touched by any of this.
-        assert SECRET not in _profile_file("pw").read_text()
-    finally:
-        keyring.set_keyring(previous)
+    memory = use_keyring(MemoryKeyring())
+    assert secrets.keyring_status()[0]
+    secrets.set_password(profile.plan.source, SECRET)
+    assert memory.store == {("pgtide", f"{password_role}@127.0.0.1:{source_cluster.port}"): SECRET}
+    endpoint = secrets.with_stored_password(profiles.load_profile("pw").plan.source)
+    assert endpoint.password == SECRET
+    info = probe(endpoint)
+    assert info.user == password_role
+    assert profiles.show_profile("pw")["source_password"] == "password from the OS keyring"
+    # The profile file was never touched by any of this.
+    assert SECRET not in _profile_file("pw").read_text()

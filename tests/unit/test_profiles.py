@@ -5,16 +5,14 @@ from __future__ import annotations
 import json
 import os
 import stat
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
-import keyring
 import pytest
-from keyring.backend import KeyringBackend
 from keyring.backends import chainer, fail
-from keyring.errors import KeyringError, PasswordDeleteError
+from keyring.errors import KeyringError
 
+from keyring_support import MemoryKeyring
 from pgtide.core import paths, profiles, secrets
 from pgtide.core.endpoint import Endpoint
 from pgtide.core.errors import EnvironmentProblem, InputError
@@ -26,27 +24,6 @@ SECRET = "hunter2:x\\y"
 
 
 # -- keyring backends for the tests (real keyring backends, in memory) ------------------------
-
-
-class MemoryKeyring(KeyringBackend):
-    """A keyring that keeps passwords in a dict: stands in for the OS keyring."""
-
-    priority = 1  # type: ignore[assignment]
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.store: dict[tuple[str, str], str] = {}
-
-    def get_password(self, service: str, username: str) -> str | None:
-        return self.store.get((service, username))
-
-    def set_password(self, service: str, username: str, password: str) -> None:
-        self.store[(service, username)] = password
-
-    def delete_password(self, service: str, username: str) -> None:
-        if (service, username) not in self.store:
-            raise PasswordDeleteError("not found")
-        del self.store[(service, username)]
 
 
 class PlaintextFileKeyring(MemoryKeyring):
@@ -61,19 +38,6 @@ class LockedKeyring(MemoryKeyring):
 
     def get_password(self, service: str, username: str) -> str | None:
         raise KeyringError("locked")
-
-
-@pytest.fixture
-def use_keyring() -> Iterator[object]:
-    """Install a keyring backend for one test and put the previous one back afterwards."""
-    previous = keyring.get_keyring()
-
-    def install(backend: KeyringBackend) -> KeyringBackend:
-        keyring.set_keyring(backend)
-        return backend
-
-    yield install
-    keyring.set_keyring(previous)
 
 
 # -- helpers -----------------------------------------------------------------------------------
