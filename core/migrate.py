@@ -186,6 +186,15 @@ def _create_database(plan: Plan, database: str) -> None:
             conn.execute(statement)
 
 
+def truncate_tables(target: Endpoint, db: DatabaseScope) -> None:
+    """Empty every migrated table on the target in one statement (FK-linked ones together)."""
+    tables = [t for t in db.tables if not t.info.is_partitioned]
+    if not tables:
+        return
+    with connect(target) as conn:
+        conn.execute(sql.SQL("TRUNCATE {}").format(sql.SQL(", ").join(sql.Identifier(*t.info.qualified) for t in tables)))
+
+
 def _drop_database(plan: Plan, database: str) -> None:
     with connect(plan.target.with_dbname("postgres")) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database)))
@@ -390,10 +399,23 @@ def _init_database(plan: Plan, db: DatabaseScope, store: JobStore, emit: Emit, c
     server_version = _server_version(source_db)
     started = time.monotonic()
     created_here: list[str] = []
+    # A run that died after restoring the schema into a database it did not create: keep
+    # that schema, empty its tables, and copy again under the new snapshot.
+    in_place = (
+        state.get("status") in ("copying", "failed") and not state.get("created_database")
+        and state.get("schema") == "done" and not state.get("post_data") and _database_exists(plan.target, database)
+    )
     with _phase(emit, database, "target"):
-        created = prepare_target_database(plan, database, state, emit)
+        if in_place:
+            truncate_tables(target_db, db)
+            emit(Log("info", "continuing an interrupted run: target tables emptied, copying again under a new "
+                             "snapshot", database))
+            created = False
+        else:
+            created = prepare_target_database(plan, database, state, emit)
     store.update(database, status="copying", created_database=created or bool(state.get("created_database")),
-                 slot=names.slot, started_at=time.time(), tables={})
+                 slot=names.slot, started_at=time.time(), tables={}, schema="done" if in_place else None,
+                 post_data=None)
     workdir = workdir_for(plan, database)
     try:
         with _phase(emit, database, "publication"):
@@ -407,7 +429,9 @@ def _init_database(plan: Plan, db: DatabaseScope, store: JobStore, emit: Emit, c
             with _phase(emit, database, "schema"):
                 schema_file = workdir / "schema.dump"
                 dump_schema(plan, db, snapshot.name, schema_file, server_version // 10000)
-                restore_section(plan, database, schema_file, "pre-data")
+                if not in_place:
+                    restore_section(plan, database, schema_file, "pre-data")
+                    store.update(database, schema="done")
             cancel.check()
             with _phase(emit, database, "data"):
                 copied_bytes, copy_seconds = copy_tables(

@@ -107,11 +107,10 @@ def test_zero_gap_under_a_live_writer(shop: tuple[PgCluster, PgCluster], monkeyp
     assert seq >= 600
 
 
-def test_crash_mid_copy_then_rerun(shop: tuple[PgCluster, PgCluster], tmp_path: Path) -> None:
-    source, target = shop
-    # Each row checked by this domain costs 3 ms on the target: the copy is slow enough to kill mid-way.
-    source.execute(
-        """
+def _add_slow_table(cluster: PgCluster, rows: int) -> None:
+    """Each row costs 3 ms to check on the target (not on the source): a copy slow enough to interrupt."""
+    cluster.execute(
+        f"""
         CREATE FUNCTION slow_check(int) RETURNS boolean LANGUAGE plpgsql AS $$
         BEGIN
             IF current_setting('pgtide_test.fast', true) IS DISTINCT FROM 'on' THEN PERFORM pg_sleep(0.003); END IF;
@@ -120,13 +119,14 @@ def test_crash_mid_copy_then_rerun(shop: tuple[PgCluster, PgCluster], tmp_path: 
         CREATE DOMAIN slow_int AS int CHECK (slow_check(VALUE));
         CREATE TABLE slow_rows (id int PRIMARY KEY, v slow_int);
         SET pgtide_test.fast = 'on';
-        INSERT INTO slow_rows SELECT g, g FROM generate_series(1, 2000) g;
+        INSERT INTO slow_rows SELECT g, g FROM generate_series(1, {rows}) g;
         """,
         dbname=DB,
     )
-    private_tmp = tmp_path / "tmp"
-    private_tmp.mkdir()
-    env = {**os.environ, "TMPDIR": str(private_tmp)}
+
+
+def _start_cli_init(source: PgCluster, target: PgCluster, env: dict[str, str]) -> tuple[subprocess.Popen[str], list[str]]:
+    """``pgtide init --json`` in a child process, read until its data phase has begun."""
     args = [str(Path(sys.executable).parent / "pgtide"), "init", "--yes", "--json",
             "--source", source.url(dbname=DB), "--target", target.url(dbname=DB), "--exclude-tables", "events_no_pk"]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
@@ -135,9 +135,35 @@ def test_crash_mid_copy_then_rerun(shop: tuple[PgCluster, PgCluster], tmp_path: 
         event = json.loads(line)
         if event.get("event") == "PhaseStarted" and event.get("phase") == "data":
             break
+    return proc, args
+
+
+def test_sigterm_mid_copy_exits_4_and_cleans_up(shop: tuple[PgCluster, PgCluster]) -> None:
+    source, target = shop
+    _add_slow_table(source, 2000)
+    proc, args = _start_cli_init(source, target, dict(os.environ))
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 4, stderr
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    _assert_clean(source, target)
+    rerun = subprocess.run(args, capture_output=True, text=True, timeout=240)
+    assert rerun.returncode == 0, rerun.stderr
+    wait_until_identical(source, target, DB, {("public", "slow_rows"): None, ("public", "orders"): None})
+
+
+def test_crash_mid_copy_then_rerun(shop: tuple[PgCluster, PgCluster], tmp_path: Path) -> None:
+    source, target = shop
+    _add_slow_table(source, 2000)
+    private_tmp = tmp_path / "tmp"
+    private_tmp.mkdir()
+    env = {**os.environ, "TMPDIR": str(private_tmp)}
+    proc, args = _start_cli_init(source, target, env)
     time.sleep(1.5)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
+    assert proc.stdout is not None
     proc.stdout.close()
     assert proc.stderr is not None
     proc.stderr.close()
@@ -223,6 +249,31 @@ def test_source_disconnect_leaves_nothing_behind(shop: tuple[PgCluster, PgCluste
     assert "snapshot" in info.value.cause.lower() or "terminat" in info.value.cause.lower(), info.value.cause
     _assert_clean(source, target)
     assert any("the run failed" in getattr(e, "text", "") for e in events)
+
+
+def test_rerun_after_failure_in_a_database_it_did_not_create(shop: tuple[PgCluster, PgCluster]) -> None:
+    """The target database was the user's: the rerun keeps its schema, empties the tables, copies again."""
+    source, target = shop
+    target.create_database(DB)
+    target.execute("COMMENT ON DATABASE shop IS 'made by the user'", dbname=DB)
+    plan = _plan(source, target, exclude_tables=["events_no_pk"])
+
+    def kill_at_data(event: Event) -> None:
+        if isinstance(event, PhaseStarted) and event.phase == "data":
+            source.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                           "WHERE application_name = 'pgtide' AND pid <> pg_backend_pid()")
+
+    with pytest.raises(PgtideError):
+        migrate.init(plan, emit=kill_at_data)
+    events: list[Event] = []
+    results = migrate.init(plan, emit=events.append)
+    assert results[0].status == "streaming"
+    assert any("continuing an interrupted run" in getattr(e, "text", "") for e in events)
+    assert target.execute("SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = 'shop'") \
+        == [("made by the user",)]
+    source.execute("INSERT INTO orders (customer_id, amount) VALUES (3, 1)", dbname=DB)
+    wait_until_identical(source, target, DB, {("public", "orders"): None, ("public", "big"): None,
+                                              ("My Schema", "Order.Items"): None})
 
 
 def test_rerun_is_idempotent_and_no_resume_refuses_a_non_empty_target(shop: tuple[PgCluster, PgCluster]) -> None:
