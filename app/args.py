@@ -58,6 +58,9 @@ def add_option_arguments(parser: argparse.ArgumentParser) -> None:
                        help="start over instead of continuing an interrupted run")
     group.add_argument("--copy", dest="copy_mode", choices=("snapshot", "server"),
                        help="snapshot: pgtide copies (default); server: the subscription copies")
+    group.add_argument("--no-subscription-password", dest="subscription_password", action="store_false",
+                       default=None, help="keep the source password out of the target's pg_subscription "
+                       "(the target server then needs a .pgpass entry for the source)")
 
 
 def selection_from_args(args: argparse.Namespace) -> Selection:
@@ -74,7 +77,7 @@ def selection_from_args(args: argparse.Namespace) -> Selection:
 
 
 def _option_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    names = ("jobs", "drop_existing", "resume", "copy_mode")
+    names = ("jobs", "drop_existing", "resume", "copy_mode", "subscription_password")
     return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
 
 

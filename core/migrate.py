@@ -317,12 +317,17 @@ def ensure_publication(source: Endpoint, name: str, tables: list[TableScope]) ->
 
 def subscription_conninfo(plan: Plan, database: str) -> str:
     # The subscription stores this string in pg_subscription (readable by superusers on the
-    # target). Without an explicit password the target server's own .pgpass is used.
-    return plan.source.with_dbname(database).conninfo(application_name="pgtide_subscription")
+    # target). Without a password in it, the target server's own .pgpass is used.
+    return plan.source.with_dbname(database).conninfo(
+        include_password=plan.options.subscription_password, application_name="pgtide_subscription")
 
 
 def create_subscription(plan: Plan, database: str, names: naming.ReplicationNames, *, copy_data: bool,
-                        create_slot: bool) -> None:
+                        create_slot: bool, emit: Emit = discard) -> None:
+    if plan.source.password and plan.options.subscription_password:
+        emit(Log("warning", "the subscription keeps the source password in pg_subscription on the target; "
+                            "use --no-subscription-password with a .pgpass entry on the target server to avoid it",
+                 database))
     statement = sql.SQL(
         "CREATE SUBSCRIPTION {} CONNECTION {} PUBLICATION {} "
         "WITH (create_slot = {}, slot_name = {}, copy_data = {}, enabled = true)"
@@ -453,7 +458,7 @@ def _init_database(plan: Plan, db: DatabaseScope, store: JobStore, emit: Emit, c
             copy_sequences(plan, db)
             store.update(database, post_data="done")
         with _phase(emit, database, "sync"):
-            create_subscription(plan, database, names, copy_data=False, create_slot=False)
+            create_subscription(plan, database, names, copy_data=False, create_slot=False, emit=emit)
             created_here.append("subscription")
         store.update(database, status=STATUS_STREAMING, finished_at=time.time())
     except BaseException as exc:
@@ -550,7 +555,7 @@ def _sync_database(plan: Plan, db: DatabaseScope, store: JobStore, emit: Emit, *
                         sql.Identifier(names.subscription), sql.SQL("true" if initial_copy else "false")))
                 emit(Log("info", f"subscription {names.subscription} refreshed", database))
             else:
-                create_subscription(plan, database, names, copy_data=initial_copy, create_slot=True)
+                create_subscription(plan, database, names, copy_data=initial_copy, create_slot=True, emit=emit)
                 created_here.append("subscription")
         store.update(database, status=STATUS_STREAMING, slot=names.slot, finished_at=time.time())
     except BaseException:

@@ -31,6 +31,10 @@ class Options:
     resume: bool = True
     #: Copy roles (without passwords or superuser attributes) before the schema.
     copy_roles: bool = True
+    #: Put the source password into the subscription's connection string. PostgreSQL keeps
+    #: that string in pg_subscription on the target; False relies on a .pgpass entry for
+    #: the source on the *target server* instead.
+    subscription_password: bool = True
 
     def __post_init__(self) -> None:
         if not 1 <= self.jobs <= 64:

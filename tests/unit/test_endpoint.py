@@ -119,3 +119,15 @@ def test_with_dbname_and_connect_kwargs() -> None:
 def test_redact_scrubs_server_messages() -> None:
     endpoint = Endpoint.parse(f"postgresql://u:{ENCODED_PASSWORD}@h/db", env={})
     assert endpoint.redact(f"error near {SPECIAL_PASSWORD} and {ENCODED_PASSWORD}") == "error near *** and ***"
+
+
+def test_subscription_connection_string_can_leave_the_password_out() -> None:
+    from pgtide.core.migrate import subscription_conninfo
+    from pgtide.core.plan import Options, Plan
+
+    plan = Plan(Endpoint.parse(f"postgresql://app:{ENCODED_PASSWORD}@src:5432/x", env={}),
+                Endpoint.parse("postgresql://app@dst/x", env={}))
+    assert SPECIAL_PASSWORD in subscription_conninfo(plan, "shop").replace("\\", "")
+    assert "dbname=shop" in subscription_conninfo(plan, "shop")
+    without = Plan(plan.source, plan.target, options=Options(subscription_password=False))
+    assert "password" not in subscription_conninfo(without, "shop")
