@@ -77,6 +77,7 @@ jobs = 4  # raise at night
 resume = true
 drop_existing = false
 copy_roles = true
+subscription_password = true
 
 [selection]
 include_databases = ["app"]  # only the shop
@@ -193,6 +194,7 @@ drop_existing = false
 copy_mode = "snapshot"
 resume = true
 copy_roles = true
+subscription_password = true
 """
 
 
@@ -224,6 +226,7 @@ drop_existing = false
 copy_mode = "snapshot"
 resume = true
 copy_roles = true
+subscription_password = true
 """
     assert profiles.load_profile("rules").plan.selection == selection
 
