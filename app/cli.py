@@ -88,8 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     ping.set_defaults(handler=_cmd_ping)
 
     from .profile_cmd import register
+    from .watch_cmd import register as register_watch
 
     register(sub)
+    register_watch(sub)
     return parser
 
 

@@ -470,7 +470,8 @@ def build_scope(
     check_filter_support(server.server_version_num, resolved, replicate=replicate)
 
     with connect(source.with_dbname(selected[0])) as conn:
-        clock = now or conn.execute("SELECT now()").fetchone()[0]  # type: ignore[index]
+        # Binary: a text timestamp would depend on the server's DateStyle.
+        clock = now or conn.execute("SELECT now()", binary=True).fetchone()[0]  # type: ignore[index]
 
     databases = []
     for name in selected:

@@ -1,0 +1,951 @@
+"""How far along each database's replication is, read cheaply enough to poll every second.
+
+One poll is one query on the source (every slot at once) plus one query per target
+database (its subscription, worker, error counts and per-table states); the connections
+stay open between polls. The answer is a typed, frozen :class:`MigrationStatus` with one
+:class:`DatabaseStatus` per database: the raw facts from both sides, and what they mean
+(state, reason, lag, retained WAL, time to catch up).
+
+Definitions (ARCHITECTURE.md section 4):
+
+- lag in bytes = the source's current WAL position - the slot's ``confirmed_flush_lsn``:
+  everything the target has not confirmed, including WAL not even sent yet (measuring
+  from the walsender's ``sent_lsn`` under-reports exactly when it matters). The current
+  position is the insert position (``pg_current_wal_insert_lsn``): with asynchronous
+  commits ``pg_current_wal_lsn`` trails it by up to wal_writer_delay. Note that a slot
+  may confirm past the start of a transaction still open on the source, so a small lag
+  does not prove a large transaction has been applied (verify checks that);
+- retained WAL = current WAL position - the slot's ``restart_lsn``: what the slot keeps on
+  the source's disk, compared with ``max_slot_wal_keep_size`` and ``wal_status``;
+- lag in time = the walsender's replay (else flush) lag interval;
+- time to catch up = current lag / the rate the lag fell at over the recent samples.
+
+All version differences (PostgreSQL 15 to 18) live in the two ``_*_sql`` builders below.
+A :class:`Monitor` may be used from one thread at a time (it holds a lock while polling);
+the TUI polls it from a worker thread and re-arms its timer after each poll.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields, is_dataclass, replace
+from datetime import datetime, timedelta
+from enum import Enum
+from types import MappingProxyType
+from typing import Any, Literal
+
+import psycopg
+from psycopg import sql
+
+from .db import connect
+from .endpoint import Endpoint
+from .errors import ConnectError, InputError
+from .naming import ReplicationNames, replication_names
+from .plan import Plan
+
+# -- LSNs ---------------------------------------------------------------------------------
+
+
+def parse_lsn(text: str | None) -> int | None:
+    """``'16/B374D848'`` -> byte position (None stays None)."""
+    if text is None:
+        return None
+    high, _, low = str(text).partition("/")
+    return (int(high, 16) << 32) | int(low, 16)
+
+
+def format_lsn(value: int | None) -> str | None:
+    if value is None:
+        return None
+    return f"{value >> 32:X}/{value & 0xFFFFFFFF:X}"
+
+
+def _seconds(value: timedelta | None) -> float | None:
+    return None if value is None else value.total_seconds()
+
+
+# -- the typed answer -----------------------------------------------------------------------
+
+
+class ReplicationState(str, Enum):
+    """What a database's replication is doing, in the order a migration goes through them."""
+
+    NOT_SET_UP = "not set up"
+    COPYING = "copying"
+    CATCHING_UP = "catching up"
+    STREAMING = "streaming"
+    STALLED = "stalled"
+    BROKEN = "broken"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def healthy(self) -> bool:
+        return self in (ReplicationState.COPYING, ReplicationState.CATCHING_UP, ReplicationState.STREAMING)
+
+
+WarningLevel = Literal["ok", "warning", "critical"]
+
+#: pg_subscription_rel.srsubstate codes and what they mean.
+TABLE_STATES: Mapping[str, str] = MappingProxyType(
+    {"i": "init", "d": "data copy", "f": "finished", "s": "sync", "r": "ready"}
+)
+
+
+@dataclass(frozen=True)
+class SlotStatus:
+    """The source side of one database: its slot and the walsender serving it."""
+
+    slot_name: str
+    exists: bool
+    #: The source's current WAL position (replay position when the source is a standby).
+    current_lsn: int
+    active: bool = False
+    active_pid: int | None = None
+    confirmed_flush_lsn: int | None = None
+    restart_lsn: int | None = None
+    #: reserved / extended / unreserved / lost (NULL-able on the server).
+    wal_status: str | None = None
+    safe_wal_size: int | None = None
+    #: Why the slot was invalidated (PG17+: invalidation_reason; PG16: 'conflict').
+    invalidation_reason: str | None = None
+    walsender_state: str | None = None
+    sent_lsn: int | None = None
+    write_lsn: int | None = None
+    flush_lsn: int | None = None
+    replay_lsn: int | None = None
+    write_lag: float | None = None
+    flush_lag: float | None = None
+    replay_lag: float | None = None
+    reply_time: datetime | None = None
+    #: max_slot_wal_keep_size in bytes; None when unlimited (-1).
+    max_slot_wal_keep_size: int | None = None
+    server_version_num: int = 0
+
+
+@dataclass(frozen=True)
+class TableSyncState:
+    schema: str
+    name: str
+    #: init / data copy / finished / sync / ready
+    state: str
+    lsn: int | None = None
+
+
+@dataclass(frozen=True)
+class SubscriptionStatus:
+    """The target side of one database: its subscription, apply worker and tables."""
+
+    subscription_name: str
+    exists: bool
+    #: False when the target database itself does not exist (yet).
+    database_exists: bool = True
+    enabled: bool = False
+    slot_name: str | None = None
+    worker_pid: int | None = None
+    received_lsn: int | None = None
+    latest_end_lsn: int | None = None
+    last_msg_send_time: datetime | None = None
+    last_msg_receipt_time: datetime | None = None
+    latest_end_time: datetime | None = None
+    sync_workers: int = 0
+    #: Tables per state label (init / data copy / finished / sync / ready).
+    table_counts: Mapping[str, int] = field(default_factory=dict)
+    #: Tables not ready yet (at most ``MonitorSettings.pending_table_limit``).
+    pending_tables: tuple[TableSyncState, ...] = ()
+    #: pg_stat_subscription_stats (PG15+); None on older servers.
+    apply_error_count: int | None = None
+    sync_error_count: int | None = None
+    #: PG18+ conflict counters (insert_exists, update_missing, ...); empty before.
+    conflict_counts: Mapping[str, int] = field(default_factory=dict)
+    #: The apply/sync worker's last error, from the target's server log when readable.
+    last_error: str | None = None
+    server_version_num: int = 0
+
+    @property
+    def tables_total(self) -> int:
+        return sum(self.table_counts.values())
+
+    @property
+    def tables_ready(self) -> int:
+        return self.table_counts.get("ready", 0)
+
+
+@dataclass(frozen=True)
+class DatabaseStatus:
+    database: str
+    source: SlotStatus
+    target: SubscriptionStatus
+    state: ReplicationState
+    reason: str
+    #: current WAL - confirmed_flush_lsn (None when there is no slot).
+    lag_bytes: int | None
+    #: walsender replay/flush lag; 0 when caught up; None when unknown.
+    lag_seconds: float | None
+    retained_wal_bytes: int | None
+    retained_warning: WarningLevel
+    retained_reason: str
+    #: Estimated seconds until caught up, from the recent lag trend (None: not shrinking).
+    eta_seconds: float | None
+    polled_at: datetime
+
+    @property
+    def healthy(self) -> bool:
+        return self.state.healthy
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready data (LSNs as 'X/Y' text, times ISO 8601)."""
+        return _jsonable(self)
+
+
+@dataclass(frozen=True)
+class MigrationStatus:
+    databases: tuple[DatabaseStatus, ...]
+    polled_at: datetime
+
+    @property
+    def healthy(self) -> bool:
+        return all(db.healthy for db in self.databases)
+
+    def database(self, name: str) -> DatabaseStatus | None:
+        return next((db for db in self.databases if db.database == name), None)
+
+
+_LSN_KEYS = re.compile(r"(^|_)lsn$")
+
+
+def _jsonable(value: Any, key: str = "") -> Any:
+    if is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _jsonable(getattr(value, f.name), f.name) for f in fields(value)}
+    if isinstance(value, Mapping):
+        return {k: _jsonable(v, k) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, int) and not isinstance(value, bool) and _LSN_KEYS.search(key):
+        return format_lsn(value)
+    return value
+
+
+# -- settings -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MonitorSettings:
+    """Thresholds that turn facts into a state. The defaults suit a 1-2 s poll."""
+
+    #: Lag at or under which a database counts as streaming (bytes and seconds).
+    streaming_lag_bytes: int = 16 * 1024 * 1024
+    streaming_lag_seconds: float = 10.0
+    #: No confirmed progress for this long while lagging (or no walsender) is a stall.
+    stall_seconds: float = 30.0
+    #: An error counter that grew this recently keeps the database "broken".
+    error_window_seconds: float = 60.0
+    #: Retained WAL as a share of max_slot_wal_keep_size that warns / is critical.
+    retained_warning_fraction: float = 0.7
+    retained_critical_fraction: float = 0.9
+    #: With max_slot_wal_keep_size = -1 (unlimited) warn above this many bytes.
+    retained_warning_bytes: int = 8 * 1024**3
+    #: Lag samples this recent feed the trend and the time-to-catch-up estimate.
+    trend_seconds: float = 60.0
+    pending_table_limit: int = 100
+    statement_timeout_ms: int = 5000
+
+
+# -- version-aware SQL (every query of this module) ---------------------------------------------
+
+
+def _source_sql(version: int) -> sql.Composable:
+    if version >= 170000:
+        invalidation = "s.invalidation_reason"
+    elif version >= 160000:
+        invalidation = "CASE WHEN s.conflicting THEN 'conflict' END"
+    else:
+        invalidation = "NULL::text"
+    # One row even without any slot: the current position comes from the first CTE.
+    return sql.SQL(
+        """
+        WITH cur AS (
+            SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()
+                        ELSE pg_current_wal_insert_lsn() END AS lsn,
+                   (SELECT setting::bigint FROM pg_settings WHERE name = 'max_slot_wal_keep_size') AS keep_mb,
+                   now() AS at
+        )
+        SELECT cur.lsn::text, cur.keep_mb, cur.at,
+               s.slot_name, s.active, s.active_pid, s.confirmed_flush_lsn::text, s.restart_lsn::text,
+               s.wal_status, s.safe_wal_size, {invalidation},
+               r.state, r.sent_lsn::text, r.write_lsn::text, r.flush_lsn::text, r.replay_lsn::text,
+               r.write_lag, r.flush_lag, r.replay_lag, r.reply_time
+        FROM cur
+        LEFT JOIN pg_replication_slots s ON s.slot_name = ANY(%(slots)s)
+        LEFT JOIN pg_stat_replication r ON r.pid = s.active_pid
+        """
+    ).format(invalidation=sql.SQL(invalidation))
+
+
+_CONFLICT_COLUMNS = (
+    "insert_exists",
+    "update_origin_differs",
+    "update_exists",
+    "update_missing",
+    "delete_origin_differs",
+    "delete_missing",
+    "multiple_unique_conflicts",
+)
+
+
+def _target_sql(version: int) -> sql.Composable:
+    if version >= 170000:
+        apply_worker = "w.worker_type = 'apply'"
+        sync_worker = "x.worker_type = 'table synchronization'"
+    elif version >= 160000:
+        apply_worker = "w.relid IS NULL AND w.leader_pid IS NULL"
+        sync_worker = "x.relid IS NOT NULL"
+    else:
+        apply_worker = "w.relid IS NULL"
+        sync_worker = "x.relid IS NOT NULL"
+    if version >= 150000:
+        stats_join = "LEFT JOIN pg_stat_subscription_stats st ON st.subid = s.oid"
+        errors = "st.apply_error_count, st.sync_error_count"
+    else:
+        stats_join = ""
+        errors = "NULL::bigint, NULL::bigint"
+    if version >= 180000:
+        conflicts = "ARRAY[" + ", ".join(f"st.confl_{name}" for name in _CONFLICT_COLUMNS) + "]"
+    else:
+        conflicts = "NULL::bigint[]"
+    return sql.SQL(
+        """
+        SELECT s.oid, s.subenabled, s.subslotname,
+               w.pid, w.received_lsn::text, w.last_msg_send_time, w.last_msg_receipt_time,
+               w.latest_end_lsn::text, w.latest_end_time,
+               (SELECT count(*) FROM pg_stat_subscription x WHERE x.subid = s.oid AND x.pid IS NOT NULL
+                  AND {sync_worker}),
+               {errors}, {conflicts},
+               ARRAY(SELECT ARRAY[r.srsubstate::text, count(*)::text] FROM pg_subscription_rel r
+                     WHERE r.srsubid = s.oid GROUP BY r.srsubstate),
+               ARRAY(SELECT ARRAY[n.nspname::text, c.relname::text, r.srsubstate::text, r.srsublsn::text]
+                     FROM pg_subscription_rel r
+                     JOIN pg_class c ON c.oid = r.srrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+                     WHERE r.srsubid = s.oid AND r.srsubstate <> 'r'
+                     ORDER BY n.nspname, c.relname LIMIT %(limit)s)
+        FROM pg_subscription s
+        LEFT JOIN pg_stat_subscription w ON w.subid = s.oid AND {apply_worker}
+        {stats_join}
+        WHERE s.subname = %(name)s
+          AND s.subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+        """
+    ).format(
+        sync_worker=sql.SQL(sync_worker),
+        errors=sql.SQL(errors),
+        conflicts=sql.SQL(conflicts),
+        apply_worker=sql.SQL(apply_worker),
+        stats_join=sql.SQL(stats_join),
+    )
+
+
+# The subscription's replication origin records the source commit LSN of the last applied
+# transaction; reading it needs superuser or an explicit grant, so it is optional.
+_ORIGIN_SQL = """
+SELECT o.remote_lsn::text FROM pg_replication_origin_status o
+WHERE o.external_id = 'pg_' || (SELECT s.oid FROM pg_subscription s WHERE s.subname = %(name)s
+                                 AND s.subdbid = (SELECT oid FROM pg_database WHERE datname = current_database()))
+"""
+
+_APPLIED_SQL = """
+SELECT w.latest_end_lsn::text FROM pg_stat_subscription w
+JOIN pg_subscription s ON s.oid = w.subid
+WHERE s.subname = %(name)s AND w.relid IS NULL AND w.pid IS NOT NULL
+  AND s.subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+"""
+
+# The tail of the current server log (superuser or pg_read_server_files, logging_collector on).
+_LOG_TAIL_SQL = """
+SELECT pg_read_file(f, greatest(0, (pg_stat_file(f)).size - %(bytes)s), %(bytes)s)
+FROM pg_current_logfile() AS f WHERE f IS NOT NULL
+"""
+LOG_TAIL_BYTES = 256 * 1024
+
+
+def extract_worker_error(log_text: str, subscription_oid: int) -> str | None:
+    """The last error a subscription's workers logged, from server log text.
+
+    Apply errors carry a CONTEXT line naming the subscription's replication origin
+    (``pg_<oid>``); the ERROR and DETAIL lines of the same process precede it.
+    """
+    lines = log_text.splitlines()
+    marker = f'"pg_{subscription_oid}"'
+    sync_marker = f"subscription \"{subscription_oid}\""
+    for index in range(len(lines) - 1, -1, -1):
+        line = lines[index]
+        if marker not in line and sync_marker not in line:
+            continue
+        pid = _log_pid(line)
+        error = detail = None
+        for back in range(index - 1, max(-1, index - 20), -1):
+            candidate = lines[back]
+            if pid is not None and _log_pid(candidate) not in (None, pid):
+                continue
+            if detail is None and "DETAIL:" in candidate:
+                detail = candidate.split("DETAIL:", 1)[1].strip()
+            if "ERROR:" in candidate:
+                error = candidate.split("ERROR:", 1)[1].strip()
+                break
+        if error:
+            return f"{error} ({detail})" if detail else error
+    # No CONTEXT line (e.g. a sync worker that failed to connect): the last worker error.
+    for index in range(len(lines) - 1, -1, -1):
+        line = lines[index]
+        if "ERROR:" in line and "logical replication" in line:
+            return line.split("ERROR:", 1)[1].strip()
+    return None
+
+
+def _log_pid(line: str) -> str | None:
+    found = re.search(r"\[(\d+)\]", line)
+    return found.group(1) if found else None
+
+
+# -- the poller ------------------------------------------------------------------------------
+
+
+@dataclass
+class _History:
+    """What one database looked like over the last polls: for trends, stalls, errors."""
+
+    samples: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=600))
+    last_confirmed: int | None = None
+    confirmed_moved_at: float | None = None
+    errors_seen: int | None = None
+    errors_grew_at: float | None = None
+    worker_missing_since: float | None = None
+    slot_inactive_since: float | None = None
+    cached_error: tuple[int, str | None] | None = None
+
+
+def _database_missing(exc: ConnectError) -> bool:
+    return bool(re.search(r"database .* does not exist", exc.cause))
+
+
+class Monitor:
+    """Polls the replication of one migration (source server -> target server), cheaply.
+
+    Keeps one connection to the source and one per target database open between polls,
+    and a short history per database for the lag trend. Call :meth:`close` when done (or
+    use it as a context manager).
+    """
+
+    def __init__(
+        self,
+        source: Endpoint,
+        target: Endpoint,
+        databases: Sequence[str],
+        *,
+        settings: MonitorSettings | None = None,
+        names: Callable[[Endpoint, Endpoint, str], ReplicationNames] = replication_names,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not databases:
+            raise InputError("no database to monitor", "Select at least one database.")
+        self.source = source
+        self.target = target
+        self.databases = tuple(databases)
+        self.settings = settings or MonitorSettings()
+        self.names = {db: names(source, target, db) for db in self.databases}
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._source_conn: psycopg.Connection[Any] | None = None
+        self._target_conns: dict[str, psycopg.Connection[Any] | None] = {}
+        self._versions: dict[str, int] = {}
+        self._history: dict[str, _History] = {db: _History() for db in self.databases}
+        self._closed = False
+
+    @classmethod
+    def from_plan(cls, plan: Plan, databases: Sequence[str] | None = None, **kwargs: Any) -> Monitor:
+        """Monitor the databases ``plan`` selects (or the ones given)."""
+        if databases is None:
+            databases = selected_databases(plan)
+        return cls(plan.source, plan.target, databases, **kwargs)
+
+    # -- connections ------------------------------------------------------------------------
+
+    def _open(self, endpoint: Endpoint) -> psycopg.Connection[Any]:
+        conn = connect(endpoint, application_name="pgtide-monitor")
+        conn.execute(
+            sql.SQL("SET statement_timeout = {}").format(sql.Literal(self.settings.statement_timeout_ms))
+        )
+        return conn
+
+    def _source(self) -> psycopg.Connection[Any]:
+        if self._source_conn is None or self._source_conn.closed:
+            self._source_conn = self._open(self.source.with_dbname(self.databases[0]))
+            self._versions["source"] = self._source_conn.info.server_version
+        return self._source_conn
+
+    def _target(self, database: str) -> psycopg.Connection[Any] | None:
+        """The target database's connection; None when that database does not exist."""
+        conn = self._target_conns.get(database)
+        if conn is None or conn.closed:
+            try:
+                conn = self._open(self.target.with_dbname(database))
+            except ConnectError as exc:
+                if _database_missing(exc):
+                    self._target_conns[database] = None
+                    return None
+                raise
+            self._target_conns[database] = conn
+            self._versions["target"] = conn.info.server_version
+        return conn
+
+    def _drop(self, conn: psycopg.Connection[Any] | None) -> None:
+        if conn is not None:
+            try:
+                conn.close()
+            except psycopg.Error:
+                pass
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._drop(self._source_conn)
+            self._source_conn = None
+            for conn in self._target_conns.values():
+                self._drop(conn)
+            self._target_conns.clear()
+
+    def __enter__(self) -> Monitor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- polling ----------------------------------------------------------------------------
+
+    def poll(self) -> MigrationStatus:
+        """Read both sides once and interpret them. Raises ConnectError if a server is gone."""
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("Monitor.poll() after close()")
+            slots, polled_at = self._with_retry(self._read_source)
+            statuses = []
+            for database in self.databases:
+                names = self.names[database]
+                target_status = self._with_retry(lambda db=database: self._read_target(db))
+                statuses.append(self._interpret(database, slots[names.slot], target_status, polled_at))
+            return MigrationStatus(tuple(statuses), polled_at)
+
+    def _with_retry(self, action: Callable[[], Any]) -> Any:
+        """One reconnect on a broken connection (server restart, idle timeout), then give up."""
+        try:
+            return action()
+        except psycopg.OperationalError:
+            self._reset_connections()
+        try:
+            return action()
+        except psycopg.OperationalError as exc:
+            self._reset_connections()
+            message = (self.source.redact(self.target.redact(str(exc))).strip().splitlines() or ["no detail"])[0]
+            raise ConnectError(
+                f"polling failed: {message}",
+                "Check that both servers are up, reachable and not overloaded; the next poll reconnects.",
+            ) from None
+
+    def _reset_connections(self) -> None:
+        self._drop(self._source_conn)
+        self._source_conn = None
+        for conn in self._target_conns.values():
+            self._drop(conn)
+        self._target_conns.clear()
+
+    def _read_source(self) -> tuple[dict[str, SlotStatus], datetime]:
+        conn = self._source()
+        version = self._versions["source"]
+        wanted = [self.names[db].slot for db in self.databases]
+        rows = conn.execute(_source_sql(version), {"slots": wanted}).fetchall()
+        current = parse_lsn(rows[0][0]) or 0
+        keep_mb = rows[0][1]
+        keep = None if keep_mb is None or keep_mb < 0 else int(keep_mb) * 1024 * 1024
+        polled_at: datetime = rows[0][2]
+        found: dict[str, SlotStatus] = {}
+        for row in rows:
+            (_, _, _, name, active, pid, confirmed, restart, wal_status, safe, invalid,
+             ws_state, sent, write, flush, replay, write_lag, flush_lag, replay_lag, reply_time) = row
+            if name is None:
+                continue
+            found[name] = SlotStatus(
+                slot_name=name, exists=True, current_lsn=current, active=bool(active), active_pid=pid,
+                confirmed_flush_lsn=parse_lsn(confirmed), restart_lsn=parse_lsn(restart),
+                wal_status=wal_status, safe_wal_size=None if safe is None else int(safe),
+                invalidation_reason=invalid, walsender_state=ws_state,
+                sent_lsn=parse_lsn(sent), write_lsn=parse_lsn(write), flush_lsn=parse_lsn(flush),
+                replay_lsn=parse_lsn(replay), write_lag=_seconds(write_lag), flush_lag=_seconds(flush_lag),
+                replay_lag=_seconds(replay_lag), reply_time=reply_time,
+                max_slot_wal_keep_size=keep, server_version_num=version,
+            )
+        for slot in wanted:
+            found.setdefault(
+                slot,
+                SlotStatus(slot_name=slot, exists=False, current_lsn=current, max_slot_wal_keep_size=keep,
+                           server_version_num=version),
+            )
+        return found, polled_at
+
+    def _read_target(self, database: str) -> SubscriptionStatus:
+        name = self.names[database].subscription
+        conn = self._target(database)
+        if conn is None:
+            return SubscriptionStatus(subscription_name=name, exists=False, database_exists=False)
+        version = self._versions["target"]
+        row = conn.execute(_target_sql(version), {"name": name, "limit": self.settings.pending_table_limit}).fetchone()
+        if row is None:
+            return SubscriptionStatus(subscription_name=name, exists=False, server_version_num=version)
+        (oid, enabled, slot, pid, received, send_time, receipt_time, latest_end, latest_end_time,
+         sync_workers, apply_errors, sync_errors, conflicts, state_counts, pending) = row
+        counts = {label: 0 for label in TABLE_STATES.values()}
+        for code, count in state_counts or ():
+            counts[TABLE_STATES.get(code, code)] = int(count)
+        conflict_counts = (
+            {key: int(value or 0) for key, value in zip(_CONFLICT_COLUMNS, conflicts, strict=False)}
+            if conflicts else {}
+        )
+        status = SubscriptionStatus(
+            subscription_name=name, exists=True, enabled=bool(enabled), slot_name=slot, worker_pid=pid,
+            received_lsn=parse_lsn(received), latest_end_lsn=parse_lsn(latest_end),
+            last_msg_send_time=send_time, last_msg_receipt_time=receipt_time, latest_end_time=latest_end_time,
+            sync_workers=int(sync_workers or 0), table_counts=MappingProxyType(counts),
+            pending_tables=tuple(
+                TableSyncState(schema, table, TABLE_STATES.get(code, code), parse_lsn(lsn))
+                for schema, table, code, lsn in pending or ()
+            ),
+            apply_error_count=None if apply_errors is None else int(apply_errors),
+            sync_error_count=None if sync_errors is None else int(sync_errors),
+            conflict_counts=MappingProxyType(conflict_counts), server_version_num=version,
+        )
+        return status
+
+    # -- interpretation ---------------------------------------------------------------------
+
+    def _last_error(self, database: str, errors: int) -> str | None:
+        """The worker's error text from the target's server log, read once per new error count.
+
+        Needs superuser or pg_read_server_files and logging_collector on the target;
+        without them the error counts must do (None).
+        """
+        history = self._history[database]
+        if history.cached_error is not None and history.cached_error[0] == errors:
+            return history.cached_error[1]
+        conn = self._target(database)
+        if conn is None:
+            return None
+        try:
+            oid = conn.execute(
+                "SELECT oid FROM pg_subscription WHERE subname = %s "
+                "AND subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())",
+                [self.names[database].subscription],
+            ).fetchone()
+            row = conn.execute(_LOG_TAIL_SQL, {"bytes": LOG_TAIL_BYTES}).fetchone()
+        except psycopg.OperationalError:
+            return None  # the next poll reconnects; the text is optional
+        except psycopg.Error:
+            row = oid = None
+        text = extract_worker_error(row[0], int(oid[0])) if row and row[0] and oid else None
+        history.cached_error = (errors, text)
+        return text
+
+    def _interpret(
+        self, database: str, slot: SlotStatus, sub: SubscriptionStatus, polled_at: datetime
+    ) -> DatabaseStatus:
+        settings = self.settings
+        now = self._clock()
+        history = self._history[database]
+
+        lag_bytes = None
+        if slot.exists and slot.confirmed_flush_lsn is not None:
+            lag_bytes = max(0, slot.current_lsn - slot.confirmed_flush_lsn)
+        retained = None
+        if slot.exists and slot.restart_lsn is not None:
+            retained = max(0, slot.current_lsn - slot.restart_lsn)
+        lag_seconds = slot.replay_lag if slot.replay_lag is not None else slot.flush_lag
+        if lag_seconds is None and lag_bytes is not None and lag_bytes <= settings.streaming_lag_bytes and slot.active:
+            lag_seconds = 0.0
+
+        # History: trend samples, confirmed progress, walsender presence, error growth.
+        if lag_bytes is not None:
+            history.samples.append((now, lag_bytes))
+        if slot.confirmed_flush_lsn != history.last_confirmed:
+            history.last_confirmed = slot.confirmed_flush_lsn
+            history.confirmed_moved_at = now
+        if slot.exists and not slot.active:
+            history.slot_inactive_since = history.slot_inactive_since or now
+        else:
+            history.slot_inactive_since = None
+        if sub.exists and sub.enabled and sub.worker_pid is None:
+            history.worker_missing_since = history.worker_missing_since or now
+        else:
+            history.worker_missing_since = None
+        errors = (sub.apply_error_count or 0) + (sub.sync_error_count or 0)
+        if history.errors_seen is not None and errors > history.errors_seen:
+            history.errors_grew_at = now
+        history.errors_seen = errors
+
+        level, retained_reason = _retained_level(slot, retained, settings)
+        eta = _eta(history.samples, now, settings.trend_seconds, lag_bytes)
+
+        state, reason = self._state(database, slot, sub, history, now, lag_bytes, lag_seconds, errors)
+        if state is ReplicationState.STREAMING:
+            eta = 0.0
+        elif state in (ReplicationState.BROKEN, ReplicationState.STALLED, ReplicationState.NOT_SET_UP):
+            eta = None
+        if sub.last_error is None and state is ReplicationState.BROKEN and sub.exists and errors:
+            last_error = self._last_error(database, errors)
+            if last_error:
+                sub = replace(sub, last_error=last_error)
+                reason = f"{reason}: {last_error}"
+        return DatabaseStatus(
+            database=database, source=slot, target=sub, state=state, reason=reason, lag_bytes=lag_bytes,
+            lag_seconds=lag_seconds, retained_wal_bytes=retained, retained_warning=level,
+            retained_reason=retained_reason, eta_seconds=eta, polled_at=polled_at,
+        )
+
+    def _state(
+        self,
+        database: str,
+        slot: SlotStatus,
+        sub: SubscriptionStatus,
+        history: _History,
+        now: float,
+        lag_bytes: int | None,
+        lag_seconds: float | None,
+        errors: int,
+    ) -> tuple[ReplicationState, str]:
+        settings = self.settings
+        names = self.names[database]
+        if not slot.exists and not sub.exists:
+            where = "" if sub.database_exists else f" (database {database!r} does not exist on the target)"
+            return ReplicationState.NOT_SET_UP, f"no slot {names.slot} on the source and no subscription{where}"
+        if slot.exists and (slot.wal_status == "lost" or slot.invalidation_reason):
+            why = slot.invalidation_reason or "the WAL it needs was removed"
+            return ReplicationState.BROKEN, (
+                f"slot {slot.slot_name} is invalidated ({why}); the migration must restart from a new copy"
+            )
+        if not slot.exists:
+            return ReplicationState.BROKEN, f"subscription {sub.subscription_name} exists but the source slot " \
+                f"{slot.slot_name} is gone"
+        if not sub.exists:
+            return ReplicationState.COPYING, (
+                "slot created, subscription not created yet (initial copy running or interrupted)"
+            )
+        recent_errors = history.errors_grew_at is not None and now - history.errors_grew_at <= settings.error_window_seconds
+        failing = errors > 0 and (sub.worker_pid is None or not slot.active)
+        if not sub.enabled:
+            if recent_errors:
+                return ReplicationState.BROKEN, "subscription disabled after an error"
+            return ReplicationState.STALLED, f"subscription {sub.subscription_name} is disabled"
+        if recent_errors or failing:
+            kinds = []
+            if sub.apply_error_count:
+                kinds.append(f"{sub.apply_error_count} apply error(s)")
+            if sub.sync_error_count:
+                kinds.append(f"{sub.sync_error_count} table sync error(s)")
+            return ReplicationState.BROKEN, "replication worker failing, " + ", ".join(kinds or ["errors"])
+        if history.worker_missing_since is not None and now - history.worker_missing_since >= settings.stall_seconds:
+            return ReplicationState.STALLED, (
+                f"no apply worker running for {now - history.worker_missing_since:.0f} s "
+                "(check max_logical_replication_workers and the target's log)"
+            )
+        pending = sub.tables_total - sub.tables_ready
+        if pending > 0:
+            states = ", ".join(
+                f"{count} {label}" for label, count in sub.table_counts.items() if count and label != "ready"
+            )
+            return ReplicationState.COPYING, f"{pending} of {sub.tables_total} tables not ready ({states})"
+        lagging = lag_bytes is not None and lag_bytes > settings.streaming_lag_bytes
+        if history.slot_inactive_since is not None:
+            inactive = now - history.slot_inactive_since
+            if inactive >= settings.stall_seconds:
+                return ReplicationState.STALLED, f"no walsender has used slot {slot.slot_name} for {inactive:.0f} s"
+            return ReplicationState.CATCHING_UP, (
+                f"{_size(lag_bytes)} behind; waiting for the target to connect to slot {slot.slot_name}"
+            )
+        if (
+            lagging
+            and history.confirmed_moved_at is not None
+            and now - history.confirmed_moved_at >= settings.stall_seconds
+        ):
+            return ReplicationState.STALLED, (
+                f"the target confirmed nothing for {now - history.confirmed_moved_at:.0f} s while "
+                f"{_size(lag_bytes)} behind"
+            )
+        slow = lag_seconds is not None and lag_seconds > settings.streaming_lag_seconds
+        if lagging or slow:
+            return ReplicationState.CATCHING_UP, f"{_size(lag_bytes)} behind" + (
+                f", {lag_seconds:.1f} s" if lag_seconds is not None else ""
+            )
+        return ReplicationState.STREAMING, "caught up" if not lag_bytes else f"{_size(lag_bytes)} behind"
+
+
+def _size(value: int | None) -> str:
+    if value is None:
+        return "?"
+    step = 1024.0
+    amount = float(value)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if amount < step or unit == "TB":
+            return f"{amount:.0f} {unit}" if unit == "B" else f"{amount:.1f} {unit}"
+        amount /= step
+    return f"{value} B"
+
+
+def _retained_level(slot: SlotStatus, retained: int | None, settings: MonitorSettings) -> tuple[WarningLevel, str]:
+    """How close the slot's retained WAL is to being a problem for the source's disk."""
+    if not slot.exists:
+        return "ok", ""
+    if slot.wal_status == "lost" or slot.invalidation_reason:
+        return "critical", "the slot lost WAL it needs"
+    if retained is None:
+        return "ok", ""
+    if slot.wal_status == "unreserved":
+        return "critical", "retained WAL is past max_slot_wal_keep_size: the next checkpoint invalidates the slot"
+    limit = slot.max_slot_wal_keep_size
+    if limit:
+        fraction = retained / limit
+        shown = f"{_size(retained)} retained of max_slot_wal_keep_size {_size(limit)} ({fraction:.0%})"
+        if fraction >= settings.retained_critical_fraction:
+            return "critical", shown
+        if fraction >= settings.retained_warning_fraction:
+            return "warning", shown
+    elif retained >= settings.retained_warning_bytes:
+        return "warning", f"{_size(retained)} retained and max_slot_wal_keep_size is unlimited"
+    if slot.wal_status == "extended":
+        return "warning", f"{_size(retained)} retained, beyond max_wal_size (wal_status extended)"
+    return "ok", ""
+
+
+def _eta(samples: deque[tuple[float, int]], now: float, window: float, lag: int | None) -> float | None:
+    """Seconds until the lag reaches zero at the rate it fell over the last ``window`` seconds."""
+    if not lag:
+        return 0.0 if lag == 0 else None
+    recent = [(t, v) for t, v in samples if now - t <= window]
+    if len(recent) < 3 or recent[-1][0] - recent[0][0] < 2.0:
+        return None
+    mean_t = sum(t for t, _ in recent) / len(recent)
+    mean_v = sum(v for _, v in recent) / len(recent)
+    var = sum((t - mean_t) ** 2 for t, _ in recent)
+    if var <= 0:
+        return None
+    slope = sum((t - mean_t) * (v - mean_v) for t, v in recent) / var
+    if slope >= 0:
+        return None
+    return lag / -slope
+
+
+# -- helpers the rest of core uses ------------------------------------------------------------
+
+
+def selected_databases(plan: Plan) -> tuple[str, ...]:
+    """The source databases ``plan``'s selection includes (one catalog query)."""
+    from .catalog import list_databases
+
+    server = list_databases(plan.source)
+    known = {db.name for db in server.databases}
+    unknown = [rule.name for rule in plan.selection.include_databases if rule.name not in known]
+    if unknown:
+        raise InputError(
+            f"no database {', '.join(repr(name) for name in unknown)} on the source",
+            "Databases on the source: " + (", ".join(sorted(known)) or "none"),
+            title="Unknown database",
+        )
+    chosen = tuple(db.name for db in server.databases if plan.selection.includes_database(db.name))
+    if not chosen:
+        raise InputError(
+            "the selection leaves no database",
+            "Check --include-databases / --exclude-databases; databases on the source: "
+            + (", ".join(db.name for db in server.databases) or "none"),
+            title="Nothing selected",
+        )
+    return chosen
+
+
+def poll(
+    plan_or_endpoints: Plan | tuple[Endpoint, Endpoint],
+    databases: Sequence[str] | None = None,
+    *,
+    settings: MonitorSettings | None = None,
+) -> MigrationStatus:
+    """One poll with fresh connections (no trend, no ETA): for scripts and one-off checks."""
+    if isinstance(plan_or_endpoints, Plan):
+        monitor = Monitor.from_plan(plan_or_endpoints, databases, settings=settings)
+    else:
+        if databases is None:
+            raise InputError("no database to monitor", "Pass the database names.")
+        source, target = plan_or_endpoints
+        monitor = Monitor(source, target, databases, settings=settings)
+    with monitor:
+        return monitor.poll()
+
+
+class ApplyProgress:
+    """How far a target has applied its subscription, as a source LSN, read cheaply and often.
+
+    The highest of: the subscription origin's ``remote_lsn`` (end of the last applied
+    commit; needs superuser or a grant on pg_show_replication_origin_status, tried once)
+    and the apply worker's ``latest_end_lsn`` (the position of the walsender's last
+    keepalive: the worker handles messages in order, so everything before it is applied).
+    """
+
+    def __init__(self, target_conn: psycopg.Connection[Any], subscription: str) -> None:
+        self.conn = target_conn
+        self.subscription = subscription
+        self._origin_readable = True
+
+    def lsn(self) -> int | None:
+        row = self.conn.execute(_APPLIED_SQL, {"name": self.subscription}).fetchone()
+        best = parse_lsn(row[0]) if row and row[0] else None
+        if self._origin_readable:
+            try:
+                row = self.conn.execute(_ORIGIN_SQL, {"name": self.subscription}).fetchone()
+            except psycopg.errors.InsufficientPrivilege:
+                self._origin_readable = False
+                row = None
+            remote = parse_lsn(row[0]) if row and row[0] else None
+            if remote is not None and (best is None or remote > best):
+                best = remote
+        return best
+
+
+def confirmed_flush_lsn(source_conn: psycopg.Connection[Any], slot: str) -> int | None:
+    row = source_conn.execute(
+        "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = %s", [slot]
+    ).fetchone()
+    return parse_lsn(row[0]) if row and row[0] else None
+
+
+def current_insert_lsn(source_conn: psycopg.Connection[Any]) -> int:
+    """A position at or after the end of every commit visible to a snapshot taken before it."""
+    row = source_conn.execute(
+        "SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() "
+        "ELSE pg_current_wal_insert_lsn() END::text"
+    ).fetchone()
+    assert row is not None
+    return parse_lsn(row[0]) or 0
+
+
+#: A WAL page header is at most this long: a position this close past a page start is
+#: reached once everything up to the page start is (no record fits in between).
+_PAGE_HEADER_MAX = 40
+
+
+def lsn_reached(applied: int | None, wanted: int, wal_block_size: int = 8192) -> bool:
+    if applied is None:
+        return False
+    if applied >= wanted:
+        return True
+    return applied % wal_block_size == 0 and wanted - applied <= _PAGE_HEADER_MAX

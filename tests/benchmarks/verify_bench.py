@@ -1,0 +1,151 @@
+"""How fast pgtide verify compares a large table, against what the server can do at best.
+
+Usage: python tests/benchmarks/verify_bench.py [--scale 100] [--repeat 3]
+
+Starts two throwaway clusters, fills both with the same pgbench_accounts (pgbench -i -s
+SCALE: 100,000 rows per scale unit, 10 M at the default), then times in one run:
+
+- ``count(*)`` on the source: reading the table at all;
+- the floor: ``sum(hashtext(t::text)::bigint), count(*)`` on the source, parallel as the
+  server likes: the cheapest full-row hash there is, one side only, no way to locate rows;
+- the seeds' method: ``md5(string_agg(t::text ORDER BY aid))`` on both sides at once,
+  per 1 M-row key range (one aggregate over 10 M rows passes the 1 GB string limit);
+- pgtide verify, source against target: identical, then with 10 planted differences,
+  which it must name exactly.
+
+Target: pgtide <= 2x the floor while still naming the planted rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from _bench import LOGICAL_SETTINGS, PgCluster, machine_bindir, median_time, running_cluster
+
+from pgtide.core.endpoint import Endpoint
+from pgtide.core.plan import Plan
+from pgtide.core.selection import Selection
+from pgtide.core.verify import RowDifference, VerifyOptions, verify_plan
+
+ROWS_PER_SCALE = 100_000
+SEEDS_CHUNK = 1_000_000
+
+
+def pgbench_init(cluster: PgCluster, scale: int) -> subprocess.Popen[bytes]:
+    pgbench = machine_bindir() / "pgbench"
+    return subprocess.Popen(
+        [str(pgbench), "-i", "-s", str(scale), "-q", "-h", "127.0.0.1", "-p", str(cluster.port), "-U", "postgres",
+         "bench"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+
+
+def timed(label: str, seconds: float, floor: float | None = None) -> None:
+    ratio = f"   {seconds / floor:5.2f}x floor" if floor else ""
+    print(f"{label:<52} {seconds:7.2f} s{ratio}", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--scale", type=int, default=100, help="pgbench scale (100,000 rows each; default 100)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per measurement (median; default 3)")
+    args = parser.parse_args()
+    rows = args.scale * ROWS_PER_SCALE
+
+    with running_cluster(machine_bindir(), **LOGICAL_SETTINGS) as source, \
+            running_cluster(machine_bindir(), **LOGICAL_SETTINGS) as target:
+        started = time.perf_counter()
+        for cluster in (source, target):
+            cluster.create_database("bench")
+        # Same scale, same deterministic rows on both sides; initialised in parallel.
+        jobs = [pgbench_init(cluster, args.scale) for cluster in (source, target)]
+        for job in jobs:
+            _, err = job.communicate()
+            if job.returncode:
+                sys.exit(f"pgbench -i failed: {err.decode(errors='replace')}")
+        print(f"pgbench_accounts: {rows:,} rows on each side (initialised in {time.perf_counter() - started:.0f} s)")
+        for cluster in (source, target):  # warm the caches the same way for every measurement
+            cluster.execute("SELECT count(*) FROM pgbench_accounts", dbname="bench")
+
+        def on_source(query: str) -> None:
+            with source.connect("bench") as conn:
+                conn.execute(query).fetchall()
+
+        count_seconds, _ = median_time(lambda: on_source("SELECT count(*) FROM pgbench_accounts"), repeat=args.repeat)
+        floor_seconds, _ = median_time(
+            lambda: on_source("SELECT sum(hashtext(t::text)::bigint), count(*) FROM pgbench_accounts t"),
+            repeat=args.repeat,
+        )
+
+        def seeds_side(cluster: PgCluster, out: list[str]) -> None:
+            with cluster.connect("bench") as conn:
+                for first in range(1, rows + 1, SEEDS_CHUNK):
+                    out.append(conn.execute(
+                        "SELECT md5(string_agg(t::text, '' ORDER BY aid)) FROM pgbench_accounts t "
+                        "WHERE aid BETWEEN %s AND %s", [first, first + SEEDS_CHUNK - 1]).fetchone()[0])
+
+        def seeds() -> bool:
+            results: tuple[list[str], list[str]] = ([], [])
+            threads = [threading.Thread(target=seeds_side, args=(c, r)) for c, r in zip((source, target), results)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            return results[0] == results[1]
+
+        seeds_seconds, seeds_equal = median_time(seeds, repeat=1)
+        assert seeds_equal
+
+        plan = Plan(
+            Endpoint.parse(source.url("bench"), env={}),
+            Endpoint.parse(target.url("bench"), env={}),
+            Selection.from_cli(include_databases="bench"),
+        )
+        options = VerifyOptions(jobs=1)
+        clean_seconds, report = median_time(
+            lambda: verify_plan(plan, tables=["pgbench_accounts"], options=options), repeat=args.repeat)
+        assert report.ok, report
+
+        planted = {
+            RowDifference("different", (str(aid),)) for aid in (17, rows // 3, rows // 2, rows - 5)
+        } | {
+            RowDifference("missing", (str(aid),)) for aid in (1, rows // 4, rows)
+        } | {
+            RowDifference("extra", (str(aid),)) for aid in (rows + 1, rows + 1000, rows * 2)
+        }
+        with target.connect("bench") as conn:
+            for difference in planted:
+                aid = int(difference.key[0])
+                if difference.kind == "different":
+                    conn.execute("UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid = %s", [aid])
+                elif difference.kind == "missing":
+                    conn.execute("DELETE FROM pgbench_accounts WHERE aid = %s", [aid])
+                else:
+                    conn.execute("INSERT INTO pgbench_accounts VALUES (%s, 1, 0, '')", [aid])
+        planted_seconds, report = median_time(
+            lambda: verify_plan(plan, tables=["pgbench_accounts"], options=options), repeat=1)
+        (result,) = report.tables
+        found = set(result.differences)
+        assert found == planted, f"expected {sorted(planted, key=str)}, got {sorted(found, key=str)}"
+
+    print()
+    timed("count(*), source", count_seconds)
+    timed("floor: sum(hashtext(t::text)), source, parallel", floor_seconds, floor_seconds)
+    timed("seeds: md5(string_agg ORDER BY) per 1M keys, both", seeds_seconds, floor_seconds)
+    timed("pgtide verify, both sides, no differences", clean_seconds, floor_seconds)
+    timed("pgtide verify, both sides, 10 planted (all named)", planted_seconds, floor_seconds)
+    target_met = clean_seconds <= 2 * floor_seconds and planted_seconds <= 2 * floor_seconds
+    print(f"\ntarget pgtide <= 2x floor: {'met' if target_met else 'MISSED'}; "
+          f"pgtide is {seeds_seconds / clean_seconds:.1f}x faster than the seeds' method")
+    print(f"planted differences named: {len(found)}/{len(planted)} "
+          f"({', '.join(f'{d.kind} {d.key[0]}' for d in sorted(found, key=lambda d: (d.kind, int(d.key[0]))))})")
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    main()
