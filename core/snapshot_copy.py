@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -138,7 +138,8 @@ class _TableTally:
     done: int = 0
     rows: int = 0
     bytes_done: int = 0
-    started: float = field(default_factory=time.monotonic)
+    #: When the table's first slice began (tasks wait in a queue before that).
+    started: float | None = None
 
 
 def _binary_safe_columns(conn: psycopg.Connection[Any], tables: Sequence[TableScope]) -> dict[int, tuple[bool, tuple[str, ...]]]:
@@ -330,6 +331,10 @@ def copy_tables(
     opened: list[psycopg.Connection[Any]] = []
 
     def attempt(task: CopyTask) -> int:
+        with lock:
+            tally = tallies[task.table.info.qualified]
+            if tally.started is None:
+                tally.started = time.monotonic()
         last: Exception | None = None
         for tries in range(RETRIES + 1):
             cancel.check()
@@ -366,7 +371,7 @@ def copy_tables(
                         tally.bytes_done += task.estimated_bytes
                         complete = tally.done == tally.tasks
                     if complete:
-                        seconds = time.monotonic() - tally.started
+                        seconds = time.monotonic() - (tally.started or started)
                         emit(TableCopied(database, key[0], key[1], tally.rows, task.table.estimated_bytes, seconds))
                         if on_table_done is not None:
                             on_table_done(task.table, tally.rows)
