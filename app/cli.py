@@ -57,6 +57,26 @@ def _cmd_ping(args: argparse.Namespace) -> int:
     return status
 
 
+def _cmd_tui(args: argparse.Namespace) -> int:
+    if getattr(args, "dashboard", False) and not getattr(args, "profile", None) and not (
+        getattr(args, "source", None) and getattr(args, "target", None)
+    ):
+        from ..core.errors import InputError
+
+        raise InputError("--dashboard needs the migration to watch",
+                         "Pass --profile NAME, or --source URL and --target URL.")
+    from .tui import run_tui
+
+    return run_tui(profile=getattr(args, "profile", None), source=getattr(args, "source", None),
+                   target=getattr(args, "target", None), dashboard=bool(getattr(args, "dashboard", False)))
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="pgtide",
@@ -87,6 +107,29 @@ def build_parser() -> argparse.ArgumentParser:
     ping.add_argument("--json", action="store_true", help="one JSON object per server")
     ping.set_defaults(handler=_cmd_ping)
 
+    tui = sub.add_parser(
+        "tui",
+        help="open the full-screen app (the same as pgtide without arguments)",
+        description="Open the full-screen app: a wizard to set up a migration, its progress, and a live dashboard.",
+    )
+    tui.add_argument("--profile", metavar="NAME", help="open this saved profile in the wizard")
+    tui.add_argument("--source", metavar="URL", help="fill the source form with this connection string")
+    tui.add_argument("--target", metavar="URL", help="fill the target form with this connection string")
+    tui.add_argument("--dashboard", action="store_true",
+                     help="go straight to the dashboard of a migration that is already running")
+    tui.set_defaults(handler=_cmd_tui)
+
+    demo = sub.add_parser(
+        "demo",
+        help="try pgtide on two throwaway local servers with a sample database",
+        description=(
+            "Start two throwaway PostgreSQL servers on this machine (its own server binaries), load a sample "
+            "database under a light write load, and open the app with a 'demo' profile filled in. Quitting "
+            "stops both servers and removes their files."
+        ),
+    )
+    demo.set_defaults(handler=_cmd_demo)
+
     from .profile_cmd import register
     from .watch_cmd import register as register_watch
 
@@ -113,8 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
     if handler is None:
-        parser.print_help()
-        return EXIT_OK
+        handler = _cmd_tui  # no command: the full-screen app
     logs.configure()
     from ..core.pgtools import install_cleanup_handlers
 

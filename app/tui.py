@@ -1,0 +1,677 @@
+"""The full-screen app: the wizard, the run and the dashboard, and the long jobs behind them.
+
+Screens do the short work of their own step in their own workers. The long jobs belong to
+this App, so that leaving a screen never stops them: the migration (init), the dashboard's
+polling, verify and teardown. Each runs in a thread worker with a fixed description (the
+default would show its arguments, endpoints included) and reports through typed messages;
+the App folds them into a model (``self.migration``, ``self.dashboard``) and tells the screens that
+draw it. Every error a user sees goes through :meth:`PgtideApp.show_error`.
+
+Polling re-arms a timer after each finished poll (never two at once; a slow server stretches
+the interval) and skips its turn while the dashboard is not the screen in front, which
+includes any modal dialog over it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
+from functools import partial
+from importlib.resources import files
+from typing import TYPE_CHECKING, Any
+
+from rich.segment import Segments
+from rich.text import Text
+from textual import on, work
+from textual.app import App, SystemCommand
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.timer import Timer
+from textual.worker import Worker, WorkerState
+
+from ..core.errors import PgtideError
+from ..core.events import Cancelled, Event, Log, TableProgress
+from ..core.logs import log_file
+from ..screens.dashboard import DashboardScreen
+from ..screens.messages import (
+    CoreEventArrived,
+    DashboardOpened,
+    DashboardRequested,
+    DashboardUpdated,
+    MigrationFinished,
+    MigrationStopped,
+    PollFailed,
+    ProfileOpened,
+    RunUpdated,
+    StatusPolled,
+    TableProgressed,
+    TableVerifiedMessage,
+    TeardownFinished,
+    VerifyFinished,
+    VerifyProgressed,
+)
+from ..screens.services import Services, StatusSource, VerifyRun
+from ..screens.start import StartScreen
+from ..screens.state import DashboardModel, EndpointFields, RunModel, Side, WizardState
+from ..widgets.modals import ConfirmModal, ErrorModal
+
+if TYPE_CHECKING:
+    from ..core.events import CancelToken
+    from ..core.plan import Plan
+    from ..core.scope import Scope
+
+log = logging.getLogger("pgtide.tui")
+
+#: The one stylesheet, found through the package so it also works from an installed wheel.
+STYLESHEET = str(files("pgtide.styles") / "app.tcss")
+
+LONG_JOB_GROUPS = frozenset({"migration", "verify", "teardown"})
+
+
+class UnexpectedError(PgtideError):
+    """Anything that is not a PgtideError, as the user sees it: no message text, no traceback."""
+
+    default_title = "Unexpected error"
+
+
+def as_user_error(error: BaseException) -> PgtideError:
+    """What the error modal shows for ``error``. Unknown errors are logged (with traceback) first."""
+    if isinstance(error, PgtideError):
+        return error
+    # str(error) can quote a connection string or a server message: only the type is shown.
+    log.error("unexpected error in the app", exc_info=error)
+    return UnexpectedError(
+        f"an internal error occurred ({type(error).__name__}); what was being done was stopped",
+        f"The details are in the log file {log_file()}. Please report it with that file.",
+    )
+
+
+class PgtideApp(App[int]):
+    """``pgtide`` without arguments. Construct with ``services`` to stand in for core in tests."""
+
+    CSS_PATH = STYLESHEET
+    TITLE = "pgtide"
+    BINDINGS = [
+        Binding("ctrl+q", "quit", "Quit", priority=True),
+        # Ctrl-C quits too, even from a text field (people press it to leave; the demo's servers
+        # must not outlive it).
+        Binding("ctrl+c", "quit", "Quit", show=False, priority=True),
+    ]
+
+    def __init__(
+        self,
+        *,
+        services: Services | None = None,
+        profile: str | None = None,
+        source: str | None = None,
+        target: str | None = None,
+        dashboard: bool = False,
+        cursor_blink: bool = True,
+        poll_seconds: float = 1.0,
+        welcome: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.services = services or Services()
+        self.cursor_blink = cursor_blink
+        self.poll_seconds = poll_seconds
+        self.wizard = WizardState()
+        self.migration: RunModel | None = None
+        self.dashboard: DashboardModel | None = None
+        self._open_on_start = (profile, source, target, dashboard)
+        self._welcome = welcome
+        self._cancel: CancelToken | None = None
+        self._monitor: StatusSource | None = None
+        self._poll_timer: Timer | None = None
+        self._verify_run: VerifyRun | None = None
+        self._exit_when_idle = False
+        self.event_loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def shutting_down(self) -> bool:
+        return self._exit_when_idle
+
+    # -- start-up ---------------------------------------------------------------------------------
+
+    def on_mount(self) -> None:
+        self.event_loop = asyncio.get_running_loop()
+        self.push_screen(StartScreen())
+        profile, source, target, dashboard = self._open_on_start
+        if profile:
+            self.load_profile(profile, dashboard=dashboard)
+        elif source or target:
+            self._open_urls(source or "", target or "", dashboard)
+        if self._welcome:
+            self.notify(self._welcome, title="pgtide demo", timeout=12)
+
+    @work(thread=True, exit_on_error=False, description="Reading the connection strings")
+    def _open_urls(self, source: str, target: str, dashboard: bool) -> None:
+        source_endpoint = self.services.parse_endpoint(source)
+        target_endpoint = self.services.parse_endpoint(target)
+        if dashboard:
+            from ..core.selection import Selection
+
+            plan = self.services.build_plan(source_endpoint, target_endpoint, Selection())
+            self.post_message(DashboardRequested(plan))
+            return
+        state = WizardState(source_fields=EndpointFields.from_params(source_endpoint.params),
+                            target_fields=EndpointFields.from_params(target_endpoint.params))
+        self.post_message(ProfileOpened(state, ()))
+
+    def on_unmount(self) -> None:
+        # An init still running when the app goes away is cancelled (it cleans up after itself);
+        # otherwise the interpreter would wait for its thread at exit.
+        if self._cancel is not None and self.migration_running:
+            self._cancel.cancel()
+        # Workers cannot run any more: close the monitor's connections here (a socket close, quick).
+        if self._monitor is not None:
+            self._monitor.close()
+            self._monitor = None
+
+    def keep_long_lived(self) -> None:
+        """Take what exists now (a catalog of 10,000 tables) out of the garbage collector's full passes.
+
+        Those objects live as long as the session; a full collection walking them took 100+ ms,
+        long enough to be felt as a stalled keystroke in the table picker.
+        """
+        gc.freeze()
+
+    # -- errors: the one place ---------------------------------------------------------------------
+
+    def show_error(self, error: BaseException) -> None:
+        """Show a core error (title, cause, remedy) in the error modal; never a traceback."""
+        if isinstance(error, Cancelled):
+            return
+        shown = as_user_error(error)
+        self.push_screen(ErrorModal(shown.title, shown.cause, shown.remedy))
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        worker = event.worker
+        if event.state == WorkerState.ERROR and worker.error is not None:
+            self.show_error(worker.error)
+        if event.state in (WorkerState.SUCCESS, WorkerState.ERROR, WorkerState.CANCELLED):
+            if worker.group == "poll" and event.state != WorkerState.SUCCESS:
+                self._schedule_poll()
+            if worker.group in LONG_JOB_GROUPS:
+                self._exit_if_idle()
+
+    def _fatal_error(self) -> None:
+        # Textual's default prints a traceback with local variables on exit: endpoints and
+        # passwords can be among them. The traceback goes to the log file; the user gets a line.
+        error = self._exception
+        log.error("the app stopped on an unexpected error", exc_info=error)
+        self._exit_renderables.append(
+            Segments(self.console.render(Text(f"pgtide stopped on an unexpected internal error; details are in "
+                                              f"{log_file()}", style="bold red"), self.console.options)))
+        self._close_messages_no_wait()
+
+    # -- wizard navigation ----------------------------------------------------------------------------
+
+    def _pop_to(self, screen_type: type[Screen[Any]]) -> None:
+        while len(self.screen_stack) > 1 and not isinstance(self.screen, screen_type):
+            self.pop_screen()
+
+    def show_start(self) -> None:
+        self._pop_to(StartScreen)
+
+    def new_wizard(self) -> None:
+        self.open_wizard(WizardState(), ())
+
+    def open_wizard(self, state: WizardState, warnings: Sequence[str]) -> None:
+        from ..screens.connect import ConnectScreen
+
+        self.wizard = state
+        self.show_start()
+        self.push_screen(ConnectScreen())
+        for warning in warnings:
+            self.notify(warning, severity="warning", timeout=10)
+
+    def show_pick(self) -> None:
+        from ..screens.pick import PickScreen
+
+        self.push_screen(PickScreen())
+
+    def show_filters(self) -> None:
+        from ..screens.filters import FiltersScreen
+
+        self.push_screen(FiltersScreen())
+
+    def show_review(self) -> None:
+        from ..screens.review import ReviewScreen
+
+        self.push_screen(ReviewScreen())
+
+    def load_profile(self, name: str, *, dashboard: bool) -> None:
+        self._open_profile(name, dashboard)
+
+    @work(thread=True, exit_on_error=False, exclusive=True, group="open-profile", description="Opening a profile")
+    def _open_profile(self, name: str, dashboard: bool) -> None:
+        profile = self.services.load_profile(name)
+        plan = profile.plan
+        passwords: dict[Side, str | None] = {}
+        for side, endpoint in (("source", plan.source), ("target", plan.target)):
+            passwords[side] = None if endpoint.password else self.services.stored_password(endpoint)  # type: ignore[index]
+        if dashboard:
+            source = plan.source.with_params(password=passwords["source"]) if passwords["source"] else plan.source
+            target = plan.target.with_params(password=passwords["target"]) if passwords["target"] else plan.target
+            self.post_message(DashboardRequested(replace(plan, source=source, target=target)))
+            return
+        self.post_message(ProfileOpened(WizardState.from_profile(profile, passwords), profile.warnings))
+
+    @on(ProfileOpened)
+    def _profile_opened(self, message: ProfileOpened) -> None:
+        self.open_wizard(message.state, message.warnings)
+
+    @on(DashboardRequested)
+    def _dashboard_requested(self, message: DashboardRequested) -> None:
+        self.open_dashboard(message.plan)
+
+    # -- the migration ---------------------------------------------------------------------------------
+
+    @property
+    def migration_running(self) -> bool:
+        return self.migration is not None and not self.migration.finished
+
+    def start_migration(self, plan: Plan, scope: Scope | None) -> None:
+        from ..screens.run import RunScreen
+
+        if self.migration_running:
+            self.notify("A migration is already running.", severity="warning")
+            self.show_run()
+            return
+        self.migration = RunModel.for_scope(plan, scope) if scope is not None else RunModel(plan, [])
+        # The review step has just validated this plan: the phase is done.
+        self.migration.phase_started["validate"] = {""}
+        self.migration.phase_finished["validate"] = {""}
+        self.migration.add_log("info", "validated: every check passed")
+        self._cancel = self.services.cancel_token()
+        self._migrate(plan, scope, self._cancel)
+        self.show_start()
+        self.push_screen(RunScreen())
+
+    def show_run(self) -> None:
+        from ..screens.run import RunScreen
+
+        if self.migration is None:
+            return
+        if any(isinstance(screen, RunScreen) for screen in self.screen_stack):
+            self._pop_to(RunScreen)
+        else:
+            self.push_screen(RunScreen())
+
+    def cancel_migration(self) -> None:
+        if self._cancel is not None and self.migration_running and self.migration is not None:
+            self._cancel.cancel()
+            self.migration.state = "cancelling"
+            self.migration.add_log("warning", "cancelling: stopping the copy")
+            self._tell_run()
+
+    @work(thread=True, exit_on_error=False, group="migration", description="Migrating: copy, then replication")
+    def _migrate(self, plan: Plan, scope: Scope | None, cancel: CancelToken) -> None:
+        def emit(event: Event) -> None:
+            if isinstance(event, TableProgress):
+                self.post_message(TableProgressed(event))
+            else:
+                self.post_message(CoreEventArrived(event))
+
+        databases = [db.name for db in scope.databases] if scope is not None else None
+        try:
+            results = self.services.init(plan, scope, emit, cancel)
+            if cancel.cancelled:
+                raise Cancelled()
+        except Cancelled:
+            removed = self._teardown_after_cancel(plan, databases, emit)
+            self.post_message(MigrationStopped(None, removed, cancelled=True))
+            return
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a MigrationStopped, logged if unknown
+            self.post_message(MigrationStopped(as_user_error(exc), [], cancelled=False))
+            return
+        self.post_message(MigrationFinished(results))
+
+    def _teardown_after_cancel(self, plan: Plan, databases: list[str] | None, emit: Any) -> list[str]:
+        try:
+            return self.services.teardown(plan, databases, emit)
+        except PgtideError as exc:
+            emit(Log("error", f"teardown after cancel failed: {exc.cause}; run `pgtide teardown` later"))
+            return []
+
+    def _tell_run(self) -> None:
+        from ..screens.run import RunScreen
+
+        for screen in self.screen_stack:
+            if isinstance(screen, RunScreen):
+                screen.post_message(RunUpdated())
+
+    @on(CoreEventArrived)
+    def _core_event(self, message: CoreEventArrived) -> None:
+        if self.migration is not None:
+            self.migration.apply(message.event)
+            self._tell_run()
+
+    @on(TableProgressed)
+    def _table_progressed(self, message: TableProgressed) -> None:
+        if self.migration is not None:
+            self.migration.apply(message.event)
+            self._tell_run()
+
+    @on(MigrationFinished)
+    def _migration_finished(self, message: MigrationFinished) -> None:
+        run = self.migration
+        if run is None:
+            return
+        run.finished_at = run.clock()
+        run.state = "streaming"
+        for result in message.results:
+            run.add_log("info", f"{result.database}: {result.status}, {result.tables} table(s)")
+        run.add_log("info", "streaming: open the dashboard to watch the lag and verify")
+        self.notify("The migration is streaming. Press d for the dashboard.", title="Copy finished", timeout=8)
+        self._tell_run()
+
+    @on(MigrationStopped)
+    def _migration_stopped(self, message: MigrationStopped) -> None:
+        run = self.migration
+        if run is None:
+            return
+        run.finished_at = run.clock()
+        if message.cancelled:
+            run.state = "cancelled"
+            run.add_log("warning", "cancelled; removed " + (", ".join(message.removed) or "nothing (none was left)"))
+        else:
+            run.state = "failed"
+            run.error = message.error
+            run.mark_phase_failed()
+            if message.error is not None:
+                run.add_log("error", f"{message.error.title}: {message.error.cause}")
+                if not self._exit_when_idle:
+                    self.show_error(message.error)
+        self._tell_run()
+
+    # -- the dashboard --------------------------------------------------------------------------------------
+
+    def open_dashboard(self, plan: Plan) -> None:
+        self._stop_polling()
+        self.dashboard = None
+        self._prepare_dashboard(plan)
+        self.show_start()
+        self.push_screen(DashboardScreen())
+
+    @work(thread=True, exit_on_error=False, exclusive=True, group="dashboard",
+          description="Reading the migration's tables and connecting the monitor")
+    def _prepare_dashboard(self, plan: Plan) -> None:
+        scope = self.services.migration_scope(plan)
+        monitor = self.services.open_monitor(plan, [db.name for db in scope.databases],
+                                             tables=sum(len(db.tables) for db in scope.databases))
+        self.post_message(DashboardOpened(plan, scope, monitor))
+
+    @on(DashboardOpened)
+    def _dashboard_opened(self, message: DashboardOpened) -> None:
+        self.dashboard = DashboardModel.for_scope(message.plan, message.scope)
+        self.keep_long_lived()
+        self._monitor = message.monitor
+        self._tell_dashboard("tables")
+        self._schedule_poll(0.0)
+
+    def _tell_dashboard(self, what: str) -> None:
+        for screen in self.screen_stack:
+            if isinstance(screen, DashboardScreen):
+                screen.post_message(DashboardUpdated(what))
+
+    def _schedule_poll(self, delay: float | None = None) -> None:
+        if self._poll_timer is not None:
+            self._poll_timer.stop()
+        if self._monitor is None:
+            return
+        # Textual's Timer divides by its delay: 0 would never fire.
+        seconds = max(0.01, self.poll_seconds if delay is None else delay)
+        self._poll_timer = self.set_timer(seconds, self._poll_tick, name="dashboard-poll")
+
+    def _stop_polling(self, *, release: bool = True) -> None:
+        """No more polls; ``release`` closes the monitor's connections in a worker.
+
+        When the app is exiting, workers may never start: the monitor is kept for on_unmount.
+        """
+        if self._poll_timer is not None:
+            self._poll_timer.stop()
+            self._poll_timer = None
+        if release and self._monitor is not None:
+            self._close_monitor(self._monitor)
+            self._monitor = None
+
+    @property
+    def polling_paused(self) -> bool:
+        """Poll only for a dashboard in front: not under a modal, not from another screen."""
+        return not isinstance(self.screen, DashboardScreen)
+
+    def _poll_tick(self) -> None:
+        self._poll_timer = None
+        monitor = self._monitor
+        if monitor is None or self.dashboard is None or self.dashboard.torn_down or self._exit_when_idle:
+            return
+        if self.polling_paused:
+            self._schedule_poll()
+            return
+        self._poll(monitor)
+
+    @work(thread=True, exit_on_error=False, exclusive=True, group="poll", description="Polling replication status")
+    def _poll(self, monitor: StatusSource) -> None:
+        try:
+            status = monitor.poll()
+        except Exception as exc:  # noqa: BLE001 - a failed poll is shown on the dashboard and retried
+            self.post_message(PollFailed(as_user_error(exc)))
+            return
+        self.post_message(StatusPolled(status))
+
+    @on(StatusPolled)
+    def _status_polled(self, message: StatusPolled) -> None:
+        if self.dashboard is not None:
+            self.dashboard.record(message.status)
+            self._tell_dashboard("status")
+        self._schedule_poll()
+
+    @on(PollFailed)
+    def _poll_failed(self, message: PollFailed) -> None:
+        if self.dashboard is not None:
+            self.dashboard.poll_error = message.error
+            self._tell_dashboard("status")
+        self._schedule_poll()
+
+    @work(thread=True, exit_on_error=False, group="monitor-close", description="Closing monitor connections")
+    def _close_monitor(self, monitor: StatusSource) -> None:
+        monitor.close()
+
+    # -- verify ------------------------------------------------------------------------------------------
+
+    def start_verify(self) -> None:
+        model = self.dashboard
+        if model is None or model.verify_state == "running" or model.torn_down:
+            return
+        model.verify_state = "running"
+        model.verify_done = 0
+        model.verify_total = len([t for t in model.tables])
+        model.verify_current = ""
+        self._tell_dashboard("verify")
+        self._verify(model.plan)
+
+    @work(thread=True, exit_on_error=False, exclusive=True, group="verify", description="Verifying source against target")
+    def _verify(self, plan: Plan) -> None:
+        from ..core.verify import TableStarted, TableVerified
+
+        def on_event(event: object) -> None:
+            if isinstance(event, TableStarted):
+                self.post_message(VerifyProgressed(event.index - 1, event.total, f"{event.schema}.{event.name}"))
+            elif isinstance(event, TableVerified):
+                self.post_message(TableVerifiedMessage(event.result))
+
+        run = self.services.verifier(plan, on_event)
+        self._verify_run = run
+        try:
+            report = run.run()
+        except Exception as exc:  # noqa: BLE001 - shown in the error modal, logged if unknown
+            self.post_message(VerifyFinished(None, as_user_error(exc)))
+            return
+        finally:
+            self._verify_run = None
+        self.post_message(VerifyFinished(report, None))
+
+    @on(VerifyProgressed)
+    def _verify_progressed(self, message: VerifyProgressed) -> None:
+        model = self.dashboard
+        if model is not None:
+            model.verify_done = message.done
+            model.verify_total = message.total
+            model.verify_current = message.current
+            self._tell_dashboard("verify")
+
+    @on(TableVerifiedMessage)
+    def _table_verified(self, message: TableVerifiedMessage) -> None:
+        model = self.dashboard
+        if model is not None:
+            result = message.result
+            model.verify_results[(result.database, result.schema, result.name)] = result
+            model.verify_done = max(model.verify_done, len(model.verify_results))
+            self._tell_dashboard("verify")
+
+    @on(VerifyFinished)
+    def _verify_finished(self, message: VerifyFinished) -> None:
+        model = self.dashboard
+        if model is None:
+            return
+        if message.error is not None:
+            model.verify_state = "failed"
+            if not self._exit_when_idle and not isinstance(message.error, Cancelled):
+                self.show_error(message.error)
+        else:
+            model.verify_state = "done"
+            model.verify_report = message.report
+            if message.report is not None:
+                for result in message.report.tables:
+                    model.verify_results[(result.database, result.schema, result.name)] = result
+        self._tell_dashboard("verify")
+
+    # -- teardown -----------------------------------------------------------------------------------------
+
+    def start_teardown(self) -> None:
+        model = self.dashboard
+        if model is None or model.torn_down:
+            return
+        self._teardown(model.plan, list(model.databases))
+
+    @work(thread=True, exit_on_error=False, exclusive=True, group="teardown", description="Tearing down replication")
+    def _teardown(self, plan: Plan, databases: list[str]) -> None:
+        removed = self.services.teardown(plan, databases, lambda event: None)
+        self.post_message(TeardownFinished(removed))
+
+    @on(TeardownFinished)
+    def _torn_down(self, message: TeardownFinished) -> None:
+        model = self.dashboard
+        if model is not None:
+            model.torn_down = True
+        self._stop_polling()
+        self.notify("Removed " + (", ".join(message.removed) or "nothing: nothing was left"), title="Teardown",
+                    timeout=8)
+        self._tell_dashboard("teardown")
+
+    # -- quitting -----------------------------------------------------------------------------------------------
+
+    def _busy(self) -> list[str]:
+        busy = []
+        if self.migration_running:
+            busy.append("a migration is copying (it will be cancelled and its replication objects removed)")
+        if self.dashboard is not None and self.dashboard.verify_state == "running":
+            busy.append("verify is running (it will be stopped)")
+        return busy
+
+    async def action_quit(self) -> None:
+        busy = self._busy()
+        if not busy:
+            self.shut_down()
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.shut_down()
+
+        self.push_screen(ConfirmModal("Quit pgtide?", "; ".join(busy).capitalize() + ".", yes="Quit", no="Stay"),
+                         answered)
+
+    def shut_down(self) -> None:
+        """Cancel the long jobs (cleaning up on the servers), then exit once they have stopped."""
+        self._exit_when_idle = True
+        if self.migration_running:
+            self.cancel_migration()
+        if self._verify_run is not None:
+            self._verify_run.cancel()
+        self._stop_polling(release=False)
+        self._exit_if_idle()
+
+    def _exit_if_idle(self) -> None:
+        if not self._exit_when_idle:
+            return
+        if any(worker.group in LONG_JOB_GROUPS and worker.state in (WorkerState.PENDING, WorkerState.RUNNING)
+               for worker in self.workers):
+            self.notify("Stopping…", timeout=3)
+            return
+        self.exit(0)
+
+    # -- command palette ---------------------------------------------------------------------------------------
+
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
+        commands = [
+            SystemCommand("New migration", "Start the wizard with empty connection forms", self.new_wizard),
+            SystemCommand("Start screen", "Saved profiles and new migrations", self.show_start),
+            SystemCommand("Where is the log file?", "Show the path of pgtide's log file", self._show_log_path),
+        ]
+        if self.migration is not None:
+            commands.append(SystemCommand("Show the running migration", "Phases, progress and log", self.show_run))
+        if self.migration is not None and self.migration.state == "streaming":
+            commands.append(SystemCommand("Open the dashboard", "Lag, tables, verify and teardown",
+                                          partial(self.open_dashboard, self.migration.plan)))
+        # Every action of the screen in front, so nothing is reachable by key only.
+        for binding in getattr(screen, "BINDINGS", ()):
+            if not isinstance(binding, Binding) or not binding.description:
+                continue
+            if screen.check_action(binding.action.split("(")[0], ()) is False:
+                continue
+            if any(command.title == binding.description for command in commands):
+                continue
+            commands.append(SystemCommand(binding.description, f"{getattr(screen, 'STEP', '') or 'This screen'}: "
+                                          f"key {binding.key.split(',')[0]}", partial(screen.run_action, binding.action)))
+        yield from commands
+        yield from super().get_system_commands(screen)
+
+    def _show_log_path(self) -> None:
+        self.notify(str(self.services.log_file()), title="Log file", timeout=10)
+
+
+# -- running it ---------------------------------------------------------------------------------------------
+
+
+def run_app(app: PgtideApp) -> int:
+    """Run ``app`` in this terminal.
+
+    SIGTERM and SIGHUP (the terminal went away) shut it down like Ctrl-Q: running jobs are
+    cancelled and clean up on the servers, then the app exits and the caller's ``finally``
+    runs. A second signal stops at once.
+    """
+    import signal
+
+    def on_signal(signum: int, frame: object) -> None:
+        loop = app.event_loop
+        if loop is None or app.shutting_down:
+            raise KeyboardInterrupt
+        loop.call_soon_threadsafe(app.shut_down)
+
+    previous = {signum: signal.signal(signum, on_signal) for signum in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        app.run()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return app.return_code or 0
+
+
+def run_tui(*, profile: str | None = None, source: str | None = None, target: str | None = None,
+            dashboard: bool = False) -> int:
+    return run_app(PgtideApp(profile=profile, source=source, target=target, dashboard=dashboard))

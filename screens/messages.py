@@ -1,0 +1,286 @@
+"""Typed messages: how thread workers hand their results back to the UI thread.
+
+A worker never touches a widget: it posts one of these (``post_message`` is thread-safe) and
+a handler on the UI thread renders it. High-rate ones (copy progress, verify progress, run
+and dashboard refreshes) are replaceable, so a burst collapses into the newest.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from textual.message import Message
+
+from ..core.errors import PgtideError
+from ..core.events import Event, TableProgress
+
+if TYPE_CHECKING:
+    from ..core.catalog import DatabaseCatalog, ServerCatalog
+    from ..core.endpoint import Endpoint
+    from ..core.estimate import Estimate
+    from ..core.filtercheck import FilterCheck
+    from ..core.migrate import DatabaseResult
+    from ..core.monitor import MigrationStatus
+    from ..core.plan import Plan
+    from ..core.profiles import Profile, ProfileSummary
+    from ..core.scope import Scope
+    from ..core.server import ServerInfo
+    from ..core.validate import Check, Report
+    from ..core.verify import TableResult, VerifyReport
+    from .services import StatusSource
+    from .state import EndpointFields, Side, TableKey, WizardState
+
+
+# -- start -----------------------------------------------------------------------------------
+
+
+class ProfilesListed(Message):
+    def __init__(self, profiles: list[ProfileSummary]) -> None:
+        super().__init__()
+        self.profiles = profiles
+
+
+class ProfileOpened(Message):
+    """A profile was read and its stored passwords looked up: the wizard can start from it."""
+
+    def __init__(self, state: WizardState, warnings: tuple[str, ...]) -> None:
+        super().__init__()
+        self.state = state
+        self.warnings = warnings
+
+
+class DashboardRequested(Message):
+    """Open the dashboard of this plan (a profile's, with its stored passwords)."""
+
+    def __init__(self, plan: Plan) -> None:
+        super().__init__()
+        self.plan = plan
+
+
+class ProfileSaved(Message):
+    def __init__(self, profile: Profile) -> None:
+        super().__init__()
+        self.profile = profile
+
+
+class ProfilesChanged(Message):
+    """A profile was saved, duplicated or deleted (``notice`` says which, for the user)."""
+
+    def __init__(self, notice: str) -> None:
+        super().__init__()
+        self.notice = notice
+
+
+# -- connect ---------------------------------------------------------------------------------
+
+
+class EndpointParsed(Message):
+    """A pasted URL, as form fields; ``url`` is the same URL without any secret."""
+
+    def __init__(self, side: Side, fields: EndpointFields, url: str) -> None:
+        super().__init__()
+        self.side = side
+        self.fields = fields
+        self.url = url
+
+
+class EndpointRejected(Message):
+    def __init__(self, side: Side, error: PgtideError) -> None:
+        super().__init__()
+        self.side = side
+        self.error = error
+
+
+class ServerProbed(Message):
+    def __init__(self, side: Side, endpoint: Endpoint, info: ServerInfo) -> None:
+        super().__init__()
+        self.side = side
+        self.endpoint = endpoint
+        self.info = info
+
+
+class ServerProbeFailed(Message):
+    def __init__(self, side: Side, error: PgtideError) -> None:
+        super().__init__()
+        self.side = side
+        self.error = error
+
+
+class PasswordRemembered(Message):
+    def __init__(self, side: Side, stored: bool, explanation: str) -> None:
+        super().__init__()
+        self.side = side
+        self.stored = stored
+        self.explanation = explanation
+
+
+class KeyringChecked(Message):
+    """Whether passwords can be remembered here, as one sentence for the connect screen."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+
+class EndpointsReady(Message):
+    """Both forms parsed into endpoints: the wizard may move on."""
+
+    def __init__(self, source: Endpoint, target: Endpoint) -> None:
+        super().__init__()
+        self.source = source
+        self.target = target
+
+
+# -- pick / filters ----------------------------------------------------------------------------
+
+
+class DatabasesListed(Message):
+    def __init__(self, server: ServerCatalog) -> None:
+        super().__init__()
+        self.server = server
+
+
+class CatalogLoaded(Message):
+    def __init__(self, database: str, catalog: DatabaseCatalog) -> None:
+        super().__init__()
+        self.database = database
+        self.catalog = catalog
+
+
+class FilterChecked(Message):
+    def __init__(self, key: TableKey, check: FilterCheck | None, error: PgtideError | None) -> None:
+        super().__init__()
+        self.key = key
+        self.check = check
+        self.error = error
+
+
+# -- review ----------------------------------------------------------------------------------
+
+
+class CheckArrived(Message):
+    def __init__(self, check: Check) -> None:
+        super().__init__()
+        self.check = check
+
+
+class ValidationFinished(Message):
+    def __init__(self, plan: Plan, report: Report, estimate: Estimate | None) -> None:
+        super().__init__()
+        self.plan = plan
+        self.report = report
+        self.estimate = estimate
+
+
+# -- the App's long jobs ------------------------------------------------------------------------
+
+
+class CoreEventArrived(Message):
+    """A core event of a running init (phases, logs, finished tables)."""
+
+    def __init__(self, event: Event) -> None:
+        super().__init__()
+        self.event = event
+
+
+class TableProgressed(Message):
+    """Copy progress of one table: only the newest per table matters."""
+
+    def __init__(self, event: TableProgress) -> None:
+        super().__init__()
+        self.event = event
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, TableProgressed) and message.event.key == self.event.key
+
+
+class MigrationFinished(Message):
+    def __init__(self, results: list[DatabaseResult]) -> None:
+        super().__init__()
+        self.results = results
+
+
+class MigrationStopped(Message):
+    """init ended without streaming: failed (``error``) or cancelled and torn down (``removed``)."""
+
+    def __init__(self, error: PgtideError | None, removed: list[str], cancelled: bool) -> None:
+        super().__init__()
+        self.error = error
+        self.removed = removed
+        self.cancelled = cancelled
+
+
+class DashboardOpened(Message):
+    """The migration's tables are known and a monitor is connected: polling can start."""
+
+    def __init__(self, plan: Plan, scope: Scope, monitor: StatusSource) -> None:
+        super().__init__()
+        self.plan = plan
+        self.scope = scope
+        self.monitor = monitor
+
+
+class StatusPolled(Message):
+    def __init__(self, status: MigrationStatus) -> None:
+        super().__init__()
+        self.status = status
+
+
+class PollFailed(Message):
+    def __init__(self, error: PgtideError) -> None:
+        super().__init__()
+        self.error = error
+
+
+class VerifyProgressed(Message):
+    """Which table verify is on; only the newest matters."""
+
+    def __init__(self, done: int, total: int, current: str) -> None:
+        super().__init__()
+        self.done = done
+        self.total = total
+        self.current = current
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, VerifyProgressed)
+
+
+class TableVerifiedMessage(Message):
+    def __init__(self, result: TableResult) -> None:
+        super().__init__()
+        self.result = result
+
+
+class VerifyFinished(Message):
+    def __init__(self, report: VerifyReport | None, error: PgtideError | None) -> None:
+        super().__init__()
+        self.report = report
+        self.error = error
+
+
+class TeardownFinished(Message):
+    def __init__(self, removed: list[str]) -> None:
+        super().__init__()
+        self.removed = removed
+
+
+# -- App to screens ------------------------------------------------------------------------------
+
+
+class RunUpdated(Message):
+    """The App's run model changed: re-render from it. Bursts collapse into one."""
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, RunUpdated)
+
+
+class DashboardUpdated(Message):
+    """The App's dashboard model changed (``what``: status, verify, tables, teardown)."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__()
+        self.what = what
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, DashboardUpdated) and message.what == self.what
+

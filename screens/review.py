@@ -1,0 +1,278 @@
+"""Review & estimate: the validate checklist, sizes and times, the exact plan in words; save or start."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.widgets import Button, DataTable, Footer, Header, Static
+
+from ..core.errors import PgtideError
+from ..core.events import CheckReported, Event
+from ..core.selection import Selection, format_qualified_name, quote_ident
+from ..widgets.check_list import CheckList
+from ..widgets.formatting import human_bytes, human_count, human_seconds
+from ..widgets.live_table import LiveTable
+from ..widgets.modals import NamePrompt
+from .base import PgtideScreen
+from .messages import CheckArrived, ProfileSaved, ValidationFinished
+
+if TYPE_CHECKING:
+    from ..core.endpoint import Endpoint
+    from ..core.estimate import Estimate
+    from ..core.plan import Plan
+    from ..core.profiles import Profile
+    from ..core.scope import Scope
+    from ..core.validate import Report
+
+ESTIMATE_ROWS_SHOWN = 200
+
+
+def plan_in_words(plan: Plan, scope: Scope | None) -> Text:
+    """What will happen, step by step, in the words a reviewer needs."""
+    text = Text()
+    text.append("From  ", style="bold")
+    text.append(plan.source.redacted())
+    text.append("\nTo    ", style="bold")
+    text.append(plan.target.redacted())
+    options = plan.options
+    text.append("\n")
+    if options.copy_roles:
+        text.append("\nRoles are copied to the target first (without passwords or superuser rights).\n")
+    if scope is None:
+        text.append("The tables are known once the checks have read the source.", style="dim")
+        return text
+    for db in scope.databases:
+        copied = [t for t in db.tables if t.copies_rows and not t.info.is_partitioned]
+        filtered = [t for t in copied if t.where]
+        schema_only = [t for t in db.tables if not t.copies_rows]
+        text.append(f"\nDatabase {quote_ident(db.name)}", style="bold")
+        text.append(f": {len(copied)} table(s) with rows ({human_bytes(db.estimated_bytes)})")
+        if schema_only:
+            text.append(f", {len(schema_only)} schema-only")
+        if db.excluded:
+            text.append(f", {len(db.excluded)} left out")
+        text.append(
+            "\n  • create the database on the target, publication and replication slot on the source\n"
+            "  • schema and rows copied under the slot's snapshot "
+            f"({options.jobs} parallel workers, {'pgtide copy' if options.copy_mode == 'snapshot' else 'server copy'})\n"
+            "  • indexes and constraints built after the data, sequences set from the source\n"
+            "  • subscription on the slot: every change since the snapshot streams until cutover\n"
+        )
+        for table in filtered[:20]:
+            name = format_qualified_name(table.info.qualified)
+            if table.time_filter is not None:
+                text.append(f"  {name}: only rows with {table.time_filter} (cut: {table.where})\n")
+            else:
+                text.append(f"  {name}: only rows where {table.where}\n")
+        if len(filtered) > 20:
+            text.append(f"  … and {len(filtered) - 20} more filtered tables\n", style="dim")
+        for table in schema_only[:10]:
+            text.append(f"  {format_qualified_name(table.info.qualified)}: definition only, no rows\n")
+        catalog = db.catalog
+        not_replicated = []
+        if catalog.sequences:
+            not_replicated.append(f"{len(catalog.sequences)} sequence(s) (set again at cutover)")
+        if catalog.large_objects:
+            not_replicated.append(f"{catalog.large_objects} large object(s) (copied once)")
+        not_replicated.append("schema changes (DDL)")
+        text.append("  Not replicated afterwards: " + ", ".join(not_replicated) + "\n", style="dim")
+    return text
+
+
+class ReviewScreen(PgtideScreen):
+    STEP = "4 Review"
+
+    BINDINGS = [
+        Binding("g", "start", "Go: start"),
+        Binding("s", "save_profile", "Save as profile"),
+        Binding("r", "revalidate", "Check again"),
+        Binding("escape", "back", "Back"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.plan: Plan | None = None
+        self.report: Report | None = None
+        self._checks: list[tuple[str, str, str, str, str | None]] = []
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal(id="review-body"):
+            with Vertical(id="review-checks"):
+                yield Static("Checks", classes="section-title")
+                yield Static("Checking…", id="review-status", markup=False)
+                yield CheckList(id="checks")
+            with Vertical(id="review-right"):
+                yield Static("Estimate", classes="section-title")
+                yield LiveTable(id="estimate", cursor_type="row", zebra_stripes=True)
+                yield Static("", id="estimate-total", markup=False)
+                yield Static("Plan", classes="section-title")
+                with VerticalScroll(id="plan-scroll"):
+                    yield Static("", id="plan-words", markup=False)
+        with Horizontal(classes="button-row"):
+            yield Button("Back", id="back")
+            yield Button("Save as profile", id="save")
+            yield Button("Check again", id="again")
+            yield Button("Start migration", id="start", variant="success", disabled=True)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one("#estimate", DataTable)
+        for label, key in (("Table", "table"), ("Mode", "mode"), ("Size", "size"), ("Rows", "rows"),
+                           ("Time", "time")):
+            table.add_column(label, key=key)
+        self.action_revalidate()
+
+    # -- validating ------------------------------------------------------------------------------
+
+    def action_revalidate(self) -> None:
+        try:
+            selection = self.wizard.selection()
+        except PgtideError as exc:
+            self.pgtide.show_error(exc)
+            return
+        source, target = self.wizard.source, self.wizard.target
+        assert source is not None and target is not None
+        self.report = None
+        self._checks = []
+        self.query_one("#checks", CheckList).clear_checks()
+        self.query_one("#review-status", Static).update("Checking the servers and the selection…")
+        self.query_one("#start", Button).disabled = True
+        self.refresh_bindings()
+        self._validate(source, target, selection)
+
+    @work(thread=True, exit_on_error=False, exclusive=True, group="validate", description="Validating the plan")
+    def _validate(self, source: Endpoint, target: Endpoint, selection: Selection) -> None:
+        plan = self.services.build_plan(source, target, selection)
+
+        def emit(event: Event) -> None:
+            if isinstance(event, CheckReported):
+                from ..core.validate import Check
+
+                self.post_message(CheckArrived(Check(event.name, event.status, event.observed, event.remedy,
+                                                     event.database)))
+
+        report = self.services.validate(plan, emit)
+        estimate = self.services.estimate(report.scope) if report.scope is not None else None
+        self.post_message(ValidationFinished(plan, report, estimate))
+
+    @on(CheckArrived)
+    def _check_arrived(self, message: CheckArrived) -> None:
+        check = message.check
+        entry = (check.status, check.name, check.observed, check.remedy, check.database)
+        self._checks.append(entry)
+        self.query_one("#checks", CheckList).add_check(*entry)
+        self.query_one("#review-status", Static).update(f"Checking… {len(self._checks)} checks so far")
+
+    @on(ValidationFinished)
+    def _validated(self, message: ValidationFinished) -> None:
+        report = message.report
+        self.report = report
+        self.plan = message.plan
+        checks = [(c.status, c.name, c.observed, c.remedy, c.database) for c in report.checks]
+        self.query_one("#checks", CheckList).show_checks(checks)
+        errors = sum(1 for c in report.checks if c.status == "error")
+        warnings = sum(1 for c in report.checks if c.status == "warning")
+        status = self.query_one("#review-status", Static)
+        if errors:
+            status.update(Text(f"✖ {errors} error(s), {warnings} warning(s): fix the errors to start "
+                               "(each says how).", style="bold red"))
+        else:
+            status.update(Text(f"✔ ready to start · {warnings} warning(s) to read", style="bold green"))
+        self.query_one("#start", Button).disabled = bool(errors)
+        self._show_estimate(message.estimate)
+        assert self.plan is not None
+        self.query_one("#plan-words", Static).update(plan_in_words(self.plan, report.scope))
+        self.refresh_bindings()
+
+    def _show_estimate(self, estimate: Estimate | None) -> None:
+        table = self.query_one("#estimate", DataTable)
+        table.clear()
+        total = self.query_one("#estimate-total", Static)
+        if estimate is None:
+            total.update("No estimate: the selection could not be read.")
+            return
+        shown = 0
+        several = len(estimate.databases) > 1
+        for db in estimate.databases:
+            for row in db.tables:
+                if shown >= ESTIMATE_ROWS_SHOWN:
+                    break
+                name = f"{quote_ident(db.name)}.{row.display}" if several else row.display
+                table.add_row(Text(name), row.mode.replace("_", "-"), human_bytes(row.bytes),
+                              human_count(row.rows, approximate=True), human_seconds(row.seconds))
+                shown += 1
+        rate = f"{human_bytes(estimate.bytes_per_second)}/s " + ("measured here" if estimate.measured
+                                                                 else "assumed (no copy measured yet)")
+        count = sum(len(db.tables) for db in estimate.databases)
+        more = f" (largest {shown} shown)" if count > shown else ""
+        total.update(f"Total {human_bytes(estimate.bytes)} in {count} table(s){more}: about "
+                     f"{human_seconds(estimate.seconds)} at {rate}")
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "start":
+            return self.report is not None and self.report.ok
+        return True
+
+    # -- saving ------------------------------------------------------------------------------------
+
+    def action_save_profile(self) -> None:
+        try:
+            selection = self.wizard.selection()
+        except PgtideError as exc:
+            self.pgtide.show_error(exc)
+            return
+
+        source, target = self.wizard.source, self.wizard.target
+        assert source is not None and target is not None
+        profile = self.wizard.profile
+
+        def chosen(name: str | None) -> None:
+            if name:
+                self._save(name, source, target, selection, profile if profile and profile.name == name else None)
+
+        self.app.push_screen(NamePrompt("Save as profile", value=self.wizard.profile_name or "",
+                                        hint="Passwords are never written to the profile (OS keyring or ~/.pgpass)."),
+                             chosen)
+
+    @work(thread=True, exit_on_error=False, description="Saving a profile")
+    def _save(self, name: str, source: Endpoint, target: Endpoint, selection: Selection, base: Profile | None) -> None:
+        plan = self.services.build_plan(source, target, selection)
+        self.post_message(ProfileSaved(self.services.save_profile(name, plan, base)))
+
+    @on(ProfileSaved)
+    def _saved(self, message: ProfileSaved) -> None:
+        self.wizard.profile = message.profile
+        self.notify(f"Saved profile {message.profile.name} (no password in it)", timeout=4)
+
+    # -- moving on -----------------------------------------------------------------------------------
+
+    def action_start(self) -> None:
+        if self.report is None or not self.report.ok or self.plan is None:
+            self.notify("Start is possible once every check passes.", severity="warning")
+            return
+        self.pgtide.start_migration(self.plan, self.report.scope)
+
+    def action_back(self) -> None:
+        self.app.pop_screen()
+
+    @on(Button.Pressed, "#start")
+    def _start_pressed(self) -> None:
+        self.action_start()
+
+    @on(Button.Pressed, "#save")
+    def _save_pressed(self) -> None:
+        self.action_save_profile()
+
+    @on(Button.Pressed, "#again")
+    def _again_pressed(self) -> None:
+        self.action_revalidate()
+
+    @on(Button.Pressed, "#back")
+    def _back_pressed(self) -> None:
+        self.action_back()

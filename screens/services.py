@@ -1,0 +1,204 @@
+"""Every call the app makes into core, in one place.
+
+Screens and the App never call core modules directly: they call a :class:`Services`, so the
+snapshot tests can stand in fixed answers for real servers (``tests/tui/fakes.py``) while the
+Pilot tests use the real thing against throwaway clusters.
+
+Every method blocks (servers, the keyring, the disk): call them from thread workers only.
+Core modules are imported inside the methods, so starting the app does not import psycopg.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from ..core.catalog import DatabaseCatalog, ServerCatalog, TableInfo
+    from ..core.endpoint import Endpoint
+    from ..core.estimate import Estimate
+    from ..core.events import CancelToken, Emit
+    from ..core.filtercheck import FilterCheck
+    from ..core.migrate import DatabaseResult
+    from ..core.monitor import MigrationStatus
+    from ..core.plan import Plan
+    from ..core.profiles import Profile, ProfileSummary
+    from ..core.scope import Scope
+    from ..core.selection import Selection, TimeFilter
+    from ..core.server import ServerInfo
+    from ..core.validate import Report
+    from ..core.verify import VerifyEvent, VerifyReport
+
+
+class StatusSource(Protocol):
+    """What the dashboard polls: ``core.monitor.Monitor`` or a stand-in."""
+
+    def poll(self) -> MigrationStatus: ...
+
+    def close(self) -> None: ...
+
+
+class VerifyRun(Protocol):
+    """A verification that can be cancelled from another thread."""
+
+    def run(self) -> VerifyReport: ...
+
+    def cancel(self) -> None: ...
+
+
+class Services:
+    """The real core, imported on first use."""
+
+    # -- endpoints and servers ----------------------------------------------------------------
+
+    def parse_endpoint(self, text: str, **overrides: str) -> Endpoint:
+        from ..core.endpoint import Endpoint
+
+        # The overrides are libpq keywords from the form; none is parse()'s own "env".
+        return Endpoint.parse(text, **overrides)  # type: ignore[arg-type]
+
+    def probe(self, endpoint: Endpoint) -> ServerInfo:
+        from ..core.server import probe
+
+        return probe(endpoint)
+
+    def list_databases(self, endpoint: Endpoint) -> ServerCatalog:
+        from ..core.catalog import list_databases
+
+        return list_databases(endpoint)
+
+    def discover_database(self, endpoint: Endpoint, database: str) -> DatabaseCatalog:
+        from ..core.catalog import discover_database
+
+        return discover_database(endpoint.with_dbname(database))
+
+    def check_filter(
+        self, endpoint: Endpoint, database: str, table: TableInfo, *, predicate: str | None = None,
+        time_filter: TimeFilter | None = None,
+    ) -> FilterCheck:
+        from ..core.filtercheck import check_table_filter
+
+        return check_table_filter(endpoint, database, table, predicate=predicate, time_filter=time_filter)
+
+    # -- secrets ----------------------------------------------------------------------------------
+
+    def keyring_status(self) -> tuple[bool, str]:
+        from ..core.secrets import keyring_status
+
+        return keyring_status()
+
+    def remember_password(self, endpoint: Endpoint, password: str) -> None:
+        from ..core.secrets import set_password
+
+        set_password(endpoint, password)
+
+    def stored_password(self, endpoint: Endpoint) -> str | None:
+        from ..core.secrets import get_password
+
+        return get_password(endpoint)
+
+    def pgpass_remedy(self) -> str:
+        from ..core.secrets import PGPASS_REMEDY
+
+        return PGPASS_REMEDY
+
+    # -- profiles ---------------------------------------------------------------------------------
+
+    def list_profiles(self) -> list[ProfileSummary]:
+        from ..core.profiles import list_profiles
+
+        return list_profiles()
+
+    def load_profile(self, name: str) -> Profile:
+        from ..core.profiles import load_profile
+
+        return load_profile(name)
+
+    def save_profile(self, name: str, plan: Plan, base: Profile | None = None) -> Profile:
+        from ..core.profiles import save_profile
+
+        return save_profile(name, plan, base=base)
+
+    def duplicate_profile(self, name: str, new_name: str) -> Profile:
+        from ..core.profiles import duplicate_profile
+
+        return duplicate_profile(name, new_name)
+
+    def delete_profile(self, name: str) -> None:
+        from ..core.profiles import delete_profile
+
+        delete_profile(name)
+
+    # -- review -----------------------------------------------------------------------------------
+
+    def build_plan(self, source: Endpoint, target: Endpoint, selection: Selection) -> Plan:
+        from ..core.plan import Plan
+
+        return Plan(source, target, selection)
+
+    def validate(self, plan: Plan, emit: Emit) -> Report:
+        from ..core.validate import validate
+
+        return validate(plan, emit=emit)
+
+    def estimate(self, scope: Scope) -> Estimate:
+        from ..core.estimate import estimate
+
+        return estimate(scope)
+
+    # -- running ----------------------------------------------------------------------------------
+
+    def cancel_token(self) -> CancelToken:
+        from ..core.events import CancelToken
+
+        return CancelToken()
+
+    def init(self, plan: Plan, scope: Scope | None, emit: Emit, cancel: CancelToken) -> list[DatabaseResult]:
+        from ..core.migrate import init
+
+        return init(plan, scope=scope, emit=emit, cancel=cancel)
+
+    def teardown(self, plan: Plan, databases: Sequence[str] | None, emit: Emit) -> list[str]:
+        from ..core.migrate import teardown
+
+        return teardown(plan, list(databases) if databases is not None else None, emit=emit)
+
+    def migration_scope(self, plan: Plan) -> Scope:
+        """The tables a running migration covers (for the dashboard's per-table view)."""
+        from ..core.scope import build_scope
+
+        return build_scope(plan.source, plan.selection, replicate=False)
+
+    def open_monitor(self, plan: Plan, databases: Sequence[str], *, tables: int = 0) -> StatusSource:
+        from ..core.monitor import Monitor, MonitorSettings
+
+        # Every table not ready must be listed, or the per-table view would call it ready.
+        settings = MonitorSettings(pending_table_limit=max(MonitorSettings.pending_table_limit, tables))
+        return Monitor.from_plan(plan, list(databases), settings=settings)
+
+    def verifier(self, plan: Plan, on_event: Callable[[VerifyEvent], None]) -> VerifyRun:
+        return _CoreVerifyRun(plan, on_event)
+
+    # -- the machine ------------------------------------------------------------------------------
+
+    def log_file(self) -> Path:
+        from ..core.logs import log_file
+
+        return log_file()
+
+
+class _CoreVerifyRun:
+    def __init__(self, plan: Plan, on_event: Callable[[Any], None]) -> None:
+        from ..core.verify import Verifier, VerifyOptions
+
+        self._plan = plan
+        self._verifier = Verifier(VerifyOptions(max_keys=50), on_event)
+
+    def run(self) -> VerifyReport:
+        from ..core.verify import verify_plan
+
+        return verify_plan(self._plan, verifier=self._verifier)
+
+    def cancel(self) -> None:
+        self._verifier.cancel()

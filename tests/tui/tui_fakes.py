@@ -1,0 +1,395 @@
+"""A stand-in for core with fixed answers, for snapshots and the 10,000-table benchmarks.
+
+Snapshots must not show ports, versions, host names or clocks of the machine that runs them,
+and must not depend on how fast a real server answers. Every answer here is built from core's
+own dataclasses, so the screens render exactly what they would render for a real server.
+The Pilot tests in test_flows.py use the real Services against throwaway clusters instead.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from pgtide.core.catalog import (
+    ColumnInfo,
+    DatabaseCatalog,
+    DatabaseInfo,
+    ForeignKey,
+    SequenceInfo,
+    ServerCatalog,
+    SkippedDatabase,
+    TableInfo,
+)
+from pgtide.core.endpoint import Endpoint
+from pgtide.core.errors import InputError, PgtideError
+from pgtide.core.estimate import Estimate, estimate
+from pgtide.core.events import CancelToken, Emit, Log, PhaseFinished, PhaseStarted, TableCopied, TableProgress
+from pgtide.core.filtercheck import FilterCheck
+from pgtide.core.migrate import DatabaseResult
+from pgtide.core.monitor import (
+    DatabaseStatus,
+    MigrationStatus,
+    ReplicationState,
+    SlotStatus,
+    SubscriptionStatus,
+)
+from pgtide.core.plan import Plan
+from pgtide.core.profiles import Profile, ProfileSummary
+from pgtide.core.scope import DatabaseScope, ExcludedTable, Scope, TableScope, cutoff_literal, time_predicate
+from pgtide.core.selection import Selection, TimeFilter
+from pgtide.core.server import ServerInfo
+from pgtide.core.validate import Check, Report
+from pgtide.core.verify import RowDifference, TableResult, TableStarted, TableVerified, VerifyReport
+from pgtide.screens.services import Services
+from pgtide.screens.state import EndpointFields, WizardState
+
+#: The moment every time filter counts back from, and every profile was saved at.
+FIXED_NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+SOURCE_URL = "postgresql://app@old-db/shop"
+TARGET_URL = "postgresql://app@new-db/postgres"
+
+
+def column(name: str, type_name: str, not_null: bool = True) -> ColumnInfo:
+    return ColumnInfo(name, type_name, not_null, False)
+
+
+def table(schema: str, name: str, oid: int, size: int, rows: int, key: tuple[str, ...],
+          columns: Sequence[ColumnInfo]) -> TableInfo:
+    return TableInfo(
+        schema=schema, name=name, oid=oid, kind="r", total_bytes=size, row_estimate=rows, primary_key=key,
+        replica_identity="d", identity_columns=key, partition_parent=None, unlogged=False, extension_member=False,
+        columns=tuple(columns),
+    )
+
+
+def shop_catalog() -> DatabaseCatalog:
+    """The demo's sample database, as discovery would describe it."""
+    tables = (
+        table("billing", "invoices", 16500, 303_104, 3_000, ("id",),
+              [column("id", "integer"), column("number", "bigint"), column("customer_id", "integer"),
+               column("total", "numeric(12,2)"), column("issued_on", "date")]),
+        table("public", "audit_log", 16480, 188_416, 2_000, (),
+              [column("at", "timestamp with time zone"), column("actor", "text", False),
+               column("action", "text", False), column("detail", "jsonb", False)]),
+        table("public", "customers", 16400, 253_952, 2_000, ("id",),
+              [column("id", "integer"), column("name", "text"), column("email", "text", False),
+               column("region", "text"), column("created_at", "timestamp with time zone")]),
+        table("public", "documents", 16490, 32_768, 5, ("id",),
+              [column("id", "integer"), column("title", "text"), column("content", "oid", False)]),
+        table("public", "metrics", 16460, 7_651_328, 70_080, ("device_id", "recorded_at"),
+              [column("device_id", "integer"), column("recorded_at", "timestamp with time zone"),
+               column("temperature", "real", False), column("humidity", "real", False)]),
+        table("public", "orders", 16420, 2_097_152, 20_000, ("id",),
+              [column("id", "bigint"), column("customer_id", "integer"), column("status", "text"),
+               column("amount", "numeric(12,2)"), column("created_at", "timestamp with time zone")]),
+        table("public", "page_views", 16440, 31_326_208, 250_000, ("id",),
+              [column("id", "bigint"), column("path", "text"), column("referrer", "text", False),
+               column("user_agent", "text", False), column("viewed_at", "timestamp with time zone")]),
+    )
+    fks = (
+        ForeignKey("orders_customer_id_fkey", ("public", "orders"), ("customer_id",), ("public", "customers"), ("id",)),
+        ForeignKey("invoices_customer_id_fkey", ("billing", "invoices"), ("customer_id",), ("public", "customers"),
+                   ("id",)),
+    )
+    sequences = (SequenceInfo("public", "invoice_number_seq", None),
+                 SequenceInfo("public", "orders_id_seq", ("public", "orders", "id")))
+    return DatabaseCatalog("shop", 150000, ("billing", "public"), tables, (), fks, sequences, 5, (("plpgsql", "1.0"),))
+
+
+def wide_catalog(database: str, count: int, *, schemas: int = 20) -> DatabaseCatalog:
+    """``count`` tables over ``schemas`` schemas: the picker's worst case."""
+    tables = []
+    for index in range(count):
+        schema = f"tenant_{index % schemas:02d}"
+        tables.append(table(schema, f"events_{index:05d}", 20000 + index, 8192 * (1 + index % 50), 100 + index,
+                            ("id",), [column("id", "bigint"), column("at", "timestamp with time zone")]))
+    return DatabaseCatalog(database, 150000, tuple(sorted({t.schema for t in tables})), tuple(tables), (), (), (), 0, ())
+
+
+def server_info(user: str = "app") -> ServerInfo:
+    return ServerInfo(version_num=150000, version="15.0", wal_level="logical", is_superuser=False,
+                      can_replicate=True, can_create_database=True, user=user, database="shop")
+
+
+def scope_for(server: ServerCatalog, catalogs: dict[str, DatabaseCatalog], selection: Selection) -> Scope:
+    """build_scope without a server: the same treatment, time windows resolved at FIXED_NOW."""
+    databases = []
+    for db in server.databases:
+        if not selection.includes_database(db.name) or db.name not in catalogs:
+            continue
+        catalog = catalogs[db.name]
+        tables, excluded = [], []
+        for info in catalog.tables:
+            treatment = selection.treatment(db.name, info.schema, info.name)
+            if treatment.mode == "excluded":
+                excluded.append(ExcludedTable(info.schema, info.name, "; ".join(treatment.rules)))
+                continue
+            where, literal = treatment.row_filter, None
+            rows = None
+            if treatment.time_filter is not None:
+                col = info.column(treatment.time_filter.column)
+                assert col is not None
+                literal = cutoff_literal(treatment.time_filter.window.cutoff(FIXED_NOW), col.type)
+                where = time_predicate(col.name, literal)
+            if where is not None:
+                rows = (info.row_estimate or 0) // 4
+            tables.append(TableScope(db.name, info, "schema_only" if treatment.mode == "schema_only" else "full",
+                                     treatment.row_filter, treatment.time_filter, literal, where, (), rows))
+        databases.append(DatabaseScope(db.name, catalog, tuple(tables), tuple(excluded)))
+    return Scope(server, selection, tuple(databases), FIXED_NOW)
+
+
+@dataclass
+class FakeVerifyRun:
+    plan: Plan
+    scope: Scope
+    on_event: Callable[[Any], None]
+    differing: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    def run(self) -> VerifyReport:
+        tables = [t for db in self.scope.databases for t in db.tables]
+        results = []
+        for index, scoped in enumerate(tables, 1):
+            self.on_event(TableStarted(scoped.database, scoped.schema, scoped.name, index, len(tables)))
+            missing = self.differing.get((scoped.schema, scoped.name), 0)
+            rows = scoped.estimated_rows if scoped.where else scoped.info.row_estimate
+            result = TableResult(
+                scoped.database, scoped.schema, scoped.name, "differ" if missing else "match",
+                "key ranges" if scoped.copies_rows else "schema only", key_columns=scoped.info.primary_key,
+                source_rows=rows if scoped.copies_rows else 0, target_rows=(rows or 0) - missing,
+                missing=missing, schema_only=not scoped.copies_rows, seconds=0.1,
+                differences=tuple(RowDifference("missing", (str(17 + n),)) for n in range(missing)),
+            )
+            self.on_event(TableVerified(result))
+            results.append(result)
+        return VerifyReport(tuple(results), 1.5, ("shop",))
+
+    def cancel(self) -> None:
+        pass
+
+
+class FakeMonitor:
+    def __init__(self, databases: Sequence[str], lag: Sequence[int]) -> None:
+        self.databases = list(databases)
+        self.lag = list(lag) or [0]
+        self.polls = 0
+        self.closed = False
+
+    def poll(self) -> MigrationStatus:
+        lag = self.lag[min(self.polls, len(self.lag) - 1)]
+        self.polls += 1
+        statuses = []
+        for name in self.databases:
+            slot = SlotStatus(slot_name=f"pgtide_{name}", exists=True, current_lsn=10_000_000, active=True,
+                              confirmed_flush_lsn=10_000_000 - lag, restart_lsn=10_000_000 - lag - 4096)
+            sub = SubscriptionStatus(subscription_name=f"pgtide_{name}", exists=True, enabled=True, worker_pid=4242,
+                                     table_counts=MappingProxyType({"ready": 6}), apply_error_count=0,
+                                     sync_error_count=0)
+            statuses.append(DatabaseStatus(
+                database=name, source=slot, target=sub, state=ReplicationState.STREAMING,
+                reason="caught up" if lag == 0 else f"{lag} B behind", lag_bytes=lag, lag_seconds=0.0,
+                retained_wal_bytes=lag + 4096, retained_warning="ok", retained_reason="", eta_seconds=0.0,
+                polled_at=FIXED_NOW,
+            ))
+        return MigrationStatus(tuple(statuses), FIXED_NOW)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class FakeServices(Services):
+    """Fixed answers; ``hold_init`` keeps init in its data phase until released (for the run snapshot)."""
+
+    def __init__(self, *, catalogs: dict[str, DatabaseCatalog] | None = None, hold_init: bool = False,
+                 validation_error: bool = False, lag: Sequence[int] = (2048, 512, 0),
+                 differing: dict[tuple[str, str], int] | None = None) -> None:
+        self.catalogs = catalogs if catalogs is not None else {"shop": shop_catalog()}
+        self.server = ServerCatalog(150000, tuple(DatabaseInfo(name, 11_000_000 if name == "shop" else 7_700_000,
+                                                               "app", "UTF8")
+                                                  for name in sorted({*self.catalogs, "postgres"})),
+                                    (SkippedDatabase("template0", "template database"),
+                                     SkippedDatabase("template1", "template database")))
+        self.hold = threading.Event()
+        if not hold_init:
+            self.hold.set()
+        self.validation_error = validation_error
+        self.differing = differing or {}
+        self.lag = lag
+        self.profiles: dict[str, Profile] = {}
+        self.saved_modified = FIXED_NOW
+        self.monitors: list[FakeMonitor] = []
+        self.torn_down: list[str] = []
+        self.passwords: dict[str, str] = {}
+
+    # -- servers ----------------------------------------------------------------------------
+
+    def probe(self, endpoint: Endpoint) -> ServerInfo:
+        if endpoint.host == "unreachable":
+            raise PgtideError(f"{endpoint.redacted()}: nothing accepts connections at unreachable:5432",
+                              "Check that the server is running and listening on that address and port.",
+                              title="Cannot connect")
+        return server_info(endpoint.user)
+
+    def list_databases(self, endpoint: Endpoint) -> ServerCatalog:
+        return self.server
+
+    def discover_database(self, endpoint: Endpoint, database: str) -> DatabaseCatalog:
+        return self.catalogs[database]
+
+    def check_filter(self, endpoint: Endpoint, database: str, table: TableInfo, *, predicate: str | None = None,
+                     time_filter: TimeFilter | None = None) -> FilterCheck:
+        if predicate is not None and "region" in predicate and table.name == "orders":
+            raise InputError(f'"shop".public.orders: the filter {predicate!r} is rejected by the server: '
+                             'column "region" does not exist',
+                             "Did you mean status? Columns of this table: id, customer_id, status, amount, created_at",
+                             title="Invalid row filter")
+        rows = (table.row_estimate or 0) // 4
+        if time_filter is not None:
+            col = table.column(time_filter.column)
+            assert col is not None
+            cutoff = time_filter.window.cutoff(FIXED_NOW)
+            where = time_predicate(col.name, cutoff_literal(cutoff, col.type))
+            return FilterCheck(where, rows, (col.name,), cutoff.isoformat(sep=" ", timespec="seconds"))
+        assert predicate is not None
+        return FilterCheck(predicate, rows, ("id",))
+
+    # -- secrets and profiles ---------------------------------------------------------------------
+
+    def keyring_status(self) -> tuple[bool, str]:
+        return False, "no OS keyring is available on this machine"
+
+    def stored_password(self, endpoint: Endpoint) -> str | None:
+        return self.passwords.get(endpoint.identity)
+
+    def list_profiles(self) -> list[ProfileSummary]:
+        return [ProfileSummary(p.name, p.path, p.plan.source.redacted(), p.plan.target.redacted(),
+                               self.saved_modified) for p in sorted(self.profiles.values(), key=lambda p: p.name)]
+
+    def load_profile(self, name: str) -> Profile:
+        return self.profiles[name]
+
+    def save_profile(self, name: str, plan: Plan, base: Profile | None = None) -> Profile:
+        profile = Profile(name, Path(f"/profiles/{name}.toml"), replace(plan, source=plan.source.without_password(),
+                                                                         target=plan.target.without_password()))
+        self.profiles[name] = profile
+        return profile
+
+    def duplicate_profile(self, name: str, new_name: str) -> Profile:
+        return self.save_profile(new_name, self.profiles[name].plan)
+
+    def delete_profile(self, name: str) -> None:
+        del self.profiles[name]
+
+    # -- review ------------------------------------------------------------------------------------
+
+    def scope(self, plan: Plan) -> Scope:
+        return scope_for(self.server, self.catalogs, plan.selection)
+
+    def validate(self, plan: Plan, emit: Emit) -> Report:
+        scope = self.scope(plan)
+        checks = [
+            Check("source reachable", "ok", "PostgreSQL 15"),
+            Check("target reachable", "ok", "PostgreSQL 15"),
+            Check("selection", "ok", f"{len(scope.databases)} database(s), "
+                  f"{sum(len(db.tables) for db in scope.databases)} table(s)"),
+            Check("source wal_level", "ok", "logical"),
+            Check("source role can replicate", "ok", "REPLICATION"),
+        ]
+        no_identity = [t for db in scope.databases for t in db.tables if t.copies_rows and not t.info.has_usable_identity]
+        if no_identity or self.validation_error:
+            names = ", ".join(f"{t.schema}.{t.name}" for t in no_identity) or "public.audit_log"
+            checks.append(Check("tables have a primary key or replica identity", "error",
+                                f"1 table(s) without one: {names}",
+                                "Once published, UPDATE and DELETE on these tables fail on the source. Add a primary "
+                                'key, or run on the source: ALTER TABLE "public"."audit_log" REPLICA IDENTITY FULL; '
+                                "(or exclude them / make them schema-only).", database="shop"))
+        else:
+            checks.append(Check("tables have a primary key or replica identity", "ok", "7 table(s)", database="shop"))
+        checks.append(Check("sequences", "warning", "2 sequence(s)",
+                            "Sequences are not replicated: pgtide sets them from the source at init and again at "
+                            "cutover (with a safety margin).", database="shop"))
+        checks.append(Check("large objects", "warning", "5 large object(s)",
+                            "Large objects are copied once and not replicated afterwards: avoid changing them until "
+                            "cutover.", database="shop"))
+        from pgtide.core.events import CheckReported
+
+        for check in checks:
+            emit(CheckReported(check.name, check.status, check.observed, check.remedy, check.database))
+        return Report(checks, scope)
+
+    def estimate(self, scope: Scope) -> Estimate:
+        return estimate(scope, bytes_per_second=50 * 1024 * 1024)
+
+    # -- running -------------------------------------------------------------------------------------
+
+    def init(self, plan: Plan, scope: Scope | None, emit: Emit, cancel: CancelToken) -> list[DatabaseResult]:
+        assert scope is not None
+        at = FIXED_NOW.timestamp()
+        emit(PhaseStarted(None, "globals", at=at))
+        emit(Log("info", "roles: 1 created, 0 already present", at=at))
+        emit(PhaseFinished(None, "globals", 0.1, at=at))
+        for db in scope.databases:
+            for phase in ("target", "publication", "schema"):
+                emit(PhaseStarted(db.name, phase, at=at))
+                emit(PhaseFinished(db.name, phase, 0.1, at=at))
+            emit(Log("info", "slot created, snapshot exported", db.name, at=at))
+            emit(PhaseStarted(db.name, "data", at=at))
+            tables = [t for t in db.tables if t.copies_rows]
+            for index, scoped in enumerate(tables):
+                size = scoped.estimated_bytes
+                rows = scoped.estimated_rows if scoped.where else scoped.info.row_estimate
+                if index % 2 == 0:
+                    emit(TableCopied(db.name, scoped.schema, scoped.name, rows or 0, size, 0.5, at=at))
+                else:
+                    emit(TableProgress(db.name, scoped.schema, scoped.name, size // 3, (rows or 0) // 3, size, at=at))
+            while not self.hold.wait(0.05):
+                cancel.check()  # the app cancels a running init when it exits
+            cancel.check()
+            for scoped in tables:
+                rows = scoped.estimated_rows if scoped.where else scoped.info.row_estimate
+                emit(TableCopied(db.name, scoped.schema, scoped.name, rows or 0, scoped.estimated_bytes, 0.5, at=at))
+            emit(PhaseFinished(db.name, "data", 1.0, at=at))
+            for phase in ("indexes", "sync"):
+                emit(PhaseStarted(db.name, phase, at=at))
+                emit(PhaseFinished(db.name, phase, 0.1, at=at))
+        return [DatabaseResult(db.name, "streaming", len(db.tables), 0, 0, 1.0) for db in scope.databases]
+
+    def teardown(self, plan: Plan, databases: Sequence[str] | None, emit: Emit) -> list[str]:
+        self.torn_down.extend(databases or [])
+        return [f"subscription, slot and publication of {name}" for name in databases or []]
+
+    def migration_scope(self, plan: Plan) -> Scope:
+        return self.scope(plan)
+
+    def open_monitor(self, plan: Plan, databases: Sequence[str], *, tables: int = 0) -> FakeMonitor:
+        monitor = FakeMonitor(databases, self.lag)
+        self.monitors.append(monitor)
+        return monitor
+
+    def verifier(self, plan: Plan, on_event: Callable[[Any], None]) -> FakeVerifyRun:
+        return FakeVerifyRun(plan, self.scope(plan), on_event, dict(self.differing))
+
+    def log_file(self) -> Path:
+        return Path("/var/log/pgtide/pgtide.log")
+
+
+def demo_plan() -> Plan:
+    selection = Selection.from_cli(include_databases="shop", time_filters="shop.public.metrics:recorded_at:90 days",
+                                   schema_only_tables="shop.public.audit_log")
+    return Plan(Endpoint.parse(SOURCE_URL), Endpoint.parse(TARGET_URL), selection)
+
+
+def wizard_state(*, password: str = "") -> WizardState:
+    state = WizardState()
+    state.source_fields = EndpointFields(host="old-db", port="5432", dbname="shop", user="app")
+    state.target_fields = EndpointFields(host="new-db", port="5432", dbname="postgres", user="app",
+                                         password=password, sslmode="require")
+    state.source = Endpoint.parse(SOURCE_URL)
+    state.target = Endpoint.parse(TARGET_URL)
+    return state

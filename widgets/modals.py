@@ -1,0 +1,180 @@
+"""The app's modal dialogs: the one error modal, a yes/no confirmation, a name prompt.
+
+The error modal shows exactly what a core error carries (title, cause, remedy) and nothing
+else: no traceback, no exception repr. Everything it shows can be copied to the clipboard.
+"""
+
+from __future__ import annotations
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label, Static
+
+
+class ErrorModal(ModalScreen[None]):
+    """A core error: its title, the cause in one line, the remedy. ``c`` copies all three."""
+
+    DEFAULT_CSS = """
+    ErrorModal { align: center middle; }
+    ErrorModal > Vertical {
+        width: 84; max-width: 90%; height: auto; max-height: 90%;
+        border: thick $error; background: $surface; padding: 1 2;
+    }
+    ErrorModal #error-title { text-style: bold; color: $error; margin-bottom: 1; }
+    ErrorModal .error-label { color: $text-muted; text-style: bold; }
+    ErrorModal #error-cause, ErrorModal #error-remedy { margin-bottom: 1; }
+    ErrorModal Horizontal { height: auto; align-horizontal: right; }
+    ErrorModal Button { margin-left: 1; }
+    """
+
+    BINDINGS = [
+        Binding("escape,enter", "dismiss_error", "Close"),
+        Binding("c", "copy_error", "Copy"),
+    ]
+
+    def __init__(self, title: str, cause: str, remedy: str = "") -> None:
+        super().__init__()
+        self.error_title = title
+        self.cause = cause
+        self.remedy = remedy
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label(self.error_title, id="error-title", markup=False)
+            yield Label("What happened", classes="error-label")
+            yield Static(self.cause, id="error-cause", markup=False)
+            if self.remedy:
+                yield Label("How to fix it", classes="error-label")
+                yield Static(self.remedy, id="error-remedy", markup=False)
+            with Horizontal():
+                yield Button("Copy", id="copy-error")
+                yield Button("Close", id="close-error", variant="primary")
+
+    def on_mount(self) -> None:
+        self.query_one("#close-error", Button).focus()
+
+    @property
+    def text(self) -> str:
+        """The error as plain text, as copied."""
+        lines = [self.error_title, self.cause]
+        if self.remedy:
+            lines.append("Fix: " + self.remedy)
+        return "\n".join(lines)
+
+    def action_copy_error(self) -> None:
+        self.app.copy_to_clipboard(self.text)
+        self.notify("Error copied to the clipboard", timeout=3)
+
+    def action_dismiss_error(self) -> None:
+        self.dismiss(None)
+
+    @on(Button.Pressed, "#copy-error")
+    def _copy(self) -> None:
+        self.action_copy_error()
+
+    @on(Button.Pressed, "#close-error")
+    def _close(self) -> None:
+        self.dismiss(None)
+
+
+class ConfirmModal(ModalScreen[bool]):
+    """A question with a dangerous "yes": ``y`` confirms, ``n``/escape declines."""
+
+    DEFAULT_CSS = """
+    ConfirmModal { align: center middle; }
+    ConfirmModal > Vertical {
+        width: 70; max-width: 90%; height: auto; border: thick $warning; background: $surface; padding: 1 2;
+    }
+    ConfirmModal #confirm-title { text-style: bold; margin-bottom: 1; }
+    ConfirmModal Horizontal { height: auto; align-horizontal: right; margin-top: 1; }
+    ConfirmModal Button { margin-left: 1; }
+    """
+
+    BINDINGS = [
+        Binding("y", "answer(True)", "Yes"),
+        Binding("n,escape", "answer(False)", "No"),
+    ]
+
+    def __init__(self, title: str, question: str, *, yes: str = "Yes", no: str = "No") -> None:
+        super().__init__()
+        self.question_title = title
+        self.question = question
+        self.yes_label = yes
+        self.no_label = no
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label(self.question_title, id="confirm-title", markup=False)
+            yield Static(self.question, markup=False)
+            with Horizontal():
+                yield Button(self.no_label, id="confirm-no")
+                yield Button(self.yes_label, id="confirm-yes", variant="error")
+
+    def on_mount(self) -> None:
+        self.query_one("#confirm-no", Button).focus()
+
+    def action_answer(self, answer: bool) -> None:
+        self.dismiss(answer)
+
+    @on(Button.Pressed, "#confirm-yes")
+    def _yes(self) -> None:
+        self.dismiss(True)
+
+    @on(Button.Pressed, "#confirm-no")
+    def _no(self) -> None:
+        self.dismiss(False)
+
+
+class NamePrompt(ModalScreen[str | None]):
+    """Ask for a name (a profile's); None when cancelled."""
+
+    DEFAULT_CSS = """
+    NamePrompt { align: center middle; }
+    NamePrompt > Vertical {
+        width: 64; max-width: 90%; height: auto; border: thick $primary; background: $surface; padding: 1 2;
+    }
+    NamePrompt #prompt-title { text-style: bold; margin-bottom: 1; }
+    NamePrompt #prompt-hint { color: $text-muted; }
+    NamePrompt Horizontal { height: auto; align-horizontal: right; margin-top: 1; }
+    NamePrompt Button { margin-left: 1; }
+    """
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, title: str, *, value: str = "", hint: str = "") -> None:
+        super().__init__()
+        self.prompt_title = title
+        self.initial = value
+        self.hint = hint
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label(self.prompt_title, id="prompt-title", markup=False)
+            yield Input(self.initial, id="prompt-input")
+            if self.hint:
+                yield Static(self.hint, id="prompt-hint", markup=False)
+            with Horizontal():
+                yield Button("Cancel", id="prompt-cancel")
+                yield Button("OK", id="prompt-ok", variant="primary")
+
+    def on_mount(self) -> None:
+        field = self.query_one("#prompt-input", Input)
+        # Apps that take snapshots switch blinking off (a blinking cursor makes them flaky).
+        field.cursor_blink = bool(getattr(self.app, "cursor_blink", True))
+        field.focus()
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+    @on(Input.Submitted, "#prompt-input")
+    @on(Button.Pressed, "#prompt-ok")
+    def _ok(self) -> None:
+        value = self.query_one("#prompt-input", Input).value.strip()
+        self.dismiss(value or None)
+
+    @on(Button.Pressed, "#prompt-cancel")
+    def _cancel(self) -> None:
+        self.dismiss(None)
