@@ -82,6 +82,8 @@ def human_bytes(size: float) -> str:
 
 def human_seconds(seconds: float) -> str:
     seconds = max(0.0, seconds)
+    if seconds < 1:
+        return "<1s"
     if seconds < 60:
         return f"{seconds:.0f}s"
     minutes, secs = divmod(int(seconds), 60)

@@ -11,7 +11,7 @@ disagree.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
@@ -76,7 +76,7 @@ def check_table_filter(
         clock = now
         if clock is None:
             with connect(endpoint) as conn:
-                clock = conn.execute("SELECT now()").fetchone()[0]  # type: ignore[index]
+                clock = conn.execute("SELECT now()", binary=True).fetchone()[0]  # type: ignore[index]
         assert clock is not None
         cutoff = time_filter.window.cutoff(clock)
         literal = scope_checks.cutoff_literal(cutoff, column.type)
@@ -87,12 +87,8 @@ def check_table_filter(
         time_cutoff=literal, where=where,
     )
     with connect(endpoint) as conn:
-        estimated = scope_checks._explain(conn, candidate)
-        columns = scope_checks._filter_columns(conn, candidate) if replicate else None
-    checked = replace(candidate, estimated_rows=estimated, filter_columns=columns or ())
-    if replicate:
-        scope_checks._check_replica_identity(checked)
-    return FilterCheck(where, estimated, checked.filter_columns, cutoff_text)
+        checked = scope_checks.check_table_filter(conn, candidate, replicate=replicate)
+    return FilterCheck(where, checked.estimated_rows, checked.filter_columns, cutoff_text)
 
 
 @dataclass(frozen=True)
@@ -124,7 +120,7 @@ def selection_problem(
         tables.append(TableScope(database=database, info=info, mode=choice.mode, row_filter=choice.filter,
                                  where=choice.filter if choice.mode == "full" else None))
     try:
-        scope_checks._check_fk_safety(DatabaseScope(database, catalog, tuple(tables), tuple(excluded)))
+        scope_checks.check_fk_safety(DatabaseScope(database, catalog, tuple(tables), tuple(excluded)))
     except InputError as exc:
         return exc
     return None

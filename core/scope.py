@@ -263,7 +263,7 @@ def _limit_transaction(conn: psycopg.Connection[Any], *, read_only: bool) -> Non
     conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(PREDICATE_CHECK_TIMEOUT)))
 
 
-def _explain(conn: psycopg.Connection[Any], table: TableScope) -> int | None:
+def explain_filter(conn: psycopg.Connection[Any], table: TableScope) -> int | None:
     """Plan (never run) the filtered scan; return the planner's row estimate."""
     assert table.where is not None
     query = sql.SQL("EXPLAIN (FORMAT JSON) SELECT * FROM {} WHERE ({})").format(
@@ -284,7 +284,7 @@ def _explain(conn: psycopg.Connection[Any], table: TableScope) -> int | None:
         return None
 
 
-def _filter_columns(conn: psycopg.Connection[Any], table: TableScope) -> tuple[str, ...] | None:
+def publication_filter_columns(conn: psycopg.Connection[Any], table: TableScope) -> tuple[str, ...] | None:
     """Create the filtered publication in a rolled-back transaction; return the columns it reads.
 
     None when our role may not create publications here (validate reports privileges).
@@ -326,10 +326,23 @@ def _filter_columns(conn: psycopg.Connection[Any], table: TableScope) -> tuple[s
     return tuple(r[0] for r in rows)
 
 
+def check_table_filter(conn: psycopg.Connection[Any], table: TableScope, *, replicate: bool) -> TableScope:
+    """Every server-side check of one filtered table; the table with its estimate and filter columns.
+
+    Shared by build_scope and the TUI's filter editor, so both judge a filter the same way.
+    """
+    estimated = explain_filter(conn, table)
+    columns = publication_filter_columns(conn, table) if replicate else None
+    checked = replace(table, estimated_rows=estimated, filter_columns=columns or ())
+    if replicate:
+        check_replica_identity(checked)
+    return checked
+
+
 # -- structural checks ------------------------------------------------------------------------
 
 
-def _check_replica_identity(table: TableScope) -> None:
+def check_replica_identity(table: TableScope) -> None:
     """A row filter may only read replica-identity columns once UPDATE/DELETE are published.
 
     Otherwise PostgreSQL refuses UPDATE and DELETE on the *source* table from the moment the
@@ -365,7 +378,7 @@ def _fk_component(catalog: DatabaseCatalog, start: tuple[str, str]) -> set[tuple
     return seen
 
 
-def _check_fk_safety(db: DatabaseScope) -> None:
+def check_fk_safety(db: DatabaseScope) -> None:
     """Filtered and schema-only tables take their FK neighbours with them, or nothing moves.
 
     Emptying a filtered table on the target (TRUNCATE ... CASCADE when a copy restarts, or a
@@ -476,7 +489,7 @@ def build_scope(
     databases = []
     for name in selected:
         db_scope = _database_scope(source.with_dbname(name), name, catalogs[name], resolved, clock, replicate)
-        _check_fk_safety(db_scope)
+        check_fk_safety(db_scope)
         databases.append(db_scope)
         notes.extend(note for table in db_scope.tables for note in table.notes)
     return Scope(server, resolved, tuple(databases), clock, tuple(dict.fromkeys(notes)))
@@ -526,12 +539,7 @@ def _database_scope(
                 if table.where is None:
                     checked.append(table)
                     continue
-                estimated = _explain(conn, table)
-                columns = _filter_columns(conn, table) if replicate else None
-                table = replace(table, estimated_rows=estimated, filter_columns=columns or ())
-                if replicate:
-                    _check_replica_identity(table)
-                checked.append(table)
+                checked.append(check_table_filter(conn, table, replicate=replicate))
             tables = checked
     return DatabaseScope(name, catalog, tuple(tables), tuple(excluded))
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, cast
 
+from textual import on
 from textual.screen import Screen
-from textual.widgets import Input
+from textual.widgets import Button, Input
 from textual.worker import Worker, WorkerState
 
 if TYPE_CHECKING:
@@ -42,3 +43,21 @@ class PgtideScreen(Screen[None]):
         # Workers catch the errors they can show in place; anything else ends up here.
         if event.state == WorkerState.ERROR and event.worker.error is not None:
             self.pgtide.show_error(event.worker.error)
+
+
+class WizardStep(PgtideScreen):
+    """A wizard screen with Back (pop this step) and Next (``action_next``) buttons."""
+
+    def action_next(self) -> None:
+        raise NotImplementedError
+
+    def action_back(self) -> None:
+        self.app.pop_screen()
+
+    @on(Button.Pressed, "#next")
+    def _next_pressed(self) -> None:
+        self.action_next()
+
+    @on(Button.Pressed, "#back")
+    def _back_pressed(self) -> None:
+        self.action_back()

@@ -12,7 +12,7 @@ from textual.widgets import Button, Footer, Header, Static
 
 from ..core.errors import PgtideError
 from ..widgets.endpoint_form import EndpointForm
-from .base import PgtideScreen
+from .base import WizardStep
 from .messages import (
     EndpointParsed,
     EndpointRejected,
@@ -51,7 +51,7 @@ def server_lines(info: ServerInfo, side: Side) -> tuple[str, list[str]]:
     return headline, details
 
 
-class ConnectScreen(PgtideScreen):
+class ConnectScreen(WizardStep):
     STEP = "1 Connect"
 
     BINDINGS = [
@@ -241,14 +241,4 @@ class ConnectScreen(PgtideScreen):
         self.wizard.target = message.target
         self.pgtide.show_pick()
 
-    def action_back(self) -> None:
-        self.app.pop_screen()
-
-    @on(Button.Pressed, "#next")
-    def _next_pressed(self) -> None:
-        self.action_next()
-
-    @on(Button.Pressed, "#back")
-    def _back_pressed(self) -> None:
-        self.action_back()
 

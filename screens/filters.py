@@ -20,7 +20,7 @@ from ..core.errors import InputError, PgtideError
 from ..core.selection import TimeFilter, TimeWindow, check_predicate_syntax, format_qualified_name, quote_ident
 from ..widgets.formatting import human_bytes, human_count
 from ..widgets.table_picker import PickerRow, TablePicker
-from .base import PgtideScreen
+from .base import WizardStep
 from .messages import FilterChecked
 from .state import DEFAULT_TIME_WINDOW, TableKey, TimeFilterChoice, table_key_text
 
@@ -68,7 +68,7 @@ def identity_text(info: TableInfo) -> str:
     return "no key"
 
 
-class FiltersScreen(PgtideScreen):
+class FiltersScreen(WizardStep):
     STEP = "3 Filters"
 
     BINDINGS = [
@@ -373,13 +373,3 @@ class FiltersScreen(PgtideScreen):
             return
         self.pgtide.show_review()
 
-    def action_back(self) -> None:
-        self.app.pop_screen()
-
-    @on(Button.Pressed, "#next")
-    def _next_pressed(self) -> None:
-        self.action_next()
-
-    @on(Button.Pressed, "#back")
-    def _back_pressed(self) -> None:
-        self.action_back()

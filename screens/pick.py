@@ -15,7 +15,7 @@ from textual.widgets.selection_list import Selection as ListOption
 from ..core.selection import format_qualified_name
 from ..widgets.formatting import human_bytes, human_count
 from ..widgets.table_picker import PickerRow, TablePicker
-from .base import PgtideScreen
+from .base import WizardStep
 from .messages import CatalogLoaded, DatabasesListed
 
 if TYPE_CHECKING:
@@ -52,7 +52,7 @@ def fk_warning(catalog: DatabaseCatalog, chosen: set[tuple[str, str]]) -> str:
             f"{more}: select it too, or its foreign key cannot be created on the target.")
 
 
-class PickScreen(PgtideScreen):
+class PickScreen(WizardStep):
     STEP = "2 Pick"
 
     BINDINGS = [
@@ -219,13 +219,3 @@ class PickScreen(PgtideScreen):
             return
         self.pgtide.show_filters()
 
-    def action_back(self) -> None:
-        self.app.pop_screen()
-
-    @on(Button.Pressed, "#next")
-    def _next_pressed(self) -> None:
-        self.action_next()
-
-    @on(Button.Pressed, "#back")
-    def _back_pressed(self) -> None:
-        self.action_back()

@@ -29,8 +29,6 @@ def human_bytes(size: float | None) -> str:
 def human_seconds(seconds: float | None) -> str:
     if seconds is None:
         return "?"
-    if 0 < seconds < 1:
-        return "<1s"  # core rounds to "0s", which reads as "nothing to do"
     from ..core.estimate import human_seconds as core_human_seconds
 
     return core_human_seconds(seconds)
