@@ -60,7 +60,7 @@ def run_demo(*, scale: float = 1.0) -> int:
         started = time.monotonic()
         _say(f"starting two throwaway PostgreSQL servers ({bindir})…")
         for label in ("source", "target"):
-            cluster = LocalCluster(bindir, label=label)
+            cluster = LocalCluster(bindir, label=f"demo-{label}")
             clusters.append(cluster)
             cluster.start()
         source_cluster, target_cluster = clusters

@@ -120,7 +120,15 @@ def _run_as() -> dict[str, Any]:
 
 
 class LocalCluster:
-    """One throwaway server: ``start()``, use ``url()``, then ``destroy()`` (also safe to call twice)."""
+    """One throwaway server: ``start()``, use ``url()``, then ``destroy()`` (also safe to call twice).
+
+    The demo uses it as is; the test harness subclasses it (other pg_hba rules, faster stop).
+    """
+
+    #: pg_hba.conf written at initdb.
+    HBA = _HBA
+    #: pg_ctl stop mode: "fast" lets clients finish cleanly.
+    STOP_MODE = "fast"
 
     def __init__(self, bindir: Path, *, label: str, settings: Mapping[str, str] = DEMO_SETTINGS) -> None:
         self.bindir = bindir
@@ -130,7 +138,7 @@ class LocalCluster:
         self.running = False
         self._run_as = _run_as()
         # Not a private 0700 folder chain: the postgres account must be able to reach it.
-        self.root = Path(tempfile.mkdtemp(prefix=f"pgtide-demo-{label}-"))
+        self.root = Path(tempfile.mkdtemp(prefix=f"pgtide-{label}-"))
         os.chmod(self.root, 0o755)
         if self._run_as:
             shutil.chown(self.root, "postgres", "postgres")
@@ -158,11 +166,11 @@ class LocalCluster:
             )
             if result.returncode != 0:
                 raise EnvironmentProblem(
-                    f"initdb failed for the {self.label} demo server: {_last_line(result.stderr)}",
+                    f"initdb failed for the {self.label} server: {_last_line(result.stderr)}",
                     "Check that the PostgreSQL server package is complete and that /tmp is writable.",
                     title="Demo server did not start",
                 )
-            (self.datadir / "pg_hba.conf").write_text(_HBA)
+            (self.datadir / "pg_hba.conf").write_text(self.HBA)
         last_error = ""
         for _ in range(3):  # a port picked as free can be taken before the server binds it
             self.port = free_port()
@@ -176,7 +184,7 @@ class LocalCluster:
                 return
             last_error = _last_line(self._log_tail() or result.stderr)
         raise EnvironmentProblem(
-            f"the {self.label} demo server did not start: {last_error}",
+            f"the {self.label} server did not start: {last_error}",
             "Check free memory and disk space in /tmp; the server log is in " + str(self.logfile),
             title="Demo server did not start",
         )
@@ -189,7 +197,7 @@ class LocalCluster:
 
     def stop(self) -> None:
         if self.running:
-            self._tool("pg_ctl", "-D", str(self.datadir), "-m", "fast", "-w", "-t", "30", "stop", check=False)
+            self._tool("pg_ctl", "-D", str(self.datadir), "-m", self.STOP_MODE, "-w", "-t", "30", "stop", check=False)
             self.running = False
 
     def destroy(self) -> None:

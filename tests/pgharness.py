@@ -11,20 +11,22 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import os
-import pwd
-import shutil
-import socket
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import psycopg
 from psycopg import sql
+
+from pgtide.core.errors import EnvironmentProblem
+from pgtide.core.localcluster import LocalCluster, find_server_binaries, free_port
+
+__all__ = ["LOGICAL_SETTINGS", "PASSWORD_ROLE", "BinariesMissing", "PgCluster", "free_port", "machine_bindir",
+           "bindir_for", "running_cluster", "wait_for", "create_fixture_schema", "HOSTILE_TABLES", "LONG_NAME"]
 
 # Generous enough for the engine's tests: a slot + walsender per database under test.
 LOGICAL_SETTINGS: Mapping[str, str] = {
@@ -63,16 +65,10 @@ def machine_bindir() -> Path:
     override = os.environ.get("PGTIDE_TEST_BINDIR")
     if override:
         return Path(override)
-    pg_config = shutil.which("pg_config")
-    if pg_config:
-        out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, check=False)
-        candidate = Path(out.stdout.strip())
-        if (candidate / "initdb").exists():
-            return candidate
-    debian = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parent.parent.name))
-    if debian:
-        return debian[-1].parent
-    raise BinariesMissing("no PostgreSQL server binaries found (install postgresql, or set PGTIDE_TEST_BINDIR)")
+    try:
+        return find_server_binaries()
+    except EnvironmentProblem as exc:
+        raise BinariesMissing(f"{exc.cause} ({exc.remedy})") from None
 
 
 def bindir_for(major: int) -> Path:
@@ -99,110 +95,37 @@ def server_major(bindir: Path) -> int:
     return int(out.stdout.split()[-1].split(".")[0])
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _server_user() -> dict[str, Any]:
-    """initdb and postgres refuse to run as root: use the postgres account then."""
-    if os.geteuid() != 0:
-        return {}
-    try:
-        pwd.getpwnam("postgres")
-    except KeyError as exc:
-        raise BinariesMissing("running as root, but there is no 'postgres' user to run the server as") from exc
-    return {"user": "postgres", "group": "postgres", "extra_groups": []}
-
-
 _counter = itertools.count(1)
 
 
-@dataclass
-class PgCluster:
-    """One throwaway server. ``start()``/``stop()``; ``destroy()`` also removes its files."""
+class PgCluster(LocalCluster):
+    """One throwaway server for tests: core's LocalCluster with the harness's pg_hba rules,
+    durability off, an immediate stop, and helpers to connect and run SQL."""
 
-    bindir: Path
-    settings: dict[str, str] = field(default_factory=dict)
-    port: int = 0
-    major: int = 0
-    root: Path = field(default_factory=Path)
-    running: bool = False
+    HBA = _HBA
+    STOP_MODE = "immediate"
 
-    def __post_init__(self) -> None:
-        self.major = server_major(self.bindir)
-        # Not pytest's tmp_path: its parents are mode 0700 and the postgres user must traverse them.
-        self.root = Path(tempfile.mkdtemp(prefix=f"pgtide-pg{self.major}-"))
-        os.chmod(self.root, 0o755)
-        run_as = _server_user()
-        if run_as:
-            shutil.chown(self.root, "postgres", "postgres")
-        self._run_as = run_as
-        self._server(
-            "initdb",
-            "-D", str(self.datadir), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-locale", "--no-sync",
-        )
-        (self.datadir / "pg_hba.conf").write_text(_HBA)
-
-    @property
-    def datadir(self) -> Path:
-        return self.root / "data"
-
-    @property
-    def logfile(self) -> Path:
-        return self.root / "server.log"
-
-    def _server(self, tool: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [str(self.bindir / tool), *args],
-            capture_output=True, text=True, check=check, cwd=self.root, **self._run_as,
+    def __init__(self, bindir: Path, settings: Mapping[str, str] | None = None) -> None:
+        self.major = server_major(bindir)
+        super().__init__(
+            bindir, label=f"pg{self.major}",
+            settings={"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off", **(settings or {})},
         )
 
     def start(self) -> None:
-        last_error = ""
-        for _ in range(3):  # a port picked as free can be taken before the server binds it
-            self.port = free_port()
-            options = {
-                "port": str(self.port),
-                "listen_addresses": "127.0.0.1",
-                "unix_socket_directories": str(self.root),
-                "fsync": "off",
-                "synchronous_commit": "off",
-                "full_page_writes": "off",
-                **self.settings,
-            }
-            opts = " ".join(f"-c {key}={value}" for key, value in options.items())
-            # -l is essential: a server that inherits pytest's captured pipes hangs the run.
-            result = self._server(
-                "pg_ctl", "-D", str(self.datadir), "-l", str(self.logfile), "-w", "-t", "60", "-o", opts, "start",
-                check=False,
-            )
-            if result.returncode == 0:
-                self.running = True
-                return
-            last_error = result.stderr + self.logfile.read_text(errors="replace")[-2000:]
-        raise RuntimeError(f"PostgreSQL {self.major} did not start: {last_error}")
-
-    def stop(self) -> None:
-        if self.running:
-            self._server("pg_ctl", "-D", str(self.datadir), "-m", "immediate", "-w", "stop", check=False)
-            self.running = False
+        try:
+            super().start()
+        except EnvironmentProblem as exc:
+            raise RuntimeError(f"PostgreSQL {self.major} did not start: {exc.cause}") from None
 
     def restart(self, **settings: str) -> None:
         self.stop()
         self.settings.update(settings)
         self.start()
 
-    def destroy(self) -> None:
-        self.stop()
-        shutil.rmtree(self.root, ignore_errors=True)
-
     # -- connecting ----------------------------------------------------------------------
 
     def url(self, dbname: str = "postgres", user: str = "postgres", password: str | None = None) -> str:
-        from urllib.parse import quote
-
         auth = quote(user, safe="") + (":" + quote(password, safe="") if password is not None else "")
         return f"postgresql://{auth}@127.0.0.1:{self.port}/{quote(dbname, safe='')}"
 
