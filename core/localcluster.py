@@ -25,6 +25,7 @@ from typing import Any
 from urllib.parse import quote
 
 from .errors import EnvironmentProblem
+from .pgtools import bin_dirs
 
 #: Enough for a demo migration of a few databases, quick to start and to stop.
 DEMO_SETTINGS: Mapping[str, str] = MappingProxyType(
@@ -57,9 +58,6 @@ host replication all 127.0.0.1/32 trust
 
 
 #: Where Debian and Ubuntu install one bin directory per PostgreSQL major version.
-DEBIAN_ROOT = Path("/usr/lib/postgresql")
-
-
 def _has_server(directory: Path) -> bool:
     return all((directory / tool).is_file() for tool in ("initdb", "pg_ctl", "postgres"))
 
@@ -70,21 +68,8 @@ def find_server_binaries() -> Path:
     Looks at ``PGTIDE_PG_BINDIR``, ``pg_config --bindir`` and Debian's
     ``/usr/lib/postgresql/*/bin`` (Debian keeps the server binaries off PATH).
     """
-    candidates: list[Path] = []
-    if os.environ.get("PGTIDE_PG_BINDIR"):
-        candidates.append(Path(os.environ["PGTIDE_PG_BINDIR"]))
-    pg_config = shutil.which("pg_config")
-    if pg_config:
-        try:
-            out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, timeout=10, check=False)
-            if out.returncode == 0 and out.stdout.strip():
-                candidates.append(Path(out.stdout.strip()))
-        except (OSError, subprocess.SubprocessError):
-            pass
-    debian = DEBIAN_ROOT
-    if debian.is_dir():
-        versions = sorted((p for p in debian.iterdir() if p.name.isdigit()), key=lambda p: int(p.name), reverse=True)
-        candidates.extend(version / "bin" for version in versions)
+    # Debian's newest major first: the same order pgtools picks client tools in.
+    candidates = bin_dirs()
     initdb = shutil.which("initdb")
     if initdb:
         candidates.append(Path(initdb).parent)

@@ -30,6 +30,8 @@ from .endpoint import Endpoint
 from .errors import EnvironmentProblem, PgtideError
 
 TOOLS = ("pg_dump", "pg_dumpall", "pg_restore", "psql")
+#: Debian keeps one bin directory per installed major version under here.
+DEBIAN_ROOT = Path("/usr/lib/postgresql")
 
 # Passfiles and children that exist right now; the signal handler and atexit clean up
 # whatever is left, so an interrupted run leaves neither a secret on disk nor an orphan pg_dump.
@@ -130,12 +132,13 @@ class ToolVersion:
         return f"{self.path.name} {self.major}.{self.minor}"
 
 
-def _candidate_dirs() -> list[Path]:
+def bin_dirs() -> list[Path]:
+    """Where PostgreSQL programs may live, most wanted first (PGTIDE_PG_BINDIR, Debian's, pg_config's)."""
     dirs: list[Path] = []
     if os.environ.get("PGTIDE_PG_BINDIR"):
         dirs.append(Path(os.environ["PGTIDE_PG_BINDIR"]))
     # Debian keeps one bin directory per installed major; newer pg_dump dumps older servers.
-    debian = Path("/usr/lib/postgresql")
+    debian = DEBIAN_ROOT
     if debian.is_dir():
         versions = sorted(
             (child for child in debian.iterdir() if child.name.isdigit()), key=lambda p: int(p.name), reverse=True
@@ -168,7 +171,7 @@ def find_tool(name: str, *, server_major: int | None = None) -> ToolVersion:
         raise ValueError(name)
     found: list[ToolVersion] = []
     seen: set[Path] = set()
-    for directory in _candidate_dirs():
+    for directory in bin_dirs():
         candidate = directory / name
         if candidate.is_file() and os.access(candidate, os.X_OK) and candidate.resolve() not in seen:
             seen.add(candidate.resolve())

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from pgtide.app import cli
-from pgtide.core import localcluster
+from pgtide.core import localcluster, pgtools
 from pgtide.core.localcluster import LocalCluster
 
 
@@ -20,7 +20,7 @@ def demo_leftovers() -> set[str]:
 def test_without_server_binaries_it_says_how_to_get_them(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(localcluster, "DEBIAN_ROOT", tmp_path / "nothing-here")
+    monkeypatch.setattr(pgtools, "DEBIAN_ROOT", tmp_path / "nothing-here")
     monkeypatch.setattr(localcluster.shutil, "which", lambda name: None)
     monkeypatch.delenv("PGTIDE_PG_BINDIR", raising=False)
     before = demo_leftovers()
