@@ -57,7 +57,6 @@ host replication all 127.0.0.1/32 trust
 """
 
 
-#: Where Debian and Ubuntu install one bin directory per PostgreSQL major version.
 def _has_server(directory: Path) -> bool:
     return all((directory / tool).is_file() for tool in ("initdb", "pg_ctl", "postgres"))
 
