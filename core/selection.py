@@ -22,6 +22,7 @@ import string
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from datetime import datetime, timedelta, timezone
 from types import MappingProxyType
 from typing import Any, Literal, Union
@@ -963,9 +964,19 @@ class Selection:
             return any(r.name == name for r in self.include_databases)
         return not any(r.name == name for r in self.exclude_databases)
 
+    @cached_property
+    def _rules_by_table(self) -> dict[tuple[str, str, str], list[TableRule]]:
+        # treatment() is asked once per table: 10,000 tables x thousands of rules must not
+        # be a product, so rules are looked up by (kind, schema, table).
+        index: dict[tuple[str, str, str], list[TableRule]] = {}
+        for rule in self.rules:
+            if isinstance(rule.target, TableRef):
+                index.setdefault((rule.kind, rule.target.schema, rule.target.table), []).append(rule)
+        return index
+
     def _pick(self, kind: RuleKind, database: str, schema: str, table: str, notes: list[str]) -> TableRule | None:
-        matches = [r for r in self.rules_of(kind) if isinstance(r.target, TableRef)
-                   and r.target.matches(database, schema, table)]
+        matches = [r for r in self._rules_by_table.get((kind, schema, table), ())
+                   if r.target.matches(database, schema, table)]  # type: ignore[union-attr]
         specific = [r for r in matches if r.target.database is not None]  # type: ignore[union-attr]
         general = [r for r in matches if r.target.database is None]  # type: ignore[union-attr]
         if specific and general and kind in ("row_filter", "time_filter"):
