@@ -803,8 +803,15 @@ class Selection:
 
     # -- views ----------------------------------------------------------------------
 
+    @cached_property
+    def _rules_by_kind(self) -> dict[str, tuple[TableRule, ...]]:
+        grouped: dict[str, list[TableRule]] = {}
+        for rule in self.rules:
+            grouped.setdefault(rule.kind, []).append(rule)
+        return {kind: tuple(rules) for kind, rules in grouped.items()}
+
     def rules_of(self, kind: RuleKind) -> tuple[TableRule, ...]:
-        return tuple(r for r in self.rules if r.kind == kind)
+        return self._rules_by_kind.get(kind, ())
 
     @property
     def include_tables(self) -> tuple[TableRule, ...]:
@@ -826,7 +833,7 @@ class Selection:
     def time_filters(self) -> tuple[TableRule, ...]:
         return self.rules_of("time_filter")
 
-    @property
+    @cached_property
     def is_resolved(self) -> bool:
         return not any(isinstance(r.target, UnresolvedName) for r in self.rules)
 
