@@ -36,21 +36,24 @@ def log_file() -> Path:
     return log_dir() / "pgtide.log"
 
 
-_configured = False
+_handler: logging.FileHandler | None = None
 
 
 def configure(level: int = logging.INFO) -> Path:
-    """Send pgtide's log records to the log file (once per process)."""
-    global _configured
+    """Send pgtide's log records to the log file; again if the log dir has changed since."""
+    global _handler
     path = log_file()
-    if _configured:
+    if _handler is not None and Path(_handler.baseFilename) == path.resolve():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(threadName)s] %(message)s"))
     handler.addFilter(ScrubFilter())
     root = logging.getLogger("pgtide")
+    if _handler is not None:
+        root.removeHandler(_handler)
+        _handler.close()
     root.addHandler(handler)
     root.setLevel(level)
-    _configured = True
+    _handler = handler
     return path
