@@ -119,10 +119,10 @@ def drop_publication(source: Endpoint, name: str) -> bool:
 def teardown_database(plan: Plan, database: str, emit: Emit = discard) -> list[str]:
     """Remove pgtide's subscription, slot and publication for one database; idempotent."""
     names = naming.replication_names(plan.source, plan.target, database)
-    source_exists = _database_exists(plan.source, database)
+    source_exists = database_exists(plan.source, database)
     source = plan.source.with_dbname(database if source_exists else "postgres")
     removed: list[str] = []
-    if _database_exists(plan.target, database) and drop_subscription(plan.target.with_dbname(database), names.subscription):
+    if database_exists(plan.target, database) and drop_subscription(plan.target.with_dbname(database), names.subscription):
         removed.append(f"subscription {names.subscription} on the target")
     if drop_slot(source, names.slot):
         removed.append(f"replication slot {names.slot} on the source")
@@ -147,12 +147,12 @@ def teardown(plan: Plan, databases: list[str] | None = None, emit: Emit = discar
 # -- the target database ---------------------------------------------------------------------------
 
 
-def _database_exists(endpoint: Endpoint, name: str) -> bool:
+def database_exists(endpoint: Endpoint, name: str) -> bool:
     with connect(endpoint.with_dbname("postgres")) as conn:
         return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone() is not None
 
 
-def _user_objects(target: Endpoint) -> list[str]:
+def user_objects(target: Endpoint) -> list[str]:
     with connect(target) as conn:
         rows = conn.execute(
             """
@@ -202,14 +202,14 @@ def _drop_database(plan: Plan, database: str) -> None:
 
 def prepare_target_database(plan: Plan, database: str, state: dict[str, Any], emit: Emit) -> bool:
     """Make sure an empty target database exists; returns True when pgtide created it."""
-    exists = _database_exists(plan.target, database)
+    exists = database_exists(plan.target, database)
     if exists and state.get("created_database"):
         # Ours, from a run that did not finish: its content is from another snapshot.
         emit(Log("info", "recreating the target database left unfinished by an earlier run", database))
         _drop_database(plan, database)
         exists = False
     elif exists:
-        objects = _user_objects(plan.target.with_dbname(database))
+        objects = user_objects(plan.target.with_dbname(database))
         if objects and not plan.options.drop_existing:
             raise InputError(
                 f"target database {database!r} is not empty: it has " + ", ".join(objects)
@@ -377,7 +377,7 @@ def init(
 
 
 def _subscription_exists(plan: Plan, database: str, name: str) -> bool:
-    if not _database_exists(plan.target, database):
+    if not database_exists(plan.target, database):
         return False
     with connect(plan.target.with_dbname(database)) as conn:
         return conn.execute("SELECT 1 FROM pg_subscription WHERE subname = %s", [name]).fetchone() is not None
@@ -408,7 +408,7 @@ def _init_database(plan: Plan, db: DatabaseScope, store: JobStore, emit: Emit, c
     # that schema, empty its tables, and copy again under the new snapshot.
     in_place = (
         state.get("status") in ("copying", "failed") and not state.get("created_database")
-        and state.get("schema") == "done" and not state.get("post_data") and _database_exists(plan.target, database)
+        and state.get("schema") == "done" and not state.get("post_data") and database_exists(plan.target, database)
     )
     with _phase(emit, database, "target"):
         if in_place:
@@ -535,7 +535,7 @@ def _sync_database(plan: Plan, db: DatabaseScope, store: JobStore, emit: Emit, *
                 conn.execute("COMMIT")
             restore_section(plan, database, schema_file, "pre-data")
             restore_section(plan, database, schema_file, "post-data", jobs=plan.options.jobs)
-    elif not _database_exists(plan.target, database):
+    elif not database_exists(plan.target, database):
         raise InputError(f"target database {database!r} does not exist",
                          "sync expects the schema on the target already; use `pgtide init --copy server` to "
                          "create it, or create the schema first.")

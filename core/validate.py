@@ -256,6 +256,36 @@ def _database_checks(plan: Plan, scope: Scope, target: Endpoint) -> list[Check]:
     return checks
 
 
+def _target_database_checks(plan: Plan, scope: Scope) -> list[Check]:
+    """A non-empty target database stops init unless it is an earlier run of this migration."""
+    from . import naming
+    from .jobstore import JobStore
+    from .migrate import database_exists, user_objects
+
+    store = JobStore(naming.migration_id(plan.source, plan.target))
+    checks = []
+    for db in scope.databases:
+        name = db.name
+        if not database_exists(plan.target, name):
+            checks.append(Check("target database", "ok", "will be created", database=name))
+            continue
+        objects = user_objects(plan.target.with_dbname(name))
+        state = store.database(name) if plan.options.resume else {}
+        if not objects:
+            checks.append(Check("target database", "ok", "exists and is empty", database=name))
+        elif state.get("status") in ("streaming", "copying", "failed", "copied"):
+            checks.append(Check("target database", "ok", f"holds an earlier run of this migration ({state['status']}): "
+                                "init continues it", database=name))
+        elif plan.options.drop_existing:
+            checks.append(Check("target database", "warning", "not empty: " + ", ".join(objects),
+                                "It will be dropped and created again (--drop-existing).", database=name))
+        else:
+            checks.append(Check("target database", "error", "not empty: " + ", ".join(objects),
+                                "Pass --drop-existing (in the app: tick 'Drop and recreate non-empty target "
+                                "databases') to replace it, or migrate to another server.", database=name))
+    return checks
+
+
 def validate(plan: Plan, *, emit: Emit = discard, build: Callable[..., Scope] = build_scope) -> Report:
     """Run every check; nothing is changed on either server."""
     report = Report()
@@ -289,5 +319,7 @@ def validate(plan: Plan, *, emit: Emit = discard, build: Callable[..., Scope] = 
         add(check)
     if scope is not None:
         for check in _database_checks(plan, scope, plan.target.with_dbname("postgres")):
+            add(check)
+        for check in _target_database_checks(plan, scope):
             add(check)
     return report

@@ -9,7 +9,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.widgets import Button, DataTable, Footer, Header, Static
+from textual.widgets import Button, Checkbox, DataTable, Footer, Header, Static
 
 from ..core.errors import PgtideError
 from ..core.events import CheckReported, Event
@@ -115,6 +115,8 @@ class ReviewScreen(PgtideScreen):
                 with VerticalScroll(id="plan-scroll"):
                     yield Static("", id="plan-words", markup=False)
         with Horizontal(classes="button-row"):
+            yield Checkbox("Drop and recreate non-empty target databases", id="drop-existing",
+                           value=bool(self.wizard.options.get("drop_existing", False)), compact=True)
             yield Button("Back", id="back")
             yield Button("Save as profile", id="save")
             yield Button("Check again", id="again")
@@ -148,7 +150,7 @@ class ReviewScreen(PgtideScreen):
 
     @work(thread=True, exit_on_error=False, exclusive=True, group="validate", description="Validating the plan")
     def _validate(self, source: Endpoint, target: Endpoint, selection: Selection) -> None:
-        plan = self.services.build_plan(source, target, selection)
+        plan = self.services.build_plan(source, target, selection, self.wizard.options)
 
         def emit(event: Event) -> None:
             if isinstance(event, CheckReported):
@@ -242,13 +244,18 @@ class ReviewScreen(PgtideScreen):
 
     @work(thread=True, exit_on_error=False, description="Saving a profile")
     def _save(self, name: str, source: Endpoint, target: Endpoint, selection: Selection, base: Profile | None) -> None:
-        plan = self.services.build_plan(source, target, selection)
+        plan = self.services.build_plan(source, target, selection, self.wizard.options)
         self.post_message(ProfileSaved(self.services.save_profile(name, plan, base)))
 
     @on(ProfileSaved)
     def _saved(self, message: ProfileSaved) -> None:
         self.wizard.profile = message.profile
         self.notify(f"Saved profile {message.profile.name} (no password in it)", timeout=4)
+
+    @on(Checkbox.Changed, "#drop-existing")
+    def _drop_existing_changed(self, event: Checkbox.Changed) -> None:
+        self.wizard.options["drop_existing"] = event.value
+        self.action_revalidate()
 
     # -- moving on -----------------------------------------------------------------------------------
 

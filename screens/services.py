@@ -10,7 +10,7 @@ Core modules are imported inside the methods, so starting the app does not impor
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -132,10 +132,11 @@ class Services:
 
     # -- review -----------------------------------------------------------------------------------
 
-    def build_plan(self, source: Endpoint, target: Endpoint, selection: Selection) -> Plan:
-        from ..core.plan import Plan
+    def build_plan(self, source: Endpoint, target: Endpoint, selection: Selection,
+                   options: Mapping[str, object] | None = None) -> Plan:
+        from ..core.plan import Options, Plan
 
-        return Plan(source, target, selection)
+        return Plan(source, target, selection, Options.from_dict(dict(options or {}), source="options"))
 
     def validate(self, plan: Plan, emit: Emit) -> Report:
         from ..core.validate import validate

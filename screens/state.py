@@ -117,6 +117,8 @@ class WizardState:
     schema_only: set[TableKey] = field(default_factory=set)
     row_filters: dict[TableKey, str] = field(default_factory=dict)
     time_filters: dict[TableKey, TimeFilterChoice] = field(default_factory=dict)
+    #: Run options (core's Options as a dict: this module must not import core.plan at start-up).
+    options: dict[str, object] = field(default_factory=dict)
 
     @property
     def profile_name(self) -> str | None:
@@ -140,6 +142,7 @@ class WizardState:
                 state.fields(side).password = stored
         state.base_selection = plan.selection
         state.databases = [rule.name for rule in plan.selection.include_databases]
+        state.options = plan.options.to_dict()
         return state
 
     def initial_databases(self, server: ServerCatalog) -> list[str]:

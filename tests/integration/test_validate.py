@@ -8,7 +8,7 @@ import pytest
 
 from pgharness import PgCluster, create_fixture_schema, free_port
 from pgtide.core.endpoint import Endpoint
-from pgtide.core.plan import Plan
+from pgtide.core.plan import Options, Plan
 from pgtide.core.selection import Selection
 from pgtide.core.validate import Check, Report, validate
 
@@ -152,3 +152,21 @@ def test_validate_changes_nothing(source_cluster: PgCluster, source_db: str, tar
     assert source_cluster.execute("SELECT pubname FROM pg_publication", dbname=source_db) == []
     assert (source_cluster.execute("SELECT count(*) FROM pg_replication_slots"),
             target_cluster.execute("SELECT count(*) FROM pg_database")) == before
+
+
+def test_non_empty_target_database_needs_drop_existing(source_cluster: PgCluster, source_db: str,
+                                                       target_cluster: PgCluster) -> None:
+    source_cluster.execute("CREATE TABLE t (id int PRIMARY KEY)", dbname=source_db)
+    target_cluster.create_database(source_db)
+    try:
+        target_cluster.execute("CREATE TABLE leftover (x int)", dbname=source_db)
+        source, target = source_cluster.url(dbname=source_db), target_cluster.url()
+        check = _failed(_validate(source, target), "target database", "--drop-existing")
+        assert "table public.leftover" in check.observed
+        report = validate(Plan(Endpoint.parse(source, env={}), Endpoint.parse(target, env={}),
+                               options=Options(drop_existing=True)))
+        assert _check(report, "target database").status == "warning" and report.ok
+    finally:
+        target_cluster.drop_database(source_db)
+    report = _validate(source_cluster.url(dbname=source_db), target_cluster.url())
+    assert _check(report, "target database").observed == "will be created"
