@@ -6,6 +6,7 @@ benchmark in tests/benchmarks/catalog_bench.py keeps that honest.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -39,9 +40,19 @@ class SkippedDatabase:
 @dataclass(frozen=True)
 class ColumnInfo:
     name: str
+    #: As format_type() prints it, precision included: "timestamp(6) without time zone".
     type: str
     not_null: bool
     generated: bool
+
+    @property
+    def base_type(self) -> str:
+        """The type without its precision: "timestamp without time zone"."""
+        return base_type(self.type)
+
+
+def base_type(type_name: str) -> str:
+    return re.sub(r"\(\d+\)", "", type_name)
 
 
 @dataclass(frozen=True)
@@ -63,6 +74,8 @@ class TableInfo:
     unlogged: bool
     extension_member: bool
     columns: tuple[ColumnInfo, ...]
+    #: Row-level security policies would filter what this role reads (unless it bypasses RLS).
+    row_security: bool = False
 
     @property
     def qualified(self) -> tuple[str, str]:
@@ -81,7 +94,7 @@ class TableInfo:
 
     @property
     def time_columns(self) -> tuple[ColumnInfo, ...]:
-        return tuple(column for column in self.columns if column.type in TIME_TYPES)
+        return tuple(column for column in self.columns if column.base_type in TIME_TYPES)
 
     def column(self, name: str) -> ColumnInfo | None:
         return next((column for column in self.columns if column.name == name), None)
@@ -207,7 +220,8 @@ SELECT c.oid, n.nspname, c.relname, c.relkind, c.relpersistence = 'u',
        pk.cols,
        ri.cols,
        parent_n.nspname, parent.relname,
-       em.objid IS NOT NULL
+       em.objid IS NOT NULL,
+       c.relrowsecurity AND (c.relforcerowsecurity OR NOT pg_has_role(c.relowner, 'MEMBER'))
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 LEFT JOIN index_columns pk ON pk.indrelid = c.oid AND pk.indisprimary
@@ -361,7 +375,7 @@ def _tables(
 ) -> Iterator[TableInfo]:
     sizes = {**sizes, **_partitioned_sizes(rows, sizes)}
     for (oid, schema, name, kind, unlogged, reltuples, replident, pk, ri_cols,
-         parent_schema, parent_name, extension_member) in rows:
+         parent_schema, parent_name, extension_member, row_security) in rows:
         size = sizes.get(int(oid), 0)
         primary_key = tuple(pk or ())
         if replident == "d":
@@ -386,4 +400,5 @@ def _tables(
             unlogged=bool(unlogged),
             extension_member=bool(extension_member),
             columns=tuple(columns.get(oid, ())),
+            row_security=bool(row_security),
         )

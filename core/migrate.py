@@ -19,7 +19,7 @@ and says so; the job store remembers what finished, so a rerun continues.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +39,7 @@ from .plan import Plan
 from .roles import copy_roles
 from .scope import DatabaseScope, Scope, TableScope, build_scope
 from .selection import format_qualified_name
-from .snapshot_copy import copy_tables, exported_snapshot
+from .snapshot_copy import Snapshot, copy_tables, exported_snapshot
 
 STATUS_STREAMING = "streaming"
 
@@ -117,19 +117,42 @@ def drop_publication(source: Endpoint, name: str) -> bool:
 
 
 def teardown_database(plan: Plan, database: str, emit: Emit = discard) -> list[str]:
-    """Remove pgtide's subscription, slot and publication for one database; idempotent."""
+    """Remove pgtide's subscription, slot and publication for one database; idempotent.
+
+    Each step runs on its own: an unreachable target must not keep the slot on the source
+    (a slot left behind retains WAL until the source's disk fills). Steps that could not run
+    are reported and raised together at the end.
+    """
     names = naming.replication_names(plan.source, plan.target, database)
-    source_exists = database_exists(plan.source, database)
-    source = plan.source.with_dbname(database if source_exists else "postgres")
     removed: list[str] = []
-    if database_exists(plan.target, database) and drop_subscription(plan.target.with_dbname(database), names.subscription):
-        removed.append(f"subscription {names.subscription} on the target")
-    if drop_slot(source, names.slot):
-        removed.append(f"replication slot {names.slot} on the source")
-    if source_exists and drop_publication(source, names.publication):
-        removed.append(f"publication {names.publication} on the source")
-    for item in removed:
-        emit(Log("info", f"dropped {item}", database))
+    failed: list[str] = []
+
+    def step(what: str, action: Callable[[], bool]) -> None:
+        try:
+            if action():
+                removed.append(what)
+                emit(Log("info", f"dropped {what}", database))
+        except (PgtideError, psycopg.Error) as exc:
+            reason = exc.cause if isinstance(exc, PgtideError) else (exc.diag.message_primary or str(exc))
+            failed.append(f"{what}: {plan.source.redact(plan.target.redact(reason))}")
+
+    step(f"subscription {names.subscription} on the target",
+         lambda: database_exists(plan.target, database)
+         and drop_subscription(plan.target.with_dbname(database), names.subscription))
+
+    def source_endpoint() -> Endpoint:
+        return plan.source.with_dbname(database if database_exists(plan.source, database) else "postgres")
+
+    step(f"replication slot {names.slot} on the source", lambda: drop_slot(source_endpoint(), names.slot))
+    step(f"publication {names.publication} on the source",
+         lambda: database_exists(plan.source, database) and drop_publication(source_endpoint(), names.publication))
+    if failed:
+        raise MigrationFailed(
+            f"{database}: could not remove " + "; ".join(failed),
+            "Run `pgtide teardown` again once both servers are reachable; until then the slot keeps WAL "
+            "on the source.",
+            title="Teardown incomplete",
+        )
     return removed
 
 
@@ -140,7 +163,8 @@ def teardown(plan: Plan, databases: list[str] | None = None, emit: Emit = discar
     removed: list[str] = []
     for database in names:
         removed += teardown_database(plan, database, emit)
-        store.update(database, status="torn_down")
+        # The target now holds a finished copy that belongs to the user: never recreate it.
+        store.update(database, status="torn_down", created_database=False)
     return removed
 
 
@@ -200,31 +224,41 @@ def _drop_database(plan: Plan, database: str) -> None:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database)))
 
 
+def _unfinished_ours(state: dict[str, Any]) -> bool:
+    """A database pgtide created for a run that did not finish: its content is from another snapshot."""
+    return bool(state.get("created_database")) and state.get("status") in ("copying", "failed")
+
+
+def target_not_empty(plan: Plan, database: str, state: dict[str, Any]) -> InputError | None:
+    """The refusal for a non-empty target database, or None when init may use (or replace) it."""
+    if plan.options.drop_existing or _unfinished_ours(state) or not database_exists(plan.target, database):
+        return None
+    objects = user_objects(plan.target.with_dbname(database))
+    if not objects:
+        return None
+    return InputError(
+        f"target database {database!r} is not empty: it has " + ", ".join(objects[:5])
+        + (" and more" if len(objects) > 5 else ""),
+        "Pass --drop-existing to drop and recreate it, or pick another target.",
+        title="Target not empty",
+    )
+
+
 def prepare_target_database(plan: Plan, database: str, state: dict[str, Any], emit: Emit) -> bool:
     """Make sure an empty target database exists; returns True when pgtide created it."""
-    exists = database_exists(plan.target, database)
-    if exists and state.get("created_database"):
-        # Ours, from a run that did not finish: its content is from another snapshot.
-        emit(Log("info", "recreating the target database left unfinished by an earlier run", database))
-        _drop_database(plan, database)
-        exists = False
-    elif exists:
-        objects = user_objects(plan.target.with_dbname(database))
-        if objects and not plan.options.drop_existing:
-            raise InputError(
-                f"target database {database!r} is not empty: it has " + ", ".join(objects)
-                + (" and more" if len(objects) > 5 else ""),
-                "Pass --drop-existing to drop and recreate it, or pick another target.",
-                title="Target not empty",
-            )
-        if objects:
+    problem = target_not_empty(plan, database, state)
+    if problem is not None:
+        raise problem
+    if database_exists(plan.target, database):
+        if _unfinished_ours(state):
+            emit(Log("info", "recreating the target database left unfinished by an earlier run", database))
+        elif user_objects(plan.target.with_dbname(database)):
             emit(Log("warning", f"dropping the existing target database {database!r} (--drop-existing)", database))
-            _drop_database(plan, database)
-            exists = False
-    if not exists:
-        _create_database(plan, database)
-        return True
-    return False
+        else:
+            return False  # exists and empty: use it as it is
+        _drop_database(plan, database)
+    _create_database(plan, database)
+    return True
 
 
 # -- schema -------------------------------------------------------------------------------------
@@ -259,7 +293,16 @@ def copy_large_objects(plan: Plan, database: str, snapshot_name: str, workdir: P
     run_tool("pg_dump", ["--format=custom", "--data-only", "--blobs", f"--snapshot={snapshot_name}",
                          f"--file={path}", "--exclude-schema=*"],
              plan.source.with_dbname(database), server_major=server_major)
-    run_tool("pg_restore", ["--exit-on-error", "--data-only", str(path)], plan.target.with_dbname(database))
+    flags = [] if plan.options.copy_roles else ["--no-owner", "--no-acl"]
+    run_tool("pg_restore", ["--exit-on-error", "--data-only", *flags, str(path)], plan.target.with_dbname(database))
+
+
+SEQUENCE_VALUES_SQL = """
+SELECT n.nspname, c.relname, has_sequence_privilege(c.oid, 'SELECT'),
+       CASE WHEN has_sequence_privilege(c.oid, 'SELECT') THEN pg_sequence_last_value(c.oid) END
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind = 'S'
+"""
 
 
 def copy_sequences(plan: Plan, db: DatabaseScope, *, margin: int = 0) -> int:
@@ -270,18 +313,26 @@ def copy_sequences(plan: Plan, db: DatabaseScope, *, margin: int = 0) -> int:
     included_tables = {t.info.qualified for t in db.tables}
     wanted = [s for s in wanted if s.owned_by is None or (s.owned_by[0], s.owned_by[1]) in included_tables]
     with connect(plan.source.with_dbname(db.name)) as source, connect(plan.target.with_dbname(db.name)) as target:
-        values = source.execute(
-            "SELECT schemaname, sequencename, last_value FROM pg_sequences WHERE last_value IS NOT NULL"
-        ).fetchall()
-        current = {(schema, name): value for schema, name, value in values}
+        rows = source.execute(SEQUENCE_VALUES_SQL).fetchall()
+        current = {(schema, name): (readable, value) for schema, name, readable, value in rows}
+        unreadable = []
         count = 0
         for seq in wanted:
-            value = current.get((seq.schema, seq.name))
-            if value is None:
+            readable, value = current.get((seq.schema, seq.name), (True, None))
+            if not readable:
+                unreadable.append(format_qualified_name((seq.schema, seq.name)))
                 continue
+            if value is None:
+                continue  # never used: the target's fresh sequence starts at the same place
             target.execute("SELECT setval(%s::regclass, %s, true)",
                            [sql.Identifier(seq.schema, seq.name).as_string(), int(value) + margin])
             count += 1
+    if unreadable:
+        raise MigrationFailed(
+            f"{db.name}: cannot read the value of sequence(s) " + ", ".join(unreadable),
+            "Grant the migration role SELECT on them (GRANT SELECT ON SEQUENCE ... TO <user>) so the target's "
+            "sequences can be set; otherwise they would hand out keys that already exist.",
+        )
     return count
 
 
@@ -383,6 +434,15 @@ def _subscription_exists(plan: Plan, database: str, name: str) -> bool:
         return conn.execute("SELECT 1 FROM pg_subscription WHERE subname = %s", [name]).fetchone() is not None
 
 
+def _resumable_in_place(plan: Plan, database: str, state: dict[str, Any]) -> bool:
+    """A run that died after restoring the schema into a database it did not create: keep
+    that schema, empty its tables, and copy again under a new snapshot."""
+    return (
+        plan.options.resume and state.get("status") in ("copying", "failed") and not state.get("created_database")
+        and state.get("schema") == "done" and not state.get("post_data") and database_exists(plan.target, database)
+    )
+
+
 def _init_database(plan: Plan, db: DatabaseScope, store: JobStore, emit: Emit, cancel: CancelToken) -> DatabaseResult:
     database = db.name
     names = naming.replication_names(plan.source, plan.target, database)
@@ -390,6 +450,12 @@ def _init_database(plan: Plan, db: DatabaseScope, store: JobStore, emit: Emit, c
     if state.get("status") == STATUS_STREAMING and _subscription_exists(plan, database, names.subscription):
         emit(Log("info", "already streaming; nothing to do (use teardown, then --no-resume, to start over)", database))
         return DatabaseResult(database, STATUS_STREAMING, len(db.tables), 0, 0, 0.0)
+    in_place = _resumable_in_place(plan, database, state)
+    if not in_place:
+        # Refuse before tearing anything down: a wrong flag must not stop a running migration.
+        problem = target_not_empty(plan, database, state)
+        if problem is not None:
+            raise problem
     # Leftovers of an interrupted or failed run belong to another snapshot: remove them.
     teardown_database(plan, database, emit)
     if not plan.options.resume:
@@ -404,12 +470,6 @@ def _init_database(plan: Plan, db: DatabaseScope, store: JobStore, emit: Emit, c
     server_version = _server_version(source_db)
     started = time.monotonic()
     created_here: list[str] = []
-    # A run that died after restoring the schema into a database it did not create: keep
-    # that schema, empty its tables, and copy again under the new snapshot.
-    in_place = (
-        state.get("status") in ("copying", "failed") and not state.get("created_database")
-        and state.get("schema") == "done" and not state.get("post_data") and database_exists(plan.target, database)
-    )
     with _phase(emit, database, "target"):
         if in_place:
             truncate_tables(target_db, db)
@@ -460,7 +520,8 @@ def _init_database(plan: Plan, db: DatabaseScope, store: JobStore, emit: Emit, c
         with _phase(emit, database, "sync"):
             create_subscription(plan, database, names, copy_data=False, create_slot=False, emit=emit)
             created_here.append("subscription")
-        store.update(database, status=STATUS_STREAMING, finished_at=time.time())
+        # From here on the target holds the user's data: a later init must never recreate it.
+        store.update(database, status=STATUS_STREAMING, finished_at=time.time(), created_database=False)
     except BaseException as exc:
         _undo(plan, database, created_here, emit)
         store.update(database, status="failed", error=str(exc) if isinstance(exc, PgtideError) else type(exc).__name__)
@@ -496,8 +557,9 @@ def _undo(plan: Plan, database: str, created: list[str], emit: Emit) -> None:
         return
     try:
         removed = teardown_database(plan, database, emit)
-    except PgtideError as exc:
-        emit(Log("error", f"could not clean up after the failure: {exc}; run `pgtide teardown` once the "
+    except Exception as exc:  # noqa: BLE001 - the original failure is what the user must see
+        reason = str(exc) if isinstance(exc, PgtideError) else type(exc).__name__
+        emit(Log("error", f"could not clean up after the failure: {reason}; run `pgtide teardown` once the "
                           "servers are reachable", database))
         return
     emit(Log("warning", "the run failed; removed " + (", ".join(removed) or "nothing"), database))
@@ -532,8 +594,13 @@ def _sync_database(plan: Plan, db: DatabaseScope, store: JobStore, emit: Emit, *
                 conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
                 snapshot_name = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]  # type: ignore[index]
                 dump_schema(plan, db, snapshot_name, schema_file, server_version // 10000)
+                restore_section(plan, database, schema_file, "pre-data")
+                if not replicate and any(t.copies_rows for t in db.tables):
+                    # Nothing replicates here (e.g. only unlogged tables): copy their rows once, same snapshot.
+                    copy_tables(source_db, plan.target.with_dbname(database), database,
+                                Snapshot(slot="", consistent_point="", name=snapshot_name), db.tables,
+                                jobs=plan.options.jobs, emit=emit, cancel=CancelToken())
                 conn.execute("COMMIT")
-            restore_section(plan, database, schema_file, "pre-data")
             restore_section(plan, database, schema_file, "post-data", jobs=plan.options.jobs)
     elif not database_exists(plan.target, database):
         raise InputError(f"target database {database!r} does not exist",
@@ -543,13 +610,15 @@ def _sync_database(plan: Plan, db: DatabaseScope, store: JobStore, emit: Emit, *
         store.update(database, status="copied", finished_at=time.time())
         return DatabaseResult(database, "copied", len(db.tables), 0, 0, time.monotonic() - started)
     created_here: list[str] = []
+    subscribed = _subscription_exists(plan, database, names.subscription)
     try:
         with _phase(emit, database, "publication"):
             action = ensure_publication(source_db, names.publication, replicated_tables(db))
-            created_here.append("publication")
+            if action == "created":
+                created_here.append("publication")
             emit(Log("info", f"publication {names.publication} {action}", database))
         with _phase(emit, database, "sync"):
-            if _subscription_exists(plan, database, names.subscription):
+            if subscribed:
                 with connect(plan.target.with_dbname(database)) as conn:
                     conn.execute(sql.SQL("ALTER SUBSCRIPTION {} REFRESH PUBLICATION WITH (copy_data = {})").format(
                         sql.Identifier(names.subscription), sql.SQL("true" if initial_copy else "false")))
@@ -558,8 +627,12 @@ def _sync_database(plan: Plan, db: DatabaseScope, store: JobStore, emit: Emit, *
                 create_subscription(plan, database, names, copy_data=initial_copy, create_slot=True, emit=emit)
                 created_here.append("subscription")
         store.update(database, status=STATUS_STREAMING, slot=names.slot, finished_at=time.time())
-    except BaseException:
-        if "subscription" in created_here or "publication" in created_here:
-            _undo(plan, database, created_here, emit)
+    except BaseException as exc:
+        # A replication that was already running stays as it is; a new one is removed whole
+        # (CREATE SUBSCRIPTION may have made the slot on the source before failing).
+        if not subscribed:
+            _undo(plan, database, created_here or ["subscription"], emit)
+        if isinstance(exc, psycopg.Error):
+            raise server_failure(plan, database, exc) from None
         raise
     return DatabaseResult(database, STATUS_STREAMING, len(db.tables), 0, 0, time.monotonic() - started)

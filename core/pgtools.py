@@ -37,7 +37,8 @@ DEBIAN_ROOT = Path("/usr/lib/postgresql")
 # whatever is left, so an interrupted run leaves neither a secret on disk nor an orphan pg_dump.
 _live_passfiles: set[str] = set()
 _live_processes: set[subprocess.Popen[bytes]] = set()
-_live_lock = threading.Lock()
+# Re-entrant: the signal handler runs on the main thread, possibly while it holds the lock.
+_live_lock = threading.RLock()
 _handlers_installed = False
 
 

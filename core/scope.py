@@ -32,11 +32,26 @@ from typing import Any, Literal
 import psycopg
 from psycopg import sql
 
-from .catalog import DatabaseCatalog, ServerCatalog, TableInfo, discover_database, list_databases
+from .catalog import (
+    DatabaseCatalog,
+    ServerCatalog,
+    TableInfo,
+    base_type,
+    discover_database,
+    list_databases,
+)
 from .db import connect
 from .endpoint import Endpoint
 from .errors import InputError
-from .selection import DatabaseRule, NameIndex, Selection, TableRef, TimeFilter, format_qualified_name, quote_ident
+from .selection import (
+    DatabaseRule,
+    NameIndex,
+    Selection,
+    TableRef,
+    TimeFilter,
+    format_qualified_name,
+    quote_ident,
+)
 
 #: How long the server may spend planning one user predicate.
 PREDICATE_CHECK_TIMEOUT = "5s"
@@ -224,6 +239,7 @@ def cutoff_literal(cutoff: datetime, column_type: str) -> str:
     A publication filter must be immutable: comparing a ``timestamp`` column with a
     ``timestamptz`` value is not, so each type gets a plain literal of its own kind.
     """
+    column_type = base_type(column_type)
     if column_type == "date":
         return sql.quote(cutoff.date().isoformat())
     if column_type == "timestamp without time zone":
@@ -324,6 +340,89 @@ def publication_filter_columns(conn: psycopg.Connection[Any], table: TableScope)
             [name],
         ).fetchall()
     return tuple(r[0] for r in rows)
+
+
+#: How long proving that two filters keep a foreign key intact may take, per key.
+FK_PROOF_TIMEOUT = "30s"
+
+
+def check_filtered_foreign_keys(
+    conn: psycopg.Connection[Any], catalog: DatabaseCatalog, tables: list[TableScope]
+) -> list[TableScope]:
+    """Both ends of a foreign key filtered: every kept child row must keep its parent row.
+
+    Otherwise the constraint fails on the target when it is built — after the whole copy.
+    Asked of the server (read only, bounded in time); when the proof times out the table
+    gets a note instead, since the filters may well be fine.
+    """
+    by_name = {t.info.qualified: t for t in tables}
+    notes: dict[tuple[str, str], list[str]] = {}
+    for fk in catalog.foreign_keys:
+        child, parent = by_name.get(fk.table), by_name.get(fk.referenced_table)
+        if child is None or parent is None or child is parent or not child.copies_rows:
+            continue
+        if child.where is None or parent.where is None:
+            continue  # the unfiltered cases are decided by check_fk_safety without reading rows
+        join = sql.SQL(" AND ").join(
+            sql.SQL("p.{} = c.{}").format(sql.Identifier(p_col), sql.Identifier(c_col))
+            for c_col, p_col in zip(fk.columns, fk.referenced_columns, strict=True)
+        )
+        not_null = sql.SQL(" AND ").join(sql.SQL("c.{} IS NOT NULL").format(sql.Identifier(c)) for c in fk.columns)
+        query = sql.SQL(
+            "SELECT EXISTS (SELECT 1 FROM {child} c WHERE ({child_where}) AND {not_null} AND NOT EXISTS "
+            "(SELECT 1 FROM {parent} p WHERE {join} AND ({parent_where})))"
+        ).format(child=sql.Identifier(*child.info.qualified), child_where=sql.SQL(child.where),  # type: ignore[arg-type]
+                 not_null=not_null, parent=sql.Identifier(*parent.info.qualified),
+                 parent_where=sql.SQL(parent.where), join=join)  # type: ignore[arg-type]
+        with conn.transaction(force_rollback=True):
+            conn.execute("SET TRANSACTION READ ONLY")
+            conn.execute(sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(FK_PROOF_TIMEOUT)))
+            try:
+                broken = conn.execute(query).fetchone()[0]  # type: ignore[index]
+            except psycopg.errors.QueryCanceled:
+                notes.setdefault(child.info.qualified, []).append(
+                    f"could not prove within {FK_PROOF_TIMEOUT} that its filter keeps every row's "
+                    f"{format_qualified_name(parent.info.qualified)} row ({fk.name}); if not, building that "
+                    "foreign key on the target fails after the copy")
+                continue
+        if broken:
+            raise InputError(
+                f"{child.display} keeps rows whose {format_qualified_name(parent.info.qualified)} row the other "
+                f"filter leaves out: foreign key {quote_ident(fk.name)} would fail on the target after the copy",
+                f"Make the filter of {format_qualified_name(child.info.qualified)} keep only rows whose "
+                f"{', '.join(fk.columns)} the filter of {format_qualified_name(parent.info.qualified)} keeps (e.g. "
+                "filter both on the same key range), or make it schema-only.",
+                title="Foreign keys cross the selection",
+            )
+    return [replace(t, notes=(*t.notes, *notes[t.info.qualified])) if t.info.qualified in notes else t
+            for t in tables]
+
+
+def _push_filters_to_partitions(tables: list[TableScope]) -> list[TableScope]:
+    """A filter on a partitioned table applies to every partition under it.
+
+    Rows live in the leaves, and the copy and the publication work on leaves; a publication
+    filter on the parent itself is refused by PostgreSQL. A leaf's own rule wins.
+    """
+    by_name = {t.info.qualified: t for t in tables}
+
+    def inherited(table: TableScope) -> TableScope | None:
+        parent = by_name.get(table.info.partition_parent) if table.info.partition_parent else None
+        while parent is not None:
+            if parent.where is not None:
+                return parent
+            parent = by_name.get(parent.info.partition_parent) if parent.info.partition_parent else None
+        return None
+
+    out = []
+    for table in tables:
+        source = inherited(table) if table.where is None and table.copies_rows else None
+        if source is not None:
+            table = replace(table, row_filter=source.row_filter, time_filter=source.time_filter,
+                            time_cutoff=source.time_cutoff, where=source.where,
+                            notes=(*table.notes, f"filter inherited from {format_qualified_name(source.info.qualified)}"))
+        out.append(table)
+    return out
 
 
 def check_table_filter(conn: psycopg.Connection[Any], table: TableScope, *, replicate: bool) -> TableScope:
@@ -531,16 +630,17 @@ def _database_scope(
                 notes=treatment.notes,
             )
         )
+    tables = _push_filters_to_partitions(tables)
     filtered = [t for t in tables if t.where is not None]
     if filtered:
         with connect(endpoint) as conn:
             checked = []
             for table in tables:
-                if table.where is None:
-                    checked.append(table)
+                if table.where is None or table.info.is_partitioned:
+                    checked.append(table)  # a parent has no rows of its own: its leaves are checked
                     continue
                 checked.append(check_table_filter(conn, table, replicate=replicate))
-            tables = checked
+            tables = check_filtered_foreign_keys(conn, catalog, checked)
     return DatabaseScope(name, catalog, tuple(tables), tuple(excluded))
 
 

@@ -47,6 +47,9 @@ _INTEGER_TYPES = {"smallint", "integer", "bigint"}
 
 # Long copies must not be cut by a server's statement or idle timeouts.
 _SOURCE_SESSION = (
+    # With row security on, a policy would silently drop rows from the copy; off, the
+    # server refuses instead when the role may not bypass it (pg_dump does the same).
+    "SET row_security = off",
     "SET statement_timeout = 0",
     "SET idle_in_transaction_session_timeout = 0",
     "SET lock_timeout = 0",
@@ -72,7 +75,13 @@ def exported_snapshot(source: Endpoint, slot: str, server_version_num: int) -> I
     The slot itself survives (the subscription will use it); dropping it on failure is the
     caller's job, because only the caller knows whether a subscription took it over.
     """
-    kwargs = source.connect_kwargs(replication="database")
+    # The walsender holding the snapshot is "idle in transaction" for the whole copy: a
+    # server-side idle timeout would kill it, and with it the snapshot.
+    timeouts = "-c idle_in_transaction_session_timeout=0 -c statement_timeout=0"
+    if server_version_num >= 140000:
+        timeouts += " -c idle_session_timeout=0"
+    options = f"{source.params.get('options', '')} {timeouts}".strip()
+    kwargs = source.connect_kwargs(replication="database", options=options)
     try:
         conn = psycopg.connect(**kwargs, autocommit=True, cursor_factory=psycopg.ClientCursor)
     except psycopg.OperationalError as exc:
@@ -354,37 +363,40 @@ def copy_tables(
         target=_report_progress, name="pgtide-copy-progress",
         args=(target, database, by_oid, tallies, lock, emit, progress_stop), daemon=True,
     )
-    with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="pgtide-copy") as pool:
-        progress_thread.start()
-        pending: dict[Future[int], CopyTask] = {pool.submit(attempt, task): task for task in tasks}
-        try:
-            while pending:
-                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    task = pending.pop(future)
-                    rows = future.result()  # raises the task's error: the caller tears down
-                    key = task.table.info.qualified
-                    with lock:
-                        tally = tallies[key]
-                        tally.done += 1
-                        tally.rows += rows
-                        tally.bytes_done += task.estimated_bytes
-                        complete = tally.done == tally.tasks
-                    if complete:
-                        seconds = time.monotonic() - (tally.started or started)
-                        emit(TableCopied(database, key[0], key[1], tally.rows, task.table.estimated_bytes, seconds))
-                        if on_table_done is not None:
-                            on_table_done(task.table, tally.rows)
-        except BaseException:
-            cancel.cancel()  # stop the other workers' pipes promptly
-            for future in pending:
-                future.cancel()
-            raise
-        finally:
-            progress_stop.set()
-            progress_thread.join(timeout=5)
-            for conn in opened:
-                conn.close()
+    try:
+        with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="pgtide-copy") as pool:
+            progress_thread.start()
+            pending: dict[Future[int], CopyTask] = {pool.submit(attempt, task): task for task in tasks}
+            try:
+                while pending:
+                    finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                    for future in finished:
+                        task = pending.pop(future)
+                        rows = future.result()  # raises the task's error: the caller tears down
+                        key = task.table.info.qualified
+                        with lock:
+                            tally = tallies[key]
+                            tally.done += 1
+                            tally.rows += rows
+                            tally.bytes_done += task.estimated_bytes
+                            complete = tally.done == tally.tasks
+                        if complete:
+                            seconds = time.monotonic() - (tally.started or started)
+                            emit(TableCopied(database, key[0], key[1], tally.rows, task.table.estimated_bytes, seconds))
+                            if on_table_done is not None:
+                                on_table_done(task.table, tally.rows)
+            except BaseException:
+                cancel.cancel()  # stop the other workers' pipes promptly
+                for future in pending:
+                    future.cancel()
+                raise
+            finally:
+                progress_stop.set()
+                progress_thread.join(timeout=5)
+    finally:
+        # Only now: the pool has waited for every worker, so none is inside a COPY on these.
+        for conn in opened:
+            conn.close()
     return total_bytes, time.monotonic() - started
 
 

@@ -42,6 +42,7 @@ class ServerFacts:
     version_num: int
     settings: dict[str, str]
     is_superuser: bool
+    bypasses_rls: bool
     can_replicate: bool
     can_create_database: bool
     can_create_subscription: bool
@@ -77,9 +78,9 @@ def read_facts(endpoint: Endpoint) -> ServerFacts:
         version = int(conn.execute("SELECT current_setting('server_version_num')").fetchone()[0])  # type: ignore[index]
         settings = dict(conn.execute(
             "SELECT name, setting FROM pg_settings WHERE name = ANY(%s)", [list(_SETTINGS)]).fetchall())
-        superuser, replication, createdb = conn.execute(
+        superuser, bypass, replication, createdb = conn.execute(
             """
-            SELECT r.rolsuper,
+            SELECT r.rolsuper, r.rolsuper OR r.rolbypassrls,
                    r.rolsuper OR r.rolreplication OR EXISTS (
                        SELECT 1 FROM pg_roles g WHERE g.rolname = 'rds_replication'
                        AND pg_has_role(current_user, g.oid, 'MEMBER')),
@@ -100,7 +101,8 @@ def read_facts(endpoint: Endpoint) -> ServerFacts:
             identifier = None
         slots = int(conn.execute("SELECT count(*) FROM pg_replication_slots").fetchone()[0])  # type: ignore[index]
         senders = int(conn.execute("SELECT count(*) FROM pg_stat_replication").fetchone()[0])  # type: ignore[index]
-    return ServerFacts(version, settings, bool(superuser), bool(replication), bool(createdb), can_subscribe,
+    return ServerFacts(version, settings, bool(superuser), bool(bypass), bool(replication), bool(createdb),
+                       can_subscribe,
                        identifier, slots, senders)
 
 
@@ -197,7 +199,7 @@ def _tool_checks(source: ServerFacts) -> list[Check]:
     return checks
 
 
-def _database_checks(plan: Plan, scope: Scope, target: Endpoint) -> list[Check]:
+def _database_checks(plan: Plan, scope: Scope, target: Endpoint, source: ServerFacts) -> list[Check]:
     checks: list[Check] = []
     with connect(target) as conn:
         available = {row[0] for row in conn.execute("SELECT name FROM pg_available_extensions")}
@@ -228,6 +230,15 @@ def _database_checks(plan: Plan, scope: Scope, target: Endpoint) -> list[Check]:
         else:
             checks.append(Check("tables have a primary key or replica identity", "ok",
                                  f"{len(db.tables)} table(s)", database=name))
+        policed = [t for t in db.tables if t.copies_rows and t.info.row_security]
+        if policed and not source.bypasses_rls:
+            checks.append(Check(
+                "row-level security", "error",
+                "policies would filter what the source role reads in: "
+                + ", ".join(format_qualified_name(t.info.qualified) for t in policed[:5]),
+                "Copying such a table would stop with an error (pgtide turns row_security off so that no row is "
+                "silently left out). Use a role with BYPASSRLS or a superuser on the source "
+                "(ALTER ROLE <user> BYPASSRLS), or exclude those tables.", database=name))
         unlogged = [t for t in db.tables if t.info.unlogged and t.copies_rows]
         if unlogged:
             checks.append(Check("unlogged tables", "warning",
@@ -318,7 +329,7 @@ def validate(plan: Plan, *, emit: Emit = discard, build: Callable[..., Scope] = 
     for check in _tool_checks(source):
         add(check)
     if scope is not None:
-        for check in _database_checks(plan, scope, plan.target.with_dbname("postgres")):
+        for check in _database_checks(plan, scope, plan.target.with_dbname("postgres"), source):
             add(check)
         for check in _target_database_checks(plan, scope):
             add(check)
