@@ -271,10 +271,17 @@ def _relay_task(
     opened: list[psycopg.Connection[Any]], lock: threading.Lock,
 ) -> int:
     if conns.source is None or conns.target is None:
+        for conn in (conns.source, conns.target):
+            if conn is not None:
+                conn.close()
+        conns.source = conns.target = None
+        # Registered one by one: if the second connect fails, the first is still closed later.
         conns.source = connect(source, autocommit=False)
+        with lock:
+            opened.append(conns.source)
         conns.target = connect(target, autocommit=False)
         with lock:
-            opened.extend((conns.source, conns.target))
+            opened.append(conns.target)
         for statement in _SOURCE_SESSION:
             conns.source.execute(statement)
         conns.source.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
