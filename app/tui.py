@@ -397,8 +397,7 @@ class PgtideApp(App[int]):
         self.show_start()
         self.push_screen(DashboardScreen())
 
-    @work(thread=True, exit_on_error=False, exclusive=True, group="dashboard",
-          description="Reading the migration's tables and connecting the monitor")
+    @work(thread=True, exit_on_error=False, exclusive=True, group="dashboard", description="Opening the dashboard")
     def _prepare_dashboard(self, plan: Plan) -> None:
         scope = self.services.migration_scope(plan)
         monitor = self.services.open_monitor(plan, [db.name for db in scope.databases],

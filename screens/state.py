@@ -2,7 +2,7 @@
 
 Nothing here touches a server, the keyring or the disk, and nothing imports textual: the
 wizard's state can be tested on its own, and the screens render it. Core types that would
-import psycopg are named for the type checker only and imported when first needed.
+pull in the database driver are named for the type checker only and imported when first needed.
 """
 
 from __future__ import annotations
