@@ -132,14 +132,22 @@ class ReviewScreen(PgtideScreen):
 
     # -- validating ------------------------------------------------------------------------------
 
-    def action_revalidate(self) -> None:
+    def _current(self) -> tuple[Endpoint, Endpoint, Selection] | None:
+        """The wizard's endpoints and selection, or None after showing why there is none."""
         try:
             selection = self.wizard.selection()
         except PgtideError as exc:
             self.pgtide.show_error(exc)
-            return
+            return None
         source, target = self.wizard.source, self.wizard.target
         assert source is not None and target is not None
+        return source, target, selection
+
+    def action_revalidate(self) -> None:
+        current = self._current()
+        if current is None:
+            return
+        source, target, selection = current
         self.report = None
         self._checks = []
         self.query_one("#checks", CheckList).clear_checks()
@@ -224,14 +232,10 @@ class ReviewScreen(PgtideScreen):
     # -- saving ------------------------------------------------------------------------------------
 
     def action_save_profile(self) -> None:
-        try:
-            selection = self.wizard.selection()
-        except PgtideError as exc:
-            self.pgtide.show_error(exc)
+        current = self._current()
+        if current is None:
             return
-
-        source, target = self.wizard.source, self.wizard.target
-        assert source is not None and target is not None
+        source, target, selection = current
         profile = self.wizard.profile
 
         def chosen(name: str | None) -> None:

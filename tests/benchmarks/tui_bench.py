@@ -136,18 +136,14 @@ async def picker_keystrokes() -> tuple[float, float, float, float]:
     from pgtide.widgets.table_picker import TablePicker
     from textual import events
     from tui_fakes import FakeServices, wide_catalog, wizard_state
-    from tui_support import make_app, settle
+    from tui_support import make_app, open_pick, settle
 
     fake = FakeServices(catalogs={"shop": wide_catalog("shop", 10_000)})
     app = make_app(services=fake)
     timings: list[float] = []
     baseline: list[float] = []
     async with app.run_test(size=(120, 34)) as pilot:
-        await settle(pilot)
-        app.open_wizard(wizard_state(), ())
-        await settle(pilot)
-        app.show_pick()
-        await settle(pilot)
+        await open_pick(pilot, wizard_state())
         picker = app.screen.query_one("#tables", TablePicker)
         picker.filter_input.focus()
         await settle(pilot)

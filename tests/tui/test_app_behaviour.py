@@ -18,19 +18,13 @@ from pgtide.screens.state import TimeFilterChoice
 from pgtide.widgets.modals import ConfirmModal, ErrorModal
 from textual.pilot import Pilot
 from tui_fakes import FakeServices, demo_plan, wizard_state
-from tui_support import make_app, settle, wait_until
+from tui_support import make_app, open_pick, settle, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 async def start_held_migration(pilot: Pilot[Any], fake: FakeServices) -> PgtideApp:
-    app = pilot.app
-    assert isinstance(app, PgtideApp)
-    await settle(pilot)
-    app.open_wizard(wizard_state(), ())
-    await settle(pilot)
-    app.show_pick()
-    await settle(pilot)
+    app = await open_pick(pilot, wizard_state())
     app.wizard.set_mode(("shop", "public", "audit_log"), "schema_only")
     app.wizard.time_filters[("shop", "public", "metrics")] = TimeFilterChoice("recorded_at", "90 days")
     app.show_filters()

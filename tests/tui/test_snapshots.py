@@ -18,7 +18,7 @@ from pgtide.widgets.table_picker import TablePicker
 from textual.pilot import Pilot
 from textual.widgets import Input, Select
 from tui_fakes import FakeServices, demo_plan, wide_catalog, wizard_state
-from tui_support import SNAPSHOT_SIZE, make_app, settle, wait_until
+from tui_support import SNAPSHOT_SIZE, make_app, open_pick, settle, wait_until
 
 Snap = Callable[..., bool]
 
@@ -33,13 +33,7 @@ def snap(snap_compare: Snap, app: PgtideApp, run_before: Callable[[Pilot[Any]], 
 
 
 async def to_filters(pilot: Pilot[Any]) -> None:
-    app = pilot.app
-    assert isinstance(app, PgtideApp)
-    await settle(pilot)
-    app.open_wizard(wizard_state(), ())
-    await settle(pilot)
-    app.show_pick()
-    await settle(pilot)
+    app = await open_pick(pilot, wizard_state())
     app.show_filters()
     await settle(pilot)
 
@@ -75,13 +69,7 @@ def test_connect_tested_one_ok_one_failing(snap_compare: Snap) -> None:
 
 def test_pick(snap_compare: Snap) -> None:
     async def run_before(pilot: Pilot[Any]) -> None:
-        app = pilot.app
-        assert isinstance(app, PgtideApp)
-        await settle(pilot)
-        app.open_wizard(wizard_state(), ())
-        await settle(pilot)
-        app.show_pick()
-        await settle(pilot)
+        app = await open_pick(pilot, wizard_state())
         picker = app.screen.query_one("#tables", TablePicker)
         picker.table.focus()
         await pilot.press("down", "space")  # leave out audit_log (no primary key)
@@ -94,13 +82,7 @@ def test_pick_ten_thousand_tables_filtered(snap_compare: Snap) -> None:
     fake = FakeServices(catalogs={"shop": wide_catalog("shop", 10_000)})
 
     async def run_before(pilot: Pilot[Any]) -> None:
-        app = pilot.app
-        assert isinstance(app, PgtideApp)
-        await settle(pilot)
-        app.open_wizard(wizard_state(), ())
-        await settle(pilot)
-        app.show_pick()
-        await settle(pilot)
+        app = await open_pick(pilot, wizard_state())
         picker = app.screen.query_one("#tables", TablePicker)
         picker.filter_input.focus()
         await pilot.press(*"tenant_07 events_07")

@@ -29,7 +29,15 @@ from pgtide.core.catalog import (
 from pgtide.core.endpoint import Endpoint
 from pgtide.core.errors import InputError, PgtideError
 from pgtide.core.estimate import Estimate, estimate
-from pgtide.core.events import CancelToken, Emit, Log, PhaseFinished, PhaseStarted, TableCopied, TableProgress
+from pgtide.core.events import (
+    CancelToken,
+    Emit,
+    Log,
+    PhaseFinished,
+    PhaseStarted,
+    TableCopied,
+    TableProgress,
+)
 from pgtide.core.filtercheck import FilterCheck
 from pgtide.core.migrate import DatabaseResult
 from pgtide.core.monitor import (
@@ -41,11 +49,24 @@ from pgtide.core.monitor import (
 )
 from pgtide.core.plan import Plan
 from pgtide.core.profiles import Profile, ProfileSummary
-from pgtide.core.scope import DatabaseScope, ExcludedTable, Scope, TableScope, cutoff_literal, time_predicate
+from pgtide.core.scope import (
+    DatabaseScope,
+    ExcludedTable,
+    Scope,
+    TableScope,
+    cutoff_literal,
+    time_predicate,
+)
 from pgtide.core.selection import Selection, TimeFilter
 from pgtide.core.server import ServerInfo
 from pgtide.core.validate import Check, Report
-from pgtide.core.verify import RowDifference, TableResult, TableStarted, TableVerified, VerifyReport
+from pgtide.core.verify import (
+    RowDifference,
+    TableResult,
+    TableStarted,
+    TableVerified,
+    VerifyReport,
+)
 from pgtide.screens.services import Services
 from pgtide.screens.state import EndpointFields, WizardState
 

@@ -34,3 +34,15 @@ def make_app(**kwargs: Any) -> PgtideApp:
     kwargs.setdefault("cursor_blink", False)
     return PgtideApp(**kwargs)
 
+
+
+async def open_pick(pilot: Pilot[Any], state: Any) -> PgtideApp:
+    """Open the wizard with ``state`` and go straight to the Pick screen, settled."""
+    app = pilot.app
+    assert isinstance(app, PgtideApp)
+    await settle(pilot)
+    app.open_wizard(state, ())
+    await settle(pilot)
+    app.show_pick()
+    await settle(pilot)
+    return app
