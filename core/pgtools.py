@@ -1,16 +1,24 @@
-"""Running pg_dump, pg_dumpall, pg_restore and psql without a secret on their command line.
+"""Running pg_dump, pg_dumpall, pg_restore and psql without a secret on their command line or disk.
 
 Anyone on the machine can read another process's argv (``ps``, ``/proc/<pid>/cmdline``),
 so a child gets its connection as a keyword string *without* the password in ``-d``, and the
-password through a temporary passfile named by ``PGPASSFILE`` in its environment (readable
-only by our own user). The passfile is created with O_EXCL and mode 0600 in one step, holds
-a single wildcard line, and is removed when the child is done — also when we are interrupted
-by an exception, SIGINT or SIGTERM.
+password through a passfile that never touches a disk: an anonymous in-memory file
+(``memfd_create``), mode 0600, handed to the child as an inherited descriptor and named by
+``PGPASSFILE=/dev/fd/N`` (libpq accepts it: a plain file, owner-only). Nothing of it is left
+behind whatever happens to us — a ``kill -9`` included — because the kernel frees it with
+the last descriptor.
+
+Children die with us: each one asks the kernel for SIGKILL when its parent goes
+(``PR_SET_PDEATHSIG``), so an orphaned ``psql`` cannot keep copying, or holding a snapshot,
+after a crash. Where memfd is missing (not Linux) the passfile is a file in a private 0700
+directory named after our pid, and every start removes those of pids that no longer run.
 """
 
 from __future__ import annotations
 
 import atexit
+import ctypes
+import ctypes.util
 import os
 import re
 import shutil
@@ -18,7 +26,7 @@ import signal
 import subprocess
 import tempfile
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
@@ -33,13 +41,13 @@ TOOLS = ("pg_dump", "pg_dumpall", "pg_restore", "psql")
 #: Debian keeps one bin directory per installed major version under here.
 DEBIAN_ROOT = Path("/usr/lib/postgresql")
 
-# Passfiles and children that exist right now; the signal handler and atexit clean up
-# whatever is left, so an interrupted run leaves neither a secret on disk nor an orphan pg_dump.
-_live_passfiles: set[str] = set()
+# Children that run right now; the signal handler and atexit stop whatever is left.
 _live_processes: set[subprocess.Popen[bytes]] = set()
 # Re-entrant: the signal handler runs on the main thread, possibly while it holds the lock.
 _live_lock = threading.RLock()
 _handlers_installed = False
+
+_PR_SET_PDEATHSIG = 1
 
 
 def escape_passfile_field(value: str) -> str:
@@ -47,23 +55,16 @@ def escape_passfile_field(value: str) -> str:
     return value.replace("\\", "\\\\").replace(":", "\\:")
 
 
-def _remove_live_passfiles() -> None:
+def _stop_live_children() -> None:
     with _live_lock:
-        paths = list(_live_passfiles)
-        _live_passfiles.clear()
         processes = list(_live_processes)
     for proc in processes:
         if proc.poll() is None:
             proc.terminate()
-    for path in paths:
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
 
 
 def _on_signal(signum: int, frame: FrameType | None) -> None:
-    _remove_live_passfiles()
+    _stop_live_children()
     previous = _previous_handlers.get(signum)
     if previous == signal.SIG_IGN:
         return
@@ -79,10 +80,10 @@ _previous_handlers: dict[int, Any] = {}
 
 
 def install_cleanup_handlers() -> None:
-    """Remove live passfiles on SIGTERM/SIGINT and at exit.
+    """Stop live children on SIGTERM/SIGINT/SIGHUP and at exit; sweep what dead runs left.
 
     Signal handlers can only be set from the main thread, so front ends call this once at
-    start-up; :func:`passfile` also calls it when it happens to run on the main thread.
+    start-up; :func:`open_tool` also calls it when it happens to run on the main thread.
     """
     global _handlers_installed
     if _handlers_installed or threading.current_thread() is not threading.main_thread():
@@ -90,34 +91,169 @@ def install_cleanup_handlers() -> None:
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         _previous_handlers[signum] = signal.getsignal(signum)
         signal.signal(signum, _on_signal)
-    atexit.register(_remove_live_passfiles)
+    atexit.register(_stop_live_children)
     _handlers_installed = True
+    sweep_stale_passfiles()
 
 
-@contextmanager
-def passfile(password: str) -> Iterator[str]:
-    """A private passfile holding ``password`` for any host/port/db/user; removed afterwards."""
-    install_cleanup_handlers()
+# -- the passfile ------------------------------------------------------------------------------
+
+_PRIVATE_PREFIX = "pgtide-secrets-"
+#: What pgtide 0.1 left in the temp directory (``mkstemp(prefix="pgtide-", suffix=".pgpass")``).
+_LEGACY_PASSFILE = re.compile(r"pgtide-[A-Za-z0-9_]+\.pgpass")
+
+
+def _passfile_line(password: str) -> bytes:
     if "\n" in password or "\r" in password:
         raise EnvironmentProblem(
             "the password contains a line break, which a libpq passfile cannot hold",
             "Use PGPASSWORD in the environment for this role, or change its password.",
         )
-    # mkstemp opens with O_CREAT|O_EXCL and mode 0600: no window where the file is readable.
-    fd, path = tempfile.mkstemp(prefix="pgtide-", suffix=".pgpass")
-    with _live_lock:
-        _live_passfiles.add(path)
+    return f"*:*:*:*:{escape_passfile_field(password)}\n".encode()
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+@dataclass(frozen=True)
+class Passfile:
+    """Where a child finds its password: the PGPASSFILE value, and the descriptor to inherit."""
+
+    path: str
+    fd: int | None
+
+
+def _pid_alive(pid: int) -> bool:
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(f"*:*:*:*:{escape_passfile_field(password)}\n")
-        yield path
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _named_in_a_live_environment(path: Path) -> bool:
+    """Whether a running process of ours still names ``path`` as its PGPASSFILE."""
+    needle = b"PGPASSFILE=" + bytes(path)
+    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else ():
+        if entry.name.isdigit():
+            try:
+                if needle in (entry / "environ").read_bytes().split(b"\0"):
+                    return True
+            except OSError:
+                continue
+    return False
+
+
+def sweep_stale_passfiles(directory: str | None = None) -> int:
+    """Remove passfiles that runs which no longer exist left in the temp directory.
+
+    This version keeps passfiles off the disk (memfd) where it can; this finds the private
+    directories of dead pids (the fallback) and the files pgtide 0.1 wrote, which a crash of
+    that version left behind. Returns how many were removed.
+    """
+    root = Path(directory or tempfile.gettempdir())
+    removed = 0
+    try:
+        entries = list(root.iterdir())
+    except OSError:
+        return 0
+    for entry in entries:
+        try:
+            if entry.is_symlink() or entry.stat().st_uid != os.getuid():
+                continue
+            if entry.name.startswith(_PRIVATE_PREFIX) and entry.is_dir():
+                pid = entry.name[len(_PRIVATE_PREFIX):].split("-", 1)[0]
+                if pid.isdigit() and not _pid_alive(int(pid)):
+                    shutil.rmtree(entry, ignore_errors=True)
+                    removed += 1
+            elif _LEGACY_PASSFILE.fullmatch(entry.name) and entry.is_file():
+                if not _named_in_a_live_environment(entry):
+                    entry.unlink()
+                    removed += 1
+        except OSError:
+            continue
+    return removed
+
+
+_private_dir: Path | None = None
+
+
+def _private_directory() -> Path:
+    global _private_dir
+    with _live_lock:
+        if _private_dir is None or not _private_dir.is_dir():
+            _private_dir = Path(tempfile.mkdtemp(prefix=f"{_PRIVATE_PREFIX}{os.getpid()}-"))  # mode 0700
+            atexit.register(shutil.rmtree, _private_dir, True)
+        return _private_dir
+
+
+@contextmanager
+def passfile(password: str) -> Iterator[Passfile]:
+    """A private passfile holding ``password`` for any host/port/db/user, gone afterwards."""
+    line = _passfile_line(password)
+    memfd_create = getattr(os, "memfd_create", None)
+    if memfd_create is not None:
+        # Close-on-exec: only the child it is passed to (pass_fds) inherits it.
+        fd = memfd_create("pgtide-pgpass", os.MFD_CLOEXEC)
+        try:
+            os.fchmod(fd, 0o600)
+            _write_all(fd, line)
+            yield Passfile(f"/dev/fd/{fd}", fd)
+        finally:
+            os.close(fd)
+        return
+    fd, path = tempfile.mkstemp(suffix=".pgpass", dir=_private_directory())  # O_EXCL, 0600
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(line)
+        yield Passfile(path, None)
     finally:
-        with _live_lock:
-            _live_passfiles.discard(path)
         try:
             os.unlink(path)
         except FileNotFoundError:
             pass
+
+
+def _load_prctl() -> Any:
+    if not os.path.exists("/proc/self"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        prctl = libc.prctl
+    except (OSError, AttributeError):
+        return None
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    return prctl
+
+
+_PRCTL = _load_prctl()
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A preexec function: the child gets SIGKILL when this process dies (Linux).
+
+    The kernel ties the signal to the thread that forks; open_tool's caller waits for (or
+    stops) its child in that same thread, so the child never outlives it by design.
+    """
+    if _PRCTL is None:
+        return None
+    parent = os.getpid()
+    prctl = _PRCTL
+
+    # Runs in the child between fork and exec: one system call, and no exec at all if the
+    # parent died before it took effect.
+    def set_death_signal() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return set_death_signal
 
 
 # -- finding the tools ----------------------------------------------------------------------
@@ -223,22 +359,22 @@ class ToolFailed(PgtideError):
 
 
 @contextmanager
-def tool_environment(endpoint: Endpoint) -> Iterator[tuple[dict[str, str], str]]:
-    """(environment, conninfo-without-password) for a child that connects to ``endpoint``."""
+def tool_environment(endpoint: Endpoint) -> Iterator[tuple[dict[str, str], str, tuple[int, ...]]]:
+    """(environment, conninfo-without-password, descriptors to pass) for a child of ``endpoint``."""
     env = dict(os.environ)
     conninfo = endpoint.conninfo(include_password=False)
     password = endpoint.password
     if password is None:
         # No explicit password: the child finds one the way libpq always does (PGPASSWORD,
         # the user's .pgpass, a service file), exactly like psql would.
-        yield env, conninfo
+        yield env, conninfo, ()
         return
     # An inherited PGPASSWORD would beat the passfile (libpq reads it first) and belongs to
     # some other server; drop it for this child.
     env.pop("PGPASSWORD", None)
-    with passfile(password) as path:
-        env["PGPASSFILE"] = path
-        yield env, conninfo
+    with passfile(password) as secret:
+        env["PGPASSFILE"] = secret.path
+        yield env, conninfo, (() if secret.fd is None else (secret.fd,))
 
 
 @contextmanager
@@ -257,12 +393,14 @@ def open_tool(
 
     ``args`` must not hold connection options: the connection goes in ``-d``/``--dbname``.
     """
+    install_cleanup_handlers()
     tool = find_tool(name, server_major=server_major)
-    with tool_environment(endpoint) as (env, conninfo):
+    with tool_environment(endpoint) as (env, conninfo, pass_fds):
         if extra_env:
             env.update(extra_env)
         argv = [str(tool.path), f"--dbname={conninfo}", *args]
-        proc = subprocess.Popen(argv, env=env, stdin=stdin, stdout=stdout, stderr=stderr)
+        proc = subprocess.Popen(argv, env=env, stdin=stdin, stdout=stdout, stderr=stderr, pass_fds=pass_fds,
+                                preexec_fn=_die_with_parent())  # noqa: PLW1509 - one system call
         with _live_lock:
             _live_processes.add(proc)
         try:

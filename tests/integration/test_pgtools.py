@@ -1,4 +1,4 @@
-"""Child tools get their password from a private passfile, never from argv, and it never outlives them."""
+"""Child tools get their password from an in-memory passfile, never from argv or disk, and die with us."""
 
 from __future__ import annotations
 
@@ -95,14 +95,16 @@ def test_pg_dump_password_is_not_in_argv_and_passfile_is_removed(
                 assert fragment not in cmdline
             env = _environ(proc.pid)
             assert "PGPASSWORD" not in env
-            passfile = Path(env["PGPASSFILE"])
-            assert stat.S_IMODE(passfile.stat().st_mode) == 0o600
-            assert passfile.read_text() == "*:*:*:*:" + escape_passfile_field(PASSWORD) + "\n"
+            # An inherited descriptor of an anonymous memory file: nothing on any disk.
+            assert env["PGPASSFILE"].startswith("/dev/fd/")
+            held = Path(f"/proc/{proc.pid}/fd/{env['PGPASSFILE'].rsplit('/', 1)[1]}")
+            assert os.readlink(held).startswith("/memfd:")
+            assert stat.S_ISREG(held.stat().st_mode) and stat.S_IMODE(held.stat().st_mode) == 0o600
+            assert held.read_text() == "*:*:*:*:" + escape_passfile_field(PASSWORD) + "\n"
             blocker.rollback()
             out, _ = proc.communicate(timeout=60)
             assert proc.returncode == 0
             assert b"COPY public.locked_table" in out
-        assert not passfile.exists()
 
 
 def test_run_tool_reports_failure_without_secret(password_endpoint: Endpoint) -> None:
@@ -132,8 +134,22 @@ _CHILD_SCRIPT = textwrap.dedent(
 )
 
 
-def test_passfile_and_child_are_gone_after_sigterm(
-    tmp_path: Path, source_cluster: PgCluster, source_db: str, password_endpoint: Endpoint
+def _files_holding(secret: str, *roots: Path) -> list[Path]:
+    found = []
+    for root in roots:
+        for path in root.rglob("*") if root.is_dir() else ():
+            try:
+                if path.is_file() and not path.is_symlink() and path.stat().st_size < 1 << 20 \
+                        and secret.encode() in path.read_bytes():
+                    found.append(path)
+            except OSError:
+                continue
+    return found
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL])
+def test_no_passfile_on_disk_and_child_dies_with_us(
+    tmp_path: Path, source_cluster: PgCluster, source_db: str, password_endpoint: Endpoint, signum: int
 ) -> None:
     private_tmp = tmp_path / "tmp"
     private_tmp.mkdir()
@@ -148,16 +164,57 @@ def test_passfile_and_child_are_gone_after_sigterm(
             script.stdin.write(PASSWORD + "\n")
             script.stdin.close()
             pg_dump_pid = wait_for(lambda: _dump_child(script.pid), what="the pg_dump child")
-            wait_for(lambda: list(private_tmp.iterdir()), what="the passfile")
-            passfile = Path(_environ(pg_dump_pid)["PGPASSFILE"])
-            assert passfile.parent == private_tmp and passfile.exists()
-            script.send_signal(signal.SIGTERM)
-            assert script.wait(timeout=30) == -signal.SIGTERM
+            wait_for(
+                lambda: source_cluster.execute(
+                    "SELECT 1 FROM pg_stat_activity WHERE usename = %s AND wait_event_type = 'Lock'", [PASSWORD_ROLE]
+                ),
+                what="pg_dump to authenticate with the password and wait for the lock",
+            )
+            assert _environ(pg_dump_pid)["PGPASSFILE"].startswith("/dev/fd/")
+            assert _files_holding(PASSWORD, private_tmp) == []
+            script.send_signal(signum)
+            assert script.wait(timeout=30) == -signum
         finally:
             if script.poll() is None:
                 script.kill()
-        assert list(private_tmp.iterdir()) == []
-        deadline = time.monotonic() + 10
-        while Path(f"/proc/{pg_dump_pid}").exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not Path(f"/proc/{pg_dump_pid}/cmdline").exists() or not Path(f"/proc/{pg_dump_pid}/cmdline").read_bytes()
+        # PR_SET_PDEATHSIG: the kernel kills the child when its parent goes, SIGKILL included.
+        deadline = time.monotonic() + 1.0
+        while _alive(pg_dump_pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not _alive(pg_dump_pid), "pg_dump outlived its parent by more than a second"
+        assert _files_holding(PASSWORD, private_tmp) == []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_sweep_removes_what_dead_runs_left(tmp_path: Path) -> None:
+    from pgtide.core.pgtools import sweep_stale_passfiles
+
+    legacy = tmp_path / "pgtide-k3j4h5.pgpass"  # the name pgtide 0.1 used
+    legacy.write_text("*:*:*:*:secret\n")
+    in_use = tmp_path / "pgtide-inuse12.pgpass"
+    in_use.write_text("*:*:*:*:secret\n")
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    private = tmp_path / f"pgtide-secrets-{dead.pid}-abcd"
+    private.mkdir()
+    (private / "x.pgpass").write_text("*:*:*:*:secret\n")
+    mine = tmp_path / f"pgtide-secrets-{os.getpid()}-efgh"
+    mine.mkdir()
+    unrelated = tmp_path / "pgtide-notes.txt"
+    unrelated.write_text("keep")
+    user = subprocess.Popen(["sleep", "30"], env={**os.environ, "PGPASSFILE": str(in_use)})
+    try:
+        wait_for(lambda: b"PGPASSFILE" in Path(f"/proc/{user.pid}/environ").read_bytes(), what="the child's env")
+        assert sweep_stale_passfiles(str(tmp_path)) == 2
+    finally:
+        user.kill()
+        user.wait()
+    assert not legacy.exists() and not private.exists()
+    assert in_use.exists() and mine.exists() and unrelated.exists()
