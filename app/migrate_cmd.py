@@ -56,6 +56,11 @@ def _cmd_init(args: argparse.Namespace) -> int:
     plan = plan_from_args(args)
     printer = EventPrinter(as_json=args.json, quiet_checks=not args.verbose)
     report = validate(plan, emit=printer)
+    # A selection the source refuses (a bad filter, a missing table) is bad input: say it
+    # in full, with its fix and exit code 2, rather than as one failed check among others.
+    bad_input = next((c for c in report.errors if c.name == "selection"), None)
+    if bad_input is not None:
+        raise InputError(bad_input.observed, bad_input.remedy, title="Invalid selection")
     if not report.ok or report.scope is None:
         raise CheckFailed(
             f"{len(report.errors)} check(s) failed: " + "; ".join(c.name for c in report.errors),

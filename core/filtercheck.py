@@ -30,7 +30,8 @@ __all__ = ["ChosenTable", "FilterCheck", "check_table_filter", "selection_proble
 class FilterCheck:
     """What the server said about one table's filter."""
 
-    #: The predicate copy and publication would use (time filters resolved to a literal).
+    #: The predicate copy and publication would use, as the server printed it (time filters
+    #: resolved to a literal).
     where: str
     #: The planner's estimate of the rows kept (None when the planner could not say).
     estimated_rows: int | None
@@ -88,7 +89,8 @@ def check_table_filter(
     )
     with connect(endpoint) as conn:
         checked = scope_checks.check_table_filter(conn, candidate, replicate=replicate)
-    return FilterCheck(where, checked.estimated_rows, checked.filter_columns, cutoff_text)
+    assert checked.where is not None
+    return FilterCheck(checked.where, checked.estimated_rows, checked.filter_columns, cutoff_text)
 
 
 @dataclass(frozen=True)

@@ -36,8 +36,9 @@ from .events import CancelToken, Emit, Log, PhaseFinished, PhaseStarted, discard
 from .jobstore import JobStore, jobs_dir, record_throughput
 from .pgtools import run_tool
 from .plan import Plan
+from .predicate import deparsed, execute_parsed, pin_quoting
 from .roles import copy_roles
-from .scope import DatabaseScope, Scope, TableScope, build_scope
+from .scope import CHECK_PUBLICATION_PREFIX, DatabaseScope, Scope, TableScope, build_scope
 from .selection import format_qualified_name
 from .snapshot_copy import Snapshot, copy_tables, exported_snapshot
 
@@ -116,6 +117,17 @@ def drop_publication(source: Endpoint, name: str) -> bool:
         return True
 
 
+def drop_check_publications(source: Endpoint) -> bool:
+    """Drop publications named like a filter check's (they only ever exist inside a rolled-back
+    transaction; pgtide 0.1 could be tricked into committing one)."""
+    with connect(source) as conn:
+        names = [row[0] for row in conn.execute(
+            "SELECT pubname FROM pg_publication WHERE starts_with(pubname, %s)", [CHECK_PUBLICATION_PREFIX])]
+        for name in names:
+            conn.execute(sql.SQL("DROP PUBLICATION {}").format(sql.Identifier(name)))
+    return bool(names)
+
+
 def teardown_database(plan: Plan, database: str, emit: Emit = discard) -> list[str]:
     """Remove pgtide's subscription, slot and publication for one database; idempotent.
 
@@ -146,6 +158,8 @@ def teardown_database(plan: Plan, database: str, emit: Emit = discard) -> list[s
     step(f"replication slot {names.slot} on the source", lambda: drop_slot(source_endpoint(), names.slot))
     step(f"publication {names.publication} on the source",
          lambda: database_exists(plan.source, database) and drop_publication(source_endpoint(), names.publication))
+    step(f"filter-check publications {CHECK_PUBLICATION_PREFIX}* on the source",
+         lambda: database_exists(plan.source, database) and drop_check_publications(source_endpoint()))
     if failed:
         raise MigrationFailed(
             f"{database}: could not remove " + "; ".join(failed),
@@ -349,7 +363,7 @@ def publication_statement(name: str, tables: list[TableScope], *, alter: bool = 
     for table in tables:
         item = sql.SQL("TABLE {}").format(sql.Identifier(*table.info.qualified))
         if table.where:
-            item = sql.SQL("{} WHERE ({})").format(item, sql.SQL(table.where))  # type: ignore[arg-type]
+            item = sql.SQL("{} WHERE ({})").format(item, deparsed(table.where))
         items.append(item)
     verb = "ALTER PUBLICATION {} SET {}" if alter else "CREATE PUBLICATION {} FOR {}"
     return sql.SQL(verb).format(sql.Identifier(name), sql.SQL(", ").join(items))
@@ -362,7 +376,8 @@ def ensure_publication(source: Endpoint, name: str, tables: list[TableScope]) ->
                          "Select at least one table that is not schema-only or unlogged.")
     with connect(source) as conn:
         exists = conn.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", [name]).fetchone()
-        conn.execute(publication_statement(name, tables, alter=bool(exists)))
+        pin_quoting(conn)
+        execute_parsed(conn, publication_statement(name, tables, alter=bool(exists)))
     return "updated" if exists else "created"
 
 
@@ -413,6 +428,8 @@ def init(
     if scope is None:
         with _phase(emit, None, "scope"):
             scope = build_scope(plan.source, plan.selection, replicate=True)
+    for note in scope.notes:
+        emit(Log("warning", note))
     store = JobStore(naming.migration_id(plan.source, plan.target))
     if plan.options.copy_roles:
         with _phase(emit, None, "globals"):

@@ -43,6 +43,15 @@ from .catalog import (
 from .db import connect
 from .endpoint import Endpoint
 from .errors import InputError
+from .predicate import (
+    FILTER_TITLE,
+    canonical_predicate,
+    deparsed,
+    execute_parsed,
+    limit_transaction,
+    pin_quoting,
+    server_rejection,
+)
 from .selection import (
     DatabaseRule,
     NameIndex,
@@ -53,10 +62,10 @@ from .selection import (
     quote_ident,
 )
 
-#: How long the server may spend planning one user predicate.
-PREDICATE_CHECK_TIMEOUT = "5s"
+#: Publications that only ever exist inside a rolled-back check transaction start with this.
+CHECK_PUBLICATION_PREFIX = "pgtide_check_"
 
-_FILTER_TITLE = "Invalid row filter"
+_FILTER_TITLE = FILTER_TITLE
 
 
 @dataclass(frozen=True)
@@ -254,43 +263,55 @@ def time_predicate(column: str, literal: str) -> str:
 # -- server-side checks -------------------------------------------------------------------------
 
 
-def _predicate_error(table: TableScope, exc: psycopg.Error) -> InputError:
-    diag = exc.diag
-    message = (diag.message_primary or str(exc)).strip()
-    remedy = "Fix the predicate; it must be a valid SQL boolean expression over this table's columns."
+def _filter_remedy(table: TableScope, exc: psycopg.Error) -> str:
+    message = (exc.diag.message_primary or str(exc)).strip()
     if exc.sqlstate == "42703":  # undefined_column
         missing = re.search(r'column "?([^"\s]+)"? does not exist', message)
         columns = [c.name for c in table.info.columns]
         suggestion = _suggest(missing.group(1), columns) if missing else None
-        remedy = (f"Did you mean {quote_ident(suggestion)}? " if suggestion else "") + (
+        return (f"Did you mean {quote_ident(suggestion)}? " if suggestion else "") + (
             "Columns of this table: " + ", ".join(quote_ident(c) for c in columns)
         )
-    elif exc.sqlstate == "57014":  # query_canceled by statement_timeout
-        remedy = "The server took too long to plan it; simplify the predicate."
-    where = table.row_filter if table.row_filter is not None else str(table.time_filter)
-    return InputError(f"{table.display}: the filter {where!r} is rejected by the server: {message}", remedy,
-                      title=_FILTER_TITLE)
+    if exc.sqlstate == "57014":  # query_canceled by statement_timeout
+        return "The server took too long to check it; simplify the predicate."
+    if exc.sqlstate in ("42P17", "0A000", "42803"):  # mutable function, subquery, aggregate
+        return ("A row filter compares this table's columns with constants using immutable operators and "
+                "functions: no now() or random(), no subqueries, no aggregates. Use --time-filter for "
+                "'the last N days' (pgtide turns it into a fixed timestamp).")
+    return "Fix the predicate; it must be a valid SQL boolean expression over this table's columns."
 
 
-def _limit_transaction(conn: psycopg.Connection[Any], *, read_only: bool) -> None:
-    if read_only:
-        conn.execute("SET TRANSACTION READ ONLY")
-    conn.execute(sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(PREDICATE_CHECK_TIMEOUT)))
-    conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(PREDICATE_CHECK_TIMEOUT)))
+def _given_filter(table: TableScope) -> str:
+    return table.row_filter if table.row_filter is not None else str(table.time_filter)
+
+
+def canonicalize_filter(conn: psycopg.Connection[Any], table: TableScope) -> TableScope:
+    """The table with its predicate replaced by the server's deparsed text, and the columns it reads."""
+    assert table.where is not None
+    checked = canonical_predicate(conn, table.info.qualified, table.where, display=table.display,
+                                  remedy=lambda exc: _filter_remedy(table, exc))
+    return replace(table, where=checked.text, filter_columns=checked.columns)
 
 
 def explain_filter(conn: psycopg.Connection[Any], table: TableScope) -> int | None:
-    """Plan (never run) the filtered scan; return the planner's row estimate."""
+    """Plan (never run) the filtered scan; return the planner's row estimate.
+
+    ``table.where`` is the server's deparsed text: this Parse also proves it is still one
+    expression under the pinned quoting settings.
+    """
     assert table.where is not None
-    query = sql.SQL("EXPLAIN (FORMAT JSON) SELECT * FROM {} WHERE ({})").format(
-        sql.Identifier(*table.info.qualified), sql.SQL(table.where)  # type: ignore[arg-type]
-    )
+    query = sql.SQL("EXPLAIN (FORMAT JSON) SELECT * FROM {} WHERE (").format(
+        sql.Identifier(*table.info.qualified)).as_string(conn) + table.where + "\n)"
     with conn.transaction(force_rollback=True):
-        _limit_transaction(conn, read_only=True)
+        limit_transaction(conn, read_only=True)
+        pin_quoting(conn, local=True)
         try:
-            row = conn.execute(query).fetchone()
+            row = execute_parsed(conn, query).fetchone()
         except psycopg.Error as exc:
-            raise _predicate_error(table, exc) from None
+            if isinstance(exc, psycopg.OperationalError):
+                raise
+            raise server_rejection(table.display, _given_filter(table), exc,
+                                   remedy=_filter_remedy(table, exc)) from None
     plan = row[0] if row else None
     if isinstance(plan, str):
         plan = json.loads(plan)
@@ -300,46 +321,36 @@ def explain_filter(conn: psycopg.Connection[Any], table: TableScope) -> int | No
         return None
 
 
-def publication_filter_columns(conn: psycopg.Connection[Any], table: TableScope) -> tuple[str, ...] | None:
-    """Create the filtered publication in a rolled-back transaction; return the columns it reads.
+def check_publication_filter(conn: psycopg.Connection[Any], table: TableScope) -> bool:
+    """Create the filtered publication in a rolled-back transaction: can a publication carry it?
 
-    None when our role may not create publications here (validate reports privileges).
+    False when our role may not create publications here (validate reports privileges). The
+    name starts with ``pgtide_check_``, which teardown also removes should one ever survive.
     """
     assert table.where is not None
-    name = f"pgtide_check_{random_names.token_hex(4)}"
-    statement = sql.SQL("CREATE PUBLICATION {} FOR TABLE {} WHERE ({})").format(
-        sql.Identifier(name), sql.Identifier(*table.info.qualified), sql.SQL(table.where)  # type: ignore[arg-type]
-    )
+    name = f"{CHECK_PUBLICATION_PREFIX}{random_names.token_hex(4)}"
+    statement = sql.SQL("CREATE PUBLICATION {} FOR TABLE {} WHERE (").format(
+        sql.Identifier(name), sql.Identifier(*table.info.qualified)).as_string(conn) + table.where + "\n)"
     with conn.transaction(force_rollback=True):
-        _limit_transaction(conn, read_only=False)
+        limit_transaction(conn, read_only=False)
+        pin_quoting(conn, local=True)
         try:
-            conn.execute(statement)
+            execute_parsed(conn, statement)
         except psycopg.errors.InsufficientPrivilege:
-            return None
+            return False
         except psycopg.Error as exc:
+            if isinstance(exc, psycopg.OperationalError):
+                raise
             detail = (exc.diag.message_detail or "").strip()
             raise InputError(
-                f"{table.display}: a publication cannot use the filter {table.where!r}: "
+                f"{table.display}: a publication cannot use the filter {_given_filter(table)!r}: "
                 f"{(exc.diag.message_primary or str(exc)).strip()}" + (f" ({detail})" if detail else ""),
                 "Publication row filters may only compare this table's columns with constants using "
                 "immutable built-in operators and functions: no now(), no subqueries, no user-defined "
                 "functions. Use --time-filter for 'the last N days' (pgtide turns it into a fixed timestamp).",
                 title=_FILTER_TITLE,
             ) from None
-        rows = conn.execute(
-            """
-            SELECT a.attname
-            FROM pg_publication p
-            JOIN pg_publication_rel pr ON pr.prpubid = p.oid
-            JOIN pg_attribute a ON a.attrelid = pr.prrelid
-            WHERE p.pubname = %s
-              AND a.attnum = ANY (
-                  SELECT m[1]::int FROM regexp_matches(pr.prqual::text, ':varattno (\\d+)', 'g') AS m)
-            ORDER BY a.attnum
-            """,
-            [name],
-        ).fetchall()
-    return tuple(r[0] for r in rows)
+    return True
 
 
 #: How long proving that two filters keep a foreign key intact may take, per key.
@@ -371,14 +382,14 @@ def check_filtered_foreign_keys(
         query = sql.SQL(
             "SELECT EXISTS (SELECT 1 FROM {child} c WHERE ({child_where}) AND {not_null} AND NOT EXISTS "
             "(SELECT 1 FROM {parent} p WHERE {join} AND ({parent_where})))"
-        ).format(child=sql.Identifier(*child.info.qualified), child_where=sql.SQL(child.where),  # type: ignore[arg-type]
+        ).format(child=sql.Identifier(*child.info.qualified), child_where=deparsed(child.where),
                  not_null=not_null, parent=sql.Identifier(*parent.info.qualified),
-                 parent_where=sql.SQL(parent.where), join=join)  # type: ignore[arg-type]
+                 parent_where=deparsed(parent.where), join=join)
         with conn.transaction(force_rollback=True):
-            conn.execute("SET TRANSACTION READ ONLY")
-            conn.execute(sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(FK_PROOF_TIMEOUT)))
+            limit_transaction(conn, read_only=True, timeout=FK_PROOF_TIMEOUT)
+            pin_quoting(conn, local=True)
             try:
-                broken = conn.execute(query).fetchone()[0]  # type: ignore[index]
+                broken = execute_parsed(conn, query).fetchone()[0]  # type: ignore[index]
             except psycopg.errors.QueryCanceled:
                 notes.setdefault(child.info.qualified, []).append(
                     f"could not prove within {FK_PROOF_TIMEOUT} that its filter keeps every row's "
@@ -430,10 +441,9 @@ def check_table_filter(conn: psycopg.Connection[Any], table: TableScope, *, repl
 
     Shared by build_scope and the TUI's filter editor, so both judge a filter the same way.
     """
-    estimated = explain_filter(conn, table)
-    columns = publication_filter_columns(conn, table) if replicate else None
-    checked = replace(table, estimated_rows=estimated, filter_columns=columns or ())
-    if replicate:
+    checked = canonicalize_filter(conn, table)
+    checked = replace(checked, estimated_rows=explain_filter(conn, checked))
+    if replicate and check_publication_filter(conn, checked):
         check_replica_identity(checked)
     return checked
 
@@ -636,8 +646,13 @@ def _database_scope(
         with connect(endpoint) as conn:
             checked = []
             for table in tables:
-                if table.where is None or table.info.is_partitioned:
-                    checked.append(table)  # a parent has no rows of its own: its leaves are checked
+                if table.where is None:
+                    checked.append(table)
+                    continue
+                if table.info.is_partitioned:
+                    # No rows of its own, so its leaves get the other checks; the text is the
+                    # server's all the same, wherever a parent's predicate shows up later.
+                    checked.append(canonicalize_filter(conn, table))
                     continue
                 checked.append(check_table_filter(conn, table, replicate=replicate))
             tables = check_filtered_foreign_keys(conn, catalog, checked)

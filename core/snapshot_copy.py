@@ -33,6 +33,7 @@ from .endpoint import Endpoint
 from .errors import PgtideError
 from .events import CancelToken, Emit, TableCopied, TableProgress
 from .pgtools import ToolFailed, open_tool
+from .predicate import QUOTING_SETTINGS, deparsed
 from .scope import TableScope
 
 #: Tables larger than this are split into primary-key ranges copied in parallel...
@@ -59,6 +60,8 @@ _SOURCE_SESSION = (
     "SET statement_timeout = 0",
     "SET idle_in_transaction_session_timeout = 0",
     "SET lock_timeout = 0",
+    # A filter is the server's deparsed text, printed under this setting (see predicate.py).
+    *(f"SET {name} = {value}" for name, value in QUOTING_SETTINGS),
 )
 
 
@@ -128,7 +131,7 @@ class CopyTask:
         query = sql.SQL("SELECT {} FROM {}").format(cols, sql.Identifier(*self.table.info.qualified))
         where = self.where()
         if where:
-            query = sql.SQL("{} WHERE {}").format(query, sql.SQL(where))  # type: ignore[arg-type]
+            query = sql.SQL("{} WHERE {}").format(query, deparsed(where))
         fmt = sql.SQL(" (FORMAT binary)" if self.binary else "")
         return sql.SQL("COPY ({}) TO STDOUT{}").format(query, fmt).as_string()
 
@@ -237,7 +240,7 @@ def _run_task(source: Endpoint, target: Endpoint, snapshot: Snapshot, task: Copy
     for statement in (
         *_SOURCE_SESSION,
         "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
-        f"SET TRANSACTION SNAPSHOT '{snapshot.name}'",
+        sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot.name)).as_string(),
         task.source_query(),
         "COMMIT",
     ):

@@ -72,6 +72,7 @@ from .errors import InputError, Interrupted
 from .monitor import ApplyProgress, confirmed_flush_lsn, current_insert_lsn, lsn_reached
 from .naming import ReplicationNames, replication_names
 from .plan import Plan
+from .predicate import QUOTING_SETTINGS, deparsed, pin_quoting
 from .scope import Scope, TableScope, build_scope
 from .selection import TableRef, UnresolvedName, format_qualified_name, parse_table_pattern, quote_ident
 
@@ -90,6 +91,8 @@ CANONICAL_SETTINGS: Mapping[str, str] = MappingProxyType(
         "lc_monetary": "C",
         # Types and regclass values print schema-qualified, identically on both sides.
         "search_path": "",
+        # Row filters are the server's deparsed text, printed under this setting.
+        **dict(QUOTING_SETTINGS),
     }
 )
 
@@ -477,7 +480,7 @@ class _Shape:
 
 
 def _where_sql(where: str | None) -> sql.Composable:
-    return sql.SQL("({})").format(sql.SQL(where)) if where else sql.SQL("true")  # type: ignore[arg-type]
+    return sql.SQL("({})").format(deparsed(where)) if where else sql.SQL("true")
 
 
 def _shape(table: TableScope, source: _Relation, target: _Relation, where: str | None,
@@ -1374,6 +1377,7 @@ def _publication_filters(endpoint: Endpoint, publication: str) -> dict[tuple[str
         if conn.info.server_version < 150000:
             return {}
         conn.execute("SELECT pg_catalog.set_config('search_path', '', false)")
+        pin_quoting(conn)
         rows = conn.execute(
             "SELECT schemaname, tablename, rowfilter FROM pg_catalog.pg_publication_tables "
             "WHERE pubname = %s AND rowfilter IS NOT NULL",

@@ -45,7 +45,7 @@ def test_full_selection_and_treatments(source: Endpoint, source_db: str) -> None
     items = db.table("My Schema", "Order.Items")
     assert items is not None and items.mode == "schema_only" and items.estimated_bytes == 0
     customers = db.table("public", "customers")
-    assert customers is not None and customers.where == "id <= 15" and customers.filter_columns == ("id",)
+    assert customers is not None and customers.where == "(id <= 15)" and customers.filter_columns == ("id",)
     assert customers.estimated_rows is not None and 10 <= customers.estimated_rows <= 20
     assert 0 < customers.estimated_bytes < customers.info.total_bytes
     assert db.table("public", "events_no_pk") is None
@@ -102,7 +102,8 @@ def test_time_filters_resolve_to_literals_of_the_column_type(source: Endpoint, s
     readings = db.table("public", "readings")
     assert orders is not None and readings is not None
     assert orders.time_cutoff == "'2025-10-11 12:30:00+00:00'"
-    assert orders.where == "\"created_at\" >= '2025-10-11 12:30:00+00:00'"
+    # The server's own text of the predicate is what the copy and the publication use.
+    assert orders.where == "(created_at >= '2025-10-11 12:30:00+00'::timestamp with time zone)"
     assert readings.time_cutoff == "'2026-03-12 12:30:00'"  # timestamp without time zone: plain literal
     assert readings.estimated_rows is not None and 20 <= readings.estimated_rows <= 40
     assert scope.resolved_at == now
@@ -127,13 +128,15 @@ def test_time_filter_needs_a_time_column(source: Endpoint, source_db: str) -> No
 def test_publication_rejects_non_immutable_filter(source: Endpoint, source_db: str) -> None:
     with pytest.raises(InputError) as info:
         _scope(source, source_db, table_filters=["orders:created_at >= now() - interval '6 months'"])
-    assert "publication cannot use the filter" in info.value.cause
+    assert "must be marked IMMUTABLE" in info.value.cause and "row filter" in info.value.cause
     assert "--time-filter" in info.value.remedy
-    # The same predicate is fine for a copy that is not replicated.
-    scope = build_scope(source, Selection.from_cli(
-        include_databases=source_db, table_filters=["orders:created_at >= now() - interval '6 months'"]),
-        replicate=False)
-    assert scope.databases[0].table("public", "orders").where is not None  # type: ignore[union-attr]
+    # Refused for a copy that is not replicated too: a later verify could not re-evaluate
+    # now() to the same rows.
+    with pytest.raises(InputError) as info:
+        build_scope(source, Selection.from_cli(
+            include_databases=source_db, table_filters=["orders:created_at >= now() - interval '6 months'"]),
+            replicate=False)
+    assert "--time-filter" in info.value.remedy
 
 
 def test_filter_outside_replica_identity_is_refused_with_the_fix(source: Endpoint, source_db: str) -> None:
@@ -158,7 +161,7 @@ def test_fk_safety_refuses_unsafe_filtered_set(source: Endpoint, source_db: str)
     assert "Filter public.orders the same way" in info.value.remedy
     # With the referencing table in scope and safe (schema-only here) it is accepted.
     scope = _scope(source, source_db, table_filters=["customers:id < 10"], schema_only_tables=["orders"])
-    assert scope.databases[0].table("public", "customers").where == "id < 10"  # type: ignore[union-attr]
+    assert scope.databases[0].table("public", "customers").where == "(id < 10)"  # type: ignore[union-attr]
 
 
 def test_filters_for_replication_need_pg15() -> None:

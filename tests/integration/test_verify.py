@@ -242,7 +242,7 @@ def test_filtered_and_schema_only_tables(source_cluster: PgCluster, target_clust
                     time_filters=["events:created_at:30 days"], schema_only_tables=["audit"])
     results = by_table(verify_plan(plan))
     assert {name: r.status for name, r in results.items()} == {"items": "match", "events": "match", "audit": "match"}
-    assert results["items"].where == "id <= 100" and results["items"].source_rows == 100
+    assert results["items"].where == "(id <= 100)" and results["items"].source_rows == 100
     assert results["events"].where is not None and "created_at" in results["events"].where
     assert results["audit"].schema_only and results["audit"].method == "schema only"
 
