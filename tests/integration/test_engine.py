@@ -7,14 +7,17 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
+from psycopg import sql
 
 from engine_support import Writer, differences, replication_objects, wait_until_identical
-from pgharness import HOSTILE_TABLES, PgCluster, create_fixture_schema, wait_for
+from pgharness import HOSTILE_TABLES, PASSWORD_ROLE, PgCluster, create_fixture_schema, wait_for
 from pgtide.core import migrate, naming, snapshot_copy
 from pgtide.core.endpoint import Endpoint
 from pgtide.core.errors import InputError, PgtideError
@@ -136,10 +139,12 @@ def _add_slow_table(cluster: PgCluster, rows: int) -> None:
     )
 
 
-def _start_cli_init(source: PgCluster, target: PgCluster, env: dict[str, str]) -> tuple[subprocess.Popen[str], list[str]]:
+def _start_cli_init(source: PgCluster, target: PgCluster, env: dict[str, str], *,
+                    source_url: str | None = None) -> tuple[subprocess.Popen[str], list[str]]:
     """``pgtide init --json`` in a child process, read until its data phase has begun."""
     args = [str(Path(sys.executable).parent / "pgtide"), "init", "--yes", "--json",
-            "--source", source.url(dbname=DB), "--target", target.url(dbname=DB), "--exclude-tables", "events_no_pk"]
+            "--source", source_url or source.url(dbname=DB), "--target", target.url(dbname=DB),
+            "--exclude-tables", "events_no_pk"]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     assert proc.stdout is not None
     for line in proc.stdout:
@@ -193,6 +198,89 @@ def test_crash_mid_copy_then_rerun(shop: tuple[PgCluster, PgCluster], tmp_path: 
     source.execute("INSERT INTO slow_rows VALUES (5001, 5001)", dbname=DB)
     wait_until_identical(source, target, DB, {("public", "slow_rows"): None, ("public", "orders"): None,
                                               ("public", "big"): None, ("My Schema", "Order.Items"): None})
+
+
+CRASH_PASSWORD = "kill-9-s3cret:@/%"
+
+
+def _children(parent: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == parent:
+                    found.append(int(entry.name))
+            except (OSError, ValueError, IndexError):
+                continue
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        return (Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]) != "Z"
+    except OSError:
+        return False
+
+
+def _files_holding(secret: bytes, *roots: Path) -> list[Path]:
+    found = []
+    for root in roots:
+        for path in root.rglob("*") if root.is_dir() else ():
+            try:
+                if path.is_file() and not path.is_symlink() and path.stat().st_size < 1 << 20 \
+                        and secret in path.read_bytes():
+                    found.append(path)
+            except OSError:
+                continue
+    return found
+
+
+def test_kill_9_mid_copy_leaves_no_password_on_disk_and_no_child(shop: tuple[PgCluster, PgCluster],
+                                                                  tmp_path: Path) -> None:
+    source, target = shop
+    _add_slow_table(source, 2000)
+    # Over the pipe threshold (16 MiB, stored uncompressed), so the copy runs psql children.
+    source.execute("SET pgtide_test.fast = 'on'; ALTER TABLE slow_rows ADD COLUMN pad text; "
+                   "ALTER TABLE slow_rows ALTER COLUMN pad SET STORAGE EXTERNAL; "
+                   "UPDATE slow_rows SET pad = repeat('x', 10000)", dbname=DB)
+    role = PASSWORD_ROLE
+    source.execute(sql.SQL("CREATE ROLE {} LOGIN SUPERUSER PASSWORD {}").format(
+        sql.Identifier(role), sql.Literal(CRASH_PASSWORD)))
+    private_tmp = tmp_path / "tmp"
+    private_tmp.mkdir()
+    env = {**os.environ, "TMPDIR": str(private_tmp)}
+    env.pop("PGPASSWORD", None)
+    url = f"postgresql://{role}:{quote(CRASH_PASSWORD, safe='')}@127.0.0.1:{source.port}/{DB}"
+    roots = (private_tmp, Path(tempfile.gettempdir()), Path("/var/tmp"), Path("/dev/shm"))
+    try:
+        proc, args = _start_cli_init(source, target, env, source_url=url)
+        # The copy's psql children authenticate with the password: they are what must not outlive us.
+        children = wait_for(lambda: [pid for pid in _children(proc.pid)
+                                     if b"psql" in Path(f"/proc/{pid}/cmdline").read_bytes()], what="psql children")
+        assert source.execute("SELECT 1 FROM pg_stat_activity WHERE usename = %s", [role])
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        for stream in (proc.stdout, proc.stderr):
+            assert stream is not None
+            stream.close()
+        deadline = time.monotonic() + 1.0
+        while any(_running(pid) for pid in children) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not [pid for pid in children if _running(pid)], "a psql child outlived pgtide by a second"
+        assert _files_holding(CRASH_PASSWORD.encode(), *roots) == []
+
+        rerun = subprocess.run(args, capture_output=True, text=True, env=env, timeout=240)
+        assert rerun.returncode == 0, rerun.stderr
+        assert CRASH_PASSWORD not in rerun.stdout + rerun.stderr
+        assert _files_holding(CRASH_PASSWORD.encode(), *roots) == []
+        source.execute("INSERT INTO slow_rows VALUES (5001, 5001)", dbname=DB)
+        wait_until_identical(source, target, DB, {("public", "slow_rows"): None, ("public", "orders"): None})
+    finally:
+        target.clean_replication()
+        source.clean_replication()
+        source.execute(sql.SQL("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = {}").format(
+            sql.Literal(role)))
+        source.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
 
 
 def _assert_clean(source: PgCluster, target: PgCluster) -> None:
