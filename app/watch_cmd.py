@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import threading
 import time
@@ -23,7 +24,17 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 
 DEFAULT_WATCH_SECONDS = 2.0
+#: A day: anything longer is surely a typo, and time.sleep() refuses some huge values.
+MAX_WATCH_SECONDS = 86400.0
 DEFAULT_MAX_KEYS = 20
+
+
+def _finite_seconds(text: str) -> float:
+    """argparse type: a finite, non-negative number of seconds (argparse exits 2 otherwise)."""
+    value = float(text)
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"needs a finite number of seconds, not {text!r}")
+    return value
 
 
 def register(sub: Any) -> None:
@@ -66,7 +77,7 @@ def register(sub: Any) -> None:
                         help=f"differing keys listed per table (default {DEFAULT_MAX_KEYS})")
     verify.add_argument("--jobs", "-j", type=int, default=2, metavar="N",
                         help="tables verified at once (default 2)")
-    verify.add_argument("--recheck-timeout", type=float, default=30.0, metavar="SECONDS",
+    verify.add_argument("--recheck-timeout", type=_finite_seconds, default=30.0, metavar="SECONDS",
                         help="longest wait for the target to catch up before a difference counts (default 30)")
     verify.add_argument("--static", action="store_true",
                         help="do not re-check differences against the live subscription")
@@ -144,8 +155,10 @@ def cmd_status(args: argparse.Namespace, *, out: IO[str] | None = None) -> int:
     from ..core.monitor import Monitor
 
     out = out or sys.stdout
-    if args.watch is not None and args.watch <= 0:
-        raise InputError(f"--watch needs a positive number of seconds, not {args.watch:g}", "Pass e.g. --watch 2.")
+    # nan compares false with everything and inf never wakes up: neither is an interval.
+    if args.watch is not None and not (math.isfinite(args.watch) and 0 < args.watch <= MAX_WATCH_SECONDS):
+        raise InputError(f"--watch needs a positive number of seconds up to {MAX_WATCH_SECONDS:g}, "
+                         f"not {args.watch:g}", "Pass e.g. --watch 2.")
     plan = plan_from_args(args)
     tty = bool(getattr(out, "isatty", lambda: False)()) and not args.json
     with Monitor.from_plan(plan) as monitor:

@@ -134,6 +134,16 @@ def _libpq_knows_service(name: str) -> bool:
         probe.finish()
 
 
+#: libpq parameters with a fixed set of values; libpq itself reports a wrong one only at
+#: connect time, as if the server were at fault (e.g. "the TLS handshake failed").
+_ENUMERATED: Mapping[str, tuple[str, ...]] = MappingProxyType({
+    "sslmode": ("disable", "allow", "prefer", "require", "verify-ca", "verify-full"),
+    "gssencmode": ("disable", "prefer", "require"),
+    "channel_binding": ("disable", "prefer", "require"),
+    "target_session_attrs": ("any", "read-write", "read-only", "primary", "standby", "prefer-standby"),
+})
+
+
 @dataclass(frozen=True, repr=False)
 class Endpoint:
     """A PostgreSQL server (and database) to connect to.
@@ -168,7 +178,30 @@ class Endpoint:
             ) from None
         params.update({key: value for key, value in overrides.items() if value is not None})
         clean = {key: str(value) for key, value in params.items() if value is not None}
-        return cls(MappingProxyType(clean), MappingProxyType(cls._lookup_defaults(clean, env)))
+        endpoint = cls(MappingProxyType(clean), MappingProxyType(cls._lookup_defaults(clean, env)))
+        endpoint._check_values()
+        return endpoint
+
+    def _check_values(self) -> None:
+        """Refuse values libpq would only trip over when connecting, with a misleading error."""
+        port = self.get("port")
+        if port is not None:
+            # Several hosts take a comma-separated port list; an empty entry means the default.
+            for part in port.split(","):
+                if part.strip() and not (part.strip().isdigit() and 0 < int(part.strip()) < 65536):
+                    raise InputError(
+                        f"port must be a number from 1 to 65535, not {part.strip()!r}",
+                        "Write the port as digits after the host (postgresql://user@host:5432/db) or as port=5432.",
+                        title="Bad connection string",
+                    )
+        for key, allowed in _ENUMERATED.items():
+            value = self.get(key)
+            if value is not None and value not in allowed:
+                raise InputError(
+                    f"{key} must be one of {', '.join(allowed)}, not {value!r}",
+                    f"Fix {key} in the connection string (e.g. {key}={allowed[-1]}).",
+                    title="Bad connection string",
+                )
 
     @staticmethod
     def _lookup_defaults(params: Mapping[str, str], env: Mapping[str, str]) -> dict[str, str]:

@@ -317,6 +317,9 @@ def validate(plan: Plan, *, emit: Emit = discard, build: Callable[..., Scope] = 
         report.scope = scope
         add(Check("selection", "ok", f"{len(scope.databases)} database(s), "
                   f"{sum(len(db.tables) for db in scope.databases)} table(s)"))
+        for note in scope.notes:
+            add(Check("selection", "warning", note,
+                      "Remove the rule that is ignored, or the one that wins." if "is ignored" in note else ""))
     except InputError as exc:
         add(Check("selection", "error", exc.cause, exc.remedy))
         scope = None

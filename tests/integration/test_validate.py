@@ -170,3 +170,17 @@ def test_non_empty_target_database_needs_drop_existing(source_cluster: PgCluster
         target_cluster.drop_database(source_db)
     report = _validate(source_cluster.url(dbname=source_db), target_cluster.url())
     assert _check(report, "target database").observed == "will be created"
+
+
+def test_schema_only_and_row_filter_on_one_table_is_a_warning_naming_both(
+    source_cluster: PgCluster, source_db: str, target_cluster: PgCluster
+) -> None:
+    create_fixture_schema(source_cluster, source_db, rows=5)
+    report = _validate(source_cluster.url(dbname=source_db), target_cluster.url(),
+                       schema_only_tables=["orders"], table_filters=["orders:id < 3"])
+    warnings = [c for c in report.checks if c.name == "selection" and c.status == "warning"]
+    assert len(warnings) == 1, report.checks
+    # Schema-only wins (the seed tools' precedence), and the user is told which rule lost.
+    assert "row filter 'id < 3'" in warnings[0].observed and "schema-only" in warnings[0].observed
+    assert "--schema-only-tables" in warnings[0].observed and "--table-filter" in warnings[0].observed
+    assert "Remove the rule" in warnings[0].remedy

@@ -131,3 +131,20 @@ def test_subscription_connection_string_can_leave_the_password_out() -> None:
     assert "dbname=shop" in subscription_conninfo(plan, "shop")
     without = Plan(plan.source, plan.target, options=Options(subscription_password=False))
     assert "password" not in subscription_conninfo(without, "shop")
+
+
+def test_port_and_enumerated_values_are_checked_when_parsed() -> None:
+    import pytest
+
+    from pgtide.core.errors import InputError
+
+    for text, message in (("postgresql://u:pw@h:5x/db", "port must be a number"),
+                          ("postgresql://u@h/db?sslmode=requir", "sslmode must be one of"),
+                          ("host=h target_session_attrs=rw", "target_session_attrs must be one of")):
+        with pytest.raises(InputError) as info:
+            Endpoint.parse(text, env={})
+        assert message in info.value.cause and "pw" not in info.value.cause
+    with pytest.raises(InputError):
+        Endpoint.parse("postgresql://u@h/db", env={"PGPORT": "five"})
+    # Multi-host port lists (an empty entry means the default) are fine.
+    assert Endpoint.parse("host=a,b,c port=5432,,5433", env={}).get("port") == "5432,,5433"
