@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -147,6 +148,10 @@ def _report(exc: PgtideError, as_json: bool) -> None:
         print(f"  fix: {exc.remedy}", file=sys.stderr)
 
 
+#: What a shell reports for a command ended by SIGPIPE (128 + 13).
+EXIT_BROKEN_PIPE = 141
+
+
 def _terminate(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -174,6 +179,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`pgtide validate --json | head -3`): end quietly, as a shell
+        # tool killed by SIGPIPE would, and keep Python from failing to flush at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except Exception:  # noqa: BLE001 - a traceback may hold secrets: it goes to the log only
         log.exception("unexpected error")
         print(f"error: unexpected internal error; details are in {logs.log_file()}", file=sys.stderr)

@@ -73,11 +73,9 @@ def _server_version(endpoint: Endpoint) -> int:
 
 def drop_subscription(target: Endpoint, name: str) -> bool:
     """Disable, detach from its slot, drop. Detaching first means the drop never needs the source."""
-    try:
-        conn = connect(target)
-    except PgtideError:
-        return False
-    with conn:
+    # A database that exists but refuses us (no CONNECT, connection limit, datallowconn off)
+    # raises here: teardown must report that subscription as not removed, not as absent.
+    with connect(target) as conn:
         if not conn.execute("SELECT 1 FROM pg_subscription WHERE subname = %s AND subdbid = "
                             "(SELECT oid FROM pg_database WHERE datname = current_database())", [name]).fetchone():
             return False
@@ -86,6 +84,29 @@ def drop_subscription(target: Endpoint, name: str) -> bool:
         conn.execute(sql.SQL("ALTER SUBSCRIPTION {} SET (slot_name = NONE)").format(ident))
         conn.execute(sql.SQL("DROP SUBSCRIPTION {}").format(ident))
         return True
+
+
+def subscriptions_writing_to(target: Endpoint, database: str) -> list[str]:
+    """Subscriptions that apply changes into target ``database`` (asked of the server as a whole)."""
+    with connect(target.with_dbname("postgres")) as conn:
+        return [row[0] for row in conn.execute(
+            "SELECT s.subname FROM pg_subscription s JOIN pg_database d ON d.oid = s.subdbid "
+            "WHERE d.datname = %s ORDER BY 1", [database])]
+
+
+def refuse_to_drop_replica(plan: Plan, database: str) -> InputError | None:
+    """--drop-existing never drops a database that a subscription writes to: that is a live migration."""
+    writers = subscriptions_writing_to(plan.target, database)
+    if not writers:
+        return None
+    ours = naming.replication_names(plan.source, plan.target, database).subscription
+    return InputError(
+        f"target database {database!r} is written to by subscription {', '.join(writers)}"
+        + (" (this migration)" if ours in writers else " (a live migration)") + ": refusing to drop it",
+        "Continue that migration (pgtide init/sync with the same source and target), remove it with "
+        "`pgtide teardown` first, or cut over. --drop-existing only replaces databases nothing replicates into.",
+        title="Target is a live replica",
+    )
 
 
 def drop_slot(source: Endpoint, slot: str, *, timeout: float = 30.0) -> bool:
@@ -155,16 +176,19 @@ def teardown_database(plan: Plan, database: str, emit: Emit = discard) -> list[s
     def source_endpoint() -> Endpoint:
         return plan.source.with_dbname(database if database_exists(plan.source, database) else "postgres")
 
-    step(f"replication slot {names.slot} on the source", lambda: drop_slot(source_endpoint(), names.slot))
+    slot_step = f"replication slot {names.slot} on the source"
+    step(slot_step, lambda: drop_slot(source_endpoint(), names.slot))
     step(f"publication {names.publication} on the source",
          lambda: database_exists(plan.source, database) and drop_publication(source_endpoint(), names.publication))
     step(f"filter-check publications {CHECK_PUBLICATION_PREFIX}* on the source",
          lambda: database_exists(plan.source, database) and drop_check_publications(source_endpoint()))
     if failed:
+        slot_kept = any(f.startswith(slot_step) for f in failed)
         raise MigrationFailed(
             f"{database}: could not remove " + "; ".join(failed),
-            "Run `pgtide teardown` again once both servers are reachable; until then the slot keeps WAL "
-            "on the source.",
+            "Run `pgtide teardown` again once both servers (and that database) accept the connection"
+            + ("; until then the slot keeps WAL on the source." if slot_kept else
+               "; the slot is gone, so the subscription left on the target only fails to connect."),
             title="Teardown incomplete",
         )
     return removed
@@ -245,8 +269,12 @@ def _unfinished_ours(state: dict[str, Any]) -> bool:
 
 def target_not_empty(plan: Plan, database: str, state: dict[str, Any]) -> InputError | None:
     """The refusal for a non-empty target database, or None when init may use (or replace) it."""
-    if plan.options.drop_existing or _unfinished_ours(state) or not database_exists(plan.target, database):
+    if not database_exists(plan.target, database):
         return None
+    if plan.options.drop_existing or _unfinished_ours(state):
+        # Whatever the job store says (another spelling of the servers, a lost state dir),
+        # a database that a subscription writes to is a live replica: never drop it.
+        return refuse_to_drop_replica(plan, database)
     objects = user_objects(plan.target.with_dbname(database))
     if not objects:
         return None

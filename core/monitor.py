@@ -853,17 +853,19 @@ def _eta(samples: deque[tuple[float, int]], now: float, window: float, lag: int 
 def selected_databases(plan: Plan) -> tuple[str, ...]:
     """The source databases ``plan``'s selection includes (one catalog query)."""
     from .catalog import list_databases
+    from .scope import with_database_from_url
 
+    selection = with_database_from_url(plan.source, plan.selection)
     server = list_databases(plan.source)
     known = {db.name for db in server.databases}
-    unknown = [rule.name for rule in plan.selection.include_databases if rule.name not in known]
+    unknown = [rule.name for rule in selection.include_databases if rule.name not in known]
     if unknown:
         raise InputError(
             f"no database {', '.join(repr(name) for name in unknown)} on the source",
             "Databases on the source: " + (", ".join(sorted(known)) or "none"),
             title="Unknown database",
         )
-    chosen = tuple(db.name for db in server.databases if plan.selection.includes_database(db.name))
+    chosen = tuple(db.name for db in server.databases if selection.includes_database(db.name))
     if not chosen:
         raise InputError(
             "the selection leaves no database",

@@ -552,6 +552,19 @@ def check_filter_support(server_version_num: int, selection: Selection, *, repli
 # -- the whole thing --------------------------------------------------------------------------
 
 
+def with_database_from_url(source: Endpoint, selection: Selection) -> Selection:
+    """The one rule for which databases a source URL means, for every command.
+
+    A source URL that names a database means that database; one without a database (or with
+    the maintenance database "postgres") means the whole server, as in the seed tools.
+    Explicit --include/--exclude-databases win.
+    """
+    named = source.params.get("dbname")
+    if named and named != "postgres" and not selection.include_databases and not selection.exclude_databases:
+        return selection.merge(Selection(include_databases=(DatabaseRule(named, "the database in the source URL"),)))
+    return selection
+
+
 def build_scope(
     source: Endpoint,
     selection: Selection,
@@ -565,11 +578,7 @@ def build_scope(
     required for filters, and the publication-specific checks run.
     ``now``: the moment time windows count back from (default: the source server's clock).
     """
-    named = source.params.get("dbname")
-    if named and named != "postgres" and not selection.include_databases and not selection.exclude_databases:
-        # A source URL that names a database means that database; one without a database
-        # (or with the maintenance db "postgres") means the whole server, as in the seeds.
-        selection = selection.merge(Selection(include_databases=(DatabaseRule(named, "the database in the source URL"),)))
+    selection = with_database_from_url(source, selection)
     server = list_databases(source)
     notes = _check_databases(selection, server)
     selected = [db.name for db in server.databases if selection.includes_database(db.name)]

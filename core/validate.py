@@ -271,7 +271,7 @@ def _target_database_checks(plan: Plan, scope: Scope) -> list[Check]:
     """A non-empty target database stops init unless it is an earlier run of this migration."""
     from . import naming
     from .jobstore import JobStore
-    from .migrate import database_exists, user_objects
+    from .migrate import database_exists, refuse_to_drop_replica, subscriptions_writing_to, user_objects
 
     store = JobStore(naming.migration_id(plan.source, plan.target))
     checks = []
@@ -282,7 +282,15 @@ def _target_database_checks(plan: Plan, scope: Scope) -> list[Check]:
             continue
         objects = user_objects(plan.target.with_dbname(name))
         state = store.database(name) if plan.options.resume else {}
-        if not objects:
+        ours = naming.replication_names(plan.source, plan.target, name).subscription
+        writers = subscriptions_writing_to(plan.target, name)
+        continues = state.get("status") in ("streaming", "copying", "failed", "copied")
+        if writers and not (ours in writers and continues and not plan.options.drop_existing):
+            # A live replica: never advise (or accept) dropping it.
+            refusal = refuse_to_drop_replica(plan, name)
+            assert refusal is not None
+            checks.append(Check("target database", "error", refusal.cause, refusal.remedy, database=name))
+        elif not objects:
             checks.append(Check("target database", "ok", "exists and is empty", database=name))
         elif state.get("status") in ("streaming", "copying", "failed", "copied"):
             checks.append(Check("target database", "ok", f"holds an earlier run of this migration ({state['status']}): "
