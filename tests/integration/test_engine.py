@@ -278,9 +278,14 @@ def test_kill_9_mid_copy_leaves_no_password_on_disk_and_no_child(shop: tuple[PgC
     finally:
         target.clean_replication()
         source.clean_replication()
-        source.execute(sql.SQL("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = {}").format(
-            sql.Literal(role)))
-        source.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+        # init copies roles: the role is on the target too.
+        for cluster in (source, target):
+            cluster.execute(sql.SQL("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = {}")
+                            .format(sql.Literal(role)))
+            if cluster.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [role]):
+                if cluster.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DB]):
+                    cluster.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)), dbname=DB)
+                cluster.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
 
 
 def _assert_clean(source: PgCluster, target: PgCluster) -> None:
