@@ -88,7 +88,10 @@ def describe_connect_failure(endpoint: Endpoint, exc: BaseException) -> ConnectE
 def connect(endpoint: Endpoint, *, autocommit: bool = True, **extra: Any) -> psycopg.Connection[Any]:
     """Open a connection, with keepalives and a connect timeout, or raise a ConnectError."""
     try:
-        return psycopg.connect(**endpoint.connect_kwargs(**extra), autocommit=autocommit)
+        # UTF8 whatever the database's encoding: pgtide's own text (names, filters) is
+        # Unicode, and JSON results (EXPLAIN) are decoded as UTF-8; the server converts.
+        return psycopg.connect(**endpoint.connect_kwargs(**{"client_encoding": "utf8", **extra}),
+                               autocommit=autocommit)
     except psycopg.ProgrammingError as exc:
         raise InputError(
             f"{endpoint.redacted()}: {endpoint.redact(str(exc)).splitlines()[0]}",

@@ -94,15 +94,16 @@ def subscriptions_writing_to(target: Endpoint, database: str) -> list[str]:
             "WHERE d.datname = %s ORDER BY 1", [database])]
 
 
-def refuse_to_drop_replica(plan: Plan, database: str) -> InputError | None:
-    """--drop-existing never drops a database that a subscription writes to: that is a live migration."""
+def refuse_to_drop_replica(plan: Plan, database: str, *, dropping: bool) -> InputError | None:
+    """A database that a subscription writes to is a live replica: never advise or do dropping it."""
     writers = subscriptions_writing_to(plan.target, database)
     if not writers:
         return None
     ours = naming.replication_names(plan.source, plan.target, database).subscription
     return InputError(
         f"target database {database!r} is written to by subscription {', '.join(writers)}"
-        + (" (this migration)" if ours in writers else " (a live migration)") + ": refusing to drop it",
+        + (" (this migration)" if ours in writers else " (a live migration)")
+        + (": refusing to drop it" if dropping else ": it is a live replica"),
         "Continue that migration (pgtide init/sync with the same source and target), remove it with "
         "`pgtide teardown` first, or cut over. --drop-existing only replaces databases nothing replicates into.",
         title="Target is a live replica",
@@ -142,8 +143,11 @@ def drop_check_publications(source: Endpoint) -> bool:
     """Drop publications named like a filter check's (they only ever exist inside a rolled-back
     transaction; pgtide 0.1 could be tricked into committing one)."""
     with connect(source) as conn:
+        # Exactly the checks' names, and only our own: a user's publication is never touched.
         names = [row[0] for row in conn.execute(
-            "SELECT pubname FROM pg_publication WHERE starts_with(pubname, %s)", [CHECK_PUBLICATION_PREFIX])]
+            "SELECT pubname FROM pg_publication WHERE pubname ~ %s AND pubowner = "
+            "(SELECT oid FROM pg_roles WHERE rolname = current_user)",
+            [f"^{CHECK_PUBLICATION_PREFIX}[0-9a-f]{{8}}$"])]
         for name in names:
             conn.execute(sql.SQL("DROP PUBLICATION {}").format(sql.Identifier(name)))
     return bool(names)
@@ -274,10 +278,13 @@ def target_not_empty(plan: Plan, database: str, state: dict[str, Any]) -> InputE
     if plan.options.drop_existing or _unfinished_ours(state):
         # Whatever the job store says (another spelling of the servers, a lost state dir),
         # a database that a subscription writes to is a live replica: never drop it.
-        return refuse_to_drop_replica(plan, database)
+        return refuse_to_drop_replica(plan, database, dropping=True)
     objects = user_objects(plan.target.with_dbname(database))
     if not objects:
         return None
+    live = refuse_to_drop_replica(plan, database, dropping=False)
+    if live is not None:
+        return live
     return InputError(
         f"target database {database!r} is not empty: it has " + ", ".join(objects[:5])
         + (" and more" if len(objects) > 5 else ""),
@@ -404,7 +411,7 @@ def ensure_publication(source: Endpoint, name: str, tables: list[TableScope]) ->
                          "Select at least one table that is not schema-only or unlogged.")
     with connect(source) as conn:
         exists = conn.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", [name]).fetchone()
-        pin_quoting(conn)
+        pin_quoting(conn, search_path=True)
         execute_parsed(conn, publication_statement(name, tables, alter=bool(exists)))
     return "updated" if exists else "created"
 

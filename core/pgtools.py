@@ -192,14 +192,25 @@ def _private_directory() -> Path:
         return _private_dir
 
 
+def _memfd() -> int | None:
+    """An anonymous in-memory file, or None where the system has none (or forbids it)."""
+    memfd_create = getattr(os, "memfd_create", None)
+    # The child opens it again by name: /dev/fd must exist (not on FreeBSD without fdescfs).
+    if memfd_create is None or not os.path.isdir("/dev/fd"):
+        return None
+    try:
+        # Close-on-exec: only the child it is passed to (pass_fds) inherits it.
+        return int(memfd_create("pgtide-pgpass", os.MFD_CLOEXEC))
+    except OSError:  # a seccomp filter or sandbox that refuses memfd_create
+        return None
+
+
 @contextmanager
 def passfile(password: str) -> Iterator[Passfile]:
     """A private passfile holding ``password`` for any host/port/db/user, gone afterwards."""
     line = _passfile_line(password)
-    memfd_create = getattr(os, "memfd_create", None)
-    if memfd_create is not None:
-        # Close-on-exec: only the child it is passed to (pass_fds) inherits it.
-        fd = memfd_create("pgtide-pgpass", os.MFD_CLOEXEC)
+    fd = _memfd()
+    if fd is not None:
         try:
             os.fchmod(fd, 0o600)
             _write_all(fd, line)
@@ -396,6 +407,9 @@ def open_tool(
     install_cleanup_handlers()
     tool = find_tool(name, server_major=server_major)
     with tool_environment(endpoint) as (env, conninfo, pass_fds):
+        # Our arguments (table names, COPY statements) are UTF-8 whatever the database's
+        # encoding: a child must say so, or the server reads them in the database's encoding.
+        env["PGCLIENTENCODING"] = "UTF8"
         if extra_env:
             env.update(extra_env)
         argv = [str(tool.path), f"--dbname={conninfo}", *args]

@@ -50,7 +50,7 @@ from .predicate import (
     execute_parsed,
     limit_transaction,
     pin_quoting,
-    server_rejection,
+    rejection_for,
 )
 from .selection import (
     DatabaseRule,
@@ -308,10 +308,8 @@ def explain_filter(conn: psycopg.Connection[Any], table: TableScope) -> int | No
         try:
             row = execute_parsed(conn, query).fetchone()
         except psycopg.Error as exc:
-            if isinstance(exc, psycopg.OperationalError):
-                raise
-            raise server_rejection(table.display, _given_filter(table), exc,
-                                   remedy=_filter_remedy(table, exc)) from None
+            raise rejection_for(exc, conn, table.display, _given_filter(table),
+                                lambda error: _filter_remedy(table, error)) from None
     plan = row[0] if row else None
     if isinstance(plan, str):
         plan = json.loads(plan)
@@ -338,8 +336,11 @@ def check_publication_filter(conn: psycopg.Connection[Any], table: TableScope) -
             execute_parsed(conn, statement)
         except psycopg.errors.InsufficientPrivilege:
             return False
+        except (psycopg.errors.QueryCanceled, psycopg.errors.ReadOnlySqlTransaction) as exc:
+            raise rejection_for(exc, conn, table.display, _given_filter(table),
+                                lambda error: _filter_remedy(table, error)) from None
         except psycopg.Error as exc:
-            if isinstance(exc, psycopg.OperationalError):
+            if conn.closed or (exc.sqlstate or "").startswith("08"):
                 raise
             detail = (exc.diag.message_detail or "").strip()
             raise InputError(

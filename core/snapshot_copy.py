@@ -33,7 +33,7 @@ from .endpoint import Endpoint
 from .errors import PgtideError
 from .events import CancelToken, Emit, TableCopied, TableProgress
 from .pgtools import ToolFailed, open_tool
-from .predicate import QUOTING_SETTINGS, deparsed
+from .predicate import deparsed, session_statements
 from .scope import TableScope
 
 #: Tables larger than this are split into primary-key ranges copied in parallel...
@@ -60,8 +60,8 @@ _SOURCE_SESSION = (
     "SET statement_timeout = 0",
     "SET idle_in_transaction_session_timeout = 0",
     "SET lock_timeout = 0",
-    # A filter is the server's deparsed text, printed under this setting (see predicate.py).
-    *(f"SET {name} = {value}" for name, value in QUOTING_SETTINGS),
+    # A filter is the server's deparsed text, printed under these settings (see predicate.py).
+    *session_statements(),
 )
 
 

@@ -287,7 +287,7 @@ def _target_database_checks(plan: Plan, scope: Scope) -> list[Check]:
         continues = state.get("status") in ("streaming", "copying", "failed", "copied")
         if writers and not (ours in writers and continues and not plan.options.drop_existing):
             # A live replica: never advise (or accept) dropping it.
-            refusal = refuse_to_drop_replica(plan, name)
+            refusal = refuse_to_drop_replica(plan, name, dropping=plan.options.drop_existing)
             assert refusal is not None
             checks.append(Check("target database", "error", refusal.cause, refusal.remedy, database=name))
         elif not objects:

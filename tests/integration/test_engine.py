@@ -388,10 +388,18 @@ def test_rerun_is_idempotent_and_no_resume_refuses_a_non_empty_target(shop: tupl
     again = migrate.init(plan, emit=events.append)
     assert again[0].status == "streaming"
     assert any("already streaming" in getattr(e, "text", "") for e in events)
+    # A live replica is never to be dropped, nor advised to be: teardown comes first.
+    with pytest.raises(InputError) as info:
+        migrate.init(plan.with_options(resume=False))
+    assert "live replica" in info.value.cause and "Pass --drop-existing" not in info.value.remedy
+    with pytest.raises(InputError) as info:
+        migrate.init(plan.with_options(resume=False, drop_existing=True))
+    assert "refusing to drop it" in info.value.cause and "teardown" in info.value.remedy
+    assert len(migrate.teardown(plan)) == 3
     with pytest.raises(InputError) as info:
         migrate.init(plan.with_options(resume=False))
     assert "not empty" in info.value.cause and "--drop-existing" in info.value.remedy
-    # --no-resume tore down the old replication before refusing; --drop-existing starts over cleanly.
+    # After teardown the target is a plain non-empty database: --drop-existing starts over cleanly.
     results = migrate.init(plan.with_options(resume=False, drop_existing=True))
     assert results[0].status == "streaming"
     names = naming.replication_names(plan.source, plan.target, DB)

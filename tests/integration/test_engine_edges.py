@@ -87,8 +87,9 @@ def test_no_resume_refuses_before_stopping_a_running_migration(pair: tuple[PgClu
     plan = _plan(source, target)
     migrate.init(plan)
     before = replication_objects(source, target)
-    with pytest.raises(InputError, match="not empty"):
+    with pytest.raises(InputError, match="live replica") as info:
         migrate.init(plan.with_options(resume=False))
+    assert "Pass --drop-existing" not in info.value.remedy  # never advised for a live replica
     assert replication_objects(source, target) == before
 
 

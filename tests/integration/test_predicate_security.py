@@ -29,7 +29,7 @@ from pgharness import LOGICAL_SETTINGS, PgCluster, running_cluster
 from pgtide.core import migrate, profiles
 from pgtide.core.catalog import TableInfo, discover_database
 from pgtide.core.endpoint import Endpoint
-from pgtide.core.errors import InputError, PgtideError
+from pgtide.core.errors import EnvironmentProblem, InputError, PgtideError
 from pgtide.core.plan import Options, Plan
 from pgtide.core.scope import TableScope, check_table_filter
 from pgtide.core.selection import Selection
@@ -136,6 +136,7 @@ class Watched:
                           WHERE p.pronamespace NOT IN ('pg_catalog'::regnamespace, 'information_schema'::regnamespace)
                 UNION ALL SELECT 'orders', string_agg(id || ':' || coalesce(note, '<null>'), ',' ORDER BY id) FROM orders
                 UNION ALL SELECT 'victim', string_agg(id::text, ',' ORDER BY id) FROM victim
+                UNION ALL SELECT 'calls', last_value || ' ' || is_called FROM calls
                 ORDER BY 1, 2
                 """,
                 dbname=database,
@@ -153,10 +154,15 @@ def watched(pg_bindir: Path) -> Iterator[Watched]:
             cluster.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
             cluster.execute(
                 """
-                CREATE TABLE orders (id int PRIMARY KEY, note text, status text);
+                CREATE TABLE orders (id int PRIMARY KEY, note text, status text, tags text[], created timestamp);
                 ALTER TABLE orders REPLICA IDENTITY FULL;
                 INSERT INTO orders SELECT g, CASE g % 4 WHEN 0 THEN ';' WHEN 1 THEN 'a;b' WHEN 2 THEN 'it''s'
-                    ELSE '--x' END, 'open' FROM generate_series(1, 40) g;
+                    ELSE '--x' END, 'open', ARRAY['t' || g], '2024-01-01'::timestamp + g * interval '1 day'
+                    FROM generate_series(1, 40) g;
+                -- Side effects an "immutable" user function could have: every call advances it.
+                CREATE SEQUENCE calls;
+                CREATE FUNCTION public.bump(text) RETURNS boolean IMMUTABLE LANGUAGE plpgsql
+                    AS $$ BEGIN PERFORM nextval('public.calls'); RETURN true; END $$;
                 CREATE TABLE victim (id int PRIMARY KEY);
                 INSERT INTO victim VALUES (1), (2);
                 """,
@@ -364,3 +370,113 @@ def test_odd_predicates_work_end_to_end_with_the_server_text(watched: Watched, t
     finally:
         migrate.teardown(plan)
         target_cluster.drop_database(database)
+
+
+# -- what the review found: nothing of the user's may run, and the text means the same everywhere ----
+
+
+def _check(watched: Watched, database: str, predicate: str) -> TableScope:
+    with psycopg.connect(watched.cluster.url(dbname=database), autocommit=True) as conn:
+        return check_table_filter(conn, _table(watched, database, predicate), replicate=True)
+
+
+@pytest.mark.parametrize("predicate", ["public.bump('x')", "note = 'a' OR public.bump(note)",
+                                       "bump('x') AND id = 1", "id = 1) UNION SELECT 1 FROM victim WHERE (true"])
+def test_user_functions_and_other_tables_are_refused_before_anything_runs(watched: Watched,
+                                                                          predicate: str) -> None:
+    before = watched.snapshot()
+    with pytest.raises(InputError) as info:
+        _check(watched, "sec_on", predicate)
+    assert "does not ship" in info.value.cause or "rejected by the server" in info.value.cause
+    # The sequence the function would advance is untouched: the function never ran, not even
+    # while the server folded constants.
+    assert watched.snapshot() == before
+
+
+def test_a_look_alike_in_public_never_runs_in_the_checks_or_the_copy(watched: Watched,
+                                                                      target_cluster: PgCluster) -> None:
+    database = "sec_on"
+    watched.cluster.execute(
+        "CREATE FUNCTION public.array_length(text[], integer) RETURNS integer IMMUTABLE LANGUAGE plpgsql "
+        "AS $$ BEGIN PERFORM nextval('public.calls'); RETURN 1; END $$", dbname=database)
+    try:
+        before = watched.snapshot()
+        predicate = "array_length(tags, 1) = 1 AND id <= 5"
+        plan = Plan(watched.endpoint(database), Endpoint.parse(target_cluster.url(dbname=database), env={}),
+                    Selection.from_cli(table_filters=[f"orders:{predicate}"], include_tables=["orders"]),
+                    Options(jobs=1))
+        scope = migrate.build_scope(plan.source, plan.selection)
+        where = scope.databases[0].table("public", "orders").where  # type: ignore[union-attr]
+        assert where is not None and "array_length(tags, 1)" in where
+        try:
+            assert [r.status for r in migrate.init(plan, scope=scope)] == ["streaming"]
+            assert target_cluster.execute("SELECT count(*) FROM orders", dbname=database)[0][0] == 5
+        finally:
+            migrate.teardown(plan)
+            target_cluster.drop_database(database)
+        assert watched.cluster.execute("SELECT last_value, is_called FROM calls", dbname=database) == [(1, False)]
+        assert {k: v for k, v in watched.snapshot().items() if k != database} == \
+            {k: v for k, v in before.items() if k != database}
+    finally:
+        watched.cluster.execute("DROP FUNCTION public.array_length(text[], integer)", dbname=database)
+
+
+def test_date_literals_are_printed_in_iso_whatever_the_database_datestyle(watched: Watched) -> None:
+    watched.cluster.execute("ALTER DATABASE sec_off SET DateStyle = 'SQL, DMY'")
+    try:
+        checked = _check(watched, "sec_off", "created >= '02/01/2024 03:04:05'")  # DMY: 2 January
+        assert checked.where is not None and "'2024-01-02 03:04:05'::timestamp" in checked.where
+        assert checked.estimated_rows is not None
+    finally:
+        watched.cluster.execute("ALTER DATABASE sec_off RESET DateStyle")
+
+
+def test_a_long_in_list_fits(watched: Watched) -> None:
+    ids = ", ".join(str(i) for i in range(1, 1500))
+    checked = _check(watched, "sec_on", f"id IN ({ids})")
+    assert checked.where is not None and "1499" in checked.where
+
+
+def test_a_read_only_database_is_an_environment_problem_not_an_internal_error(watched: Watched) -> None:
+    watched.cluster.execute("ALTER DATABASE sec_on SET default_transaction_read_only = on")
+    try:
+        with pytest.raises(EnvironmentProblem) as info:
+            _check(watched, "sec_on", "id = 1")
+        assert "read-only" in info.value.cause and "primary" in info.value.remedy
+    finally:
+        watched.cluster.execute("ALTER DATABASE sec_on RESET default_transaction_read_only")
+
+
+def test_teardown_keeps_a_publication_that_only_looks_like_a_check(watched: Watched,
+                                                                   target_cluster: PgCluster) -> None:
+    with watched.cluster.connect("sec_on") as conn:
+        conn.execute("CREATE PUBLICATION pgtide_check_mine FOR TABLE victim")
+        conn.execute("CREATE PUBLICATION pgtide_check_0a1b2c3d FOR TABLE victim")  # what 0.1 could leave
+    try:
+        plan = _plan(watched, "sec_on", target_cluster, "orders:id < 3")
+        migrate.teardown_database(plan, "sec_on")
+        left = [r[0] for r in watched.cluster.execute("SELECT pubname FROM pg_publication", dbname="sec_on")]
+        assert left == ["pgtide_check_mine"]
+    finally:
+        watched.cluster.execute("DROP PUBLICATION IF EXISTS pgtide_check_mine", dbname="sec_on")
+
+
+def test_non_utf8_source_copies_exactly_the_filtered_rows_through_psql(pg_bindir: Path, target_cluster: PgCluster,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from pgtide.core import snapshot_copy
+
+    monkeypatch.setattr(snapshot_copy, "PIPE_THRESHOLD_BYTES", 0)  # every table through psql
+    with running_cluster(pg_bindir, **LOGICAL_SETTINGS) as cluster:
+        cluster.execute("CREATE DATABASE latin ENCODING 'LATIN1' TEMPLATE template0 LC_COLLATE 'C' LC_CTYPE 'C'")
+        cluster.execute("CREATE TABLE names (id int PRIMARY KEY, name text); "
+                        "ALTER TABLE names REPLICA IDENTITY FULL; "
+                        "INSERT INTO names VALUES (1, 'é'), (2, 'Ã©'), (3, 'e')", dbname="latin")
+        plan = Plan(Endpoint.parse(cluster.url(dbname="latin"), env={}),
+                    Endpoint.parse(target_cluster.url(dbname="latin"), env={}),
+                    Selection.from_cli(table_filters=["names:name = 'é'"]), Options(jobs=1))
+        try:
+            assert [r.status for r in migrate.init(plan)] == ["streaming"]
+            assert target_cluster.execute("SELECT id, name FROM names", dbname="latin") == [(1, "é")]
+        finally:
+            migrate.teardown(plan)
+            target_cluster.drop_database("latin")
