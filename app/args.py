@@ -10,10 +10,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..core.endpoint import Endpoint
-from ..core.errors import InputError
-from ..core.plan import Options, Plan
-from ..core.selection import Selection
+from ..core.infra.endpoint import Endpoint
+from ..core.infra.errors import InputError
+from ..core.model.plan import Options, Plan
+from ..core.model.selection import Selection
 
 ENDPOINT_HELP = (
     "postgresql:// URL, keyword DSN ('host=... dbname=...') or 'service=NAME'; libpq's PG* "
@@ -83,7 +83,7 @@ def _option_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def plan_from_args(args: argparse.Namespace, *, need_target: bool = True) -> Plan:
     """Profile, then config file, then flags — each layer overriding the one before."""
-    from ..core.seed_config import load_seed_config
+    from ..core.model.seed_config import load_seed_config
 
     source: Endpoint | None = None
     target: Endpoint | None = None
@@ -91,7 +91,7 @@ def plan_from_args(args: argparse.Namespace, *, need_target: bool = True) -> Pla
     options = Options()
     profile_name = getattr(args, "profile", None)
     if profile_name:
-        from ..core.profiles import load_profile
+        from ..core.model.profiles import load_profile
 
         profile = load_profile(profile_name)
         source, target, selection, options = (

@@ -16,8 +16,8 @@ from collections.abc import Callable, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from ..core import logs
-from ..core.errors import PgtideError
+from ..core.infra import logs
+from ..core.infra.errors import PgtideError
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -44,8 +44,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _cmd_ping(args: argparse.Namespace) -> int:
-    from ..core.endpoint import Endpoint
-    from ..core.server import probe
+    from ..core.infra.endpoint import Endpoint
+    from ..core.catalog.server import probe
 
     status = EXIT_OK
     for text in args.endpoints:
@@ -62,7 +62,7 @@ def _cmd_tui(args: argparse.Namespace) -> int:
     if getattr(args, "dashboard", False) and not getattr(args, "profile", None) and not (
         getattr(args, "source", None) and getattr(args, "target", None)
     ):
-        from ..core.errors import InputError
+        from ..core.infra.errors import InputError
 
         raise InputError("--dashboard needs the migration to watch",
                          "Pass --profile NAME, or --source URL and --target URL.")
@@ -163,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if handler is None:
         handler = _cmd_tui  # no command: the full-screen app
     logs.configure()
-    from ..core.pgtools import install_cleanup_handlers
+    from ..core.infra.tools import install_cleanup_handlers
 
     # SIGTERM (systemd, CI, kill) unwinds like Ctrl-C: work in progress is cleaned up on
     # the servers and the exit code says "interrupted, resumable".

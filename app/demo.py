@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ..core.demo_data import WriteLoad
+    from ..core.demo.data import WriteLoad
 
 DEMO_PROFILE = "demo"
 
@@ -35,7 +35,7 @@ def _say(text: str) -> None:
 
 def run_demo(*, scale: float = 1.0) -> int:
     """Start the servers, load the sample, open the app; always clean up. Returns the exit code."""
-    from ..core.localcluster import LocalCluster, find_server_binaries
+    from ..core.infra.localcluster import LocalCluster, find_server_binaries
 
     # Before anything is started: without server binaries, say how to get them (exit code 3).
     bindir = find_server_binaries()
@@ -84,11 +84,11 @@ def run_demo(*, scale: float = 1.0) -> int:
 
 def _prepare(source_url: str, target_url: str, scale: float) -> WriteLoad:
     """Sample data, write load and the demo profile; returns the running write load."""
-    from ..core.demo_data import DEMO_DATABASE, WriteLoad, load_sample
-    from ..core.endpoint import Endpoint
-    from ..core.plan import Plan
-    from ..core.profiles import save_profile
-    from ..core.selection import Selection
+    from ..core.demo.data import DEMO_DATABASE, WriteLoad, load_sample
+    from ..core.infra.endpoint import Endpoint
+    from ..core.model.plan import Plan
+    from ..core.model.profiles import save_profile
+    from ..core.model.selection import Selection
 
     source = Endpoint.parse(source_url)
     target = Endpoint.parse(target_url)

@@ -6,7 +6,7 @@ import argparse
 import sys
 from dataclasses import asdict
 
-from ..core.errors import CheckFailed, InputError
+from ..core.infra.errors import CheckFailed, InputError
 from .args import add_endpoint_arguments, add_option_arguments, add_selection_arguments, plan_from_args
 from .render import EventPrinter, estimate_table, print_json, table
 
@@ -22,7 +22,7 @@ def _confirm(question: str, args: argparse.Namespace) -> bool:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from ..core.validate import validate
+    from ..core.engine.validate import validate
 
     plan = plan_from_args(args)
     report = validate(plan, emit=EventPrinter(as_json=args.json))
@@ -36,8 +36,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_estimate(args: argparse.Namespace) -> int:
-    from ..core.estimate import estimate
-    from ..core.scope import build_scope
+    from ..core.catalog.estimate import estimate
+    from ..core.catalog.scope import build_scope
 
     plan = plan_from_args(args, need_target=False)
     result = estimate(build_scope(plan.source, plan.selection, replicate=False))
@@ -49,9 +49,9 @@ def _cmd_estimate(args: argparse.Namespace) -> int:
 
 
 def _cmd_init(args: argparse.Namespace) -> int:
-    from ..core import migrate
-    from ..core.estimate import estimate
-    from ..core.validate import validate
+    from ..core.engine import migrate
+    from ..core.catalog.estimate import estimate
+    from ..core.engine.validate import validate
 
     plan = plan_from_args(args)
     printer = EventPrinter(as_json=args.json, quiet_checks=not args.verbose)
@@ -85,7 +85,7 @@ def _cmd_init(args: argparse.Namespace) -> int:
 
 
 def _cmd_sync(args: argparse.Namespace) -> int:
-    from ..core import migrate
+    from ..core.engine import migrate
 
     plan = plan_from_args(args)
     printer = EventPrinter(as_json=args.json)
@@ -98,7 +98,7 @@ def _cmd_sync(args: argparse.Namespace) -> int:
 
 
 def _cmd_teardown(args: argparse.Namespace) -> int:
-    from ..core import migrate
+    from ..core.engine import migrate
 
     plan = plan_from_args(args)
     databases = args.database or None

@@ -9,8 +9,8 @@ import time
 from collections.abc import Sequence
 from typing import IO, Any
 
-from ..core.estimate import Estimate, human_bytes, human_seconds
-from ..core.events import CheckReported, Event, Log, PhaseFinished, PhaseStarted, TableCopied, TableProgress
+from ..core.catalog.estimate import Estimate, human_bytes, human_seconds
+from ..core.infra.events import CheckReported, Event, Log, PhaseFinished, PhaseStarted, TableCopied, TableProgress
 
 _MARK = {"ok": "ok", "warning": "WARN", "error": "FAIL"}
 

@@ -32,9 +32,9 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.worker import Worker, WorkerState
 
-from ..core.errors import PgtideError
-from ..core.events import Cancelled, Event, Log, TableProgress
-from ..core.logs import log_file
+from ..core.infra.errors import PgtideError
+from ..core.infra.events import Cancelled, Event, Log, TableProgress
+from ..core.infra.logs import log_file
 from ..screens.dashboard import DashboardScreen
 from ..screens.messages import (
     CoreEventArrived,
@@ -59,9 +59,9 @@ from ..screens.state import DashboardModel, EndpointFields, RunModel, Side, Wiza
 from ..widgets.modals import ConfirmModal, ErrorModal
 
 if TYPE_CHECKING:
-    from ..core.events import CancelToken
-    from ..core.plan import Plan
-    from ..core.scope import Scope
+    from ..core.infra.events import CancelToken
+    from ..core.model.plan import Plan
+    from ..core.catalog.scope import Scope
 
 log = logging.getLogger("pgtide.tui")
 
@@ -151,7 +151,7 @@ class PgtideApp(App[int]):
         source_endpoint = self.services.parse_endpoint(source)
         target_endpoint = self.services.parse_endpoint(target)
         if dashboard:
-            from ..core.selection import Selection
+            from ..core.model.selection import Selection
 
             plan = self.services.build_plan(source_endpoint, target_endpoint, Selection())
             self.post_message(DashboardRequested(plan))
@@ -495,7 +495,7 @@ class PgtideApp(App[int]):
 
     @work(thread=True, exit_on_error=False, exclusive=True, group="verify", description="Verifying source against target")
     def _verify(self, plan: Plan) -> None:
-        from ..core.verify import TableStarted, TableVerified
+        from ..core.verify.compare import TableStarted, TableVerified
 
         def on_event(event: object) -> None:
             if isinstance(event, TableStarted):

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from datetime import timezone
 from typing import IO, Any
 
-from ..core.errors import InputError
+from ..core.infra.errors import InputError
 from .args import add_endpoint_arguments, add_selection_arguments, plan_from_args
 
 EXIT_OK = 0
@@ -151,8 +151,8 @@ def _status_ok(status: Any) -> bool:
 
 
 def cmd_status(args: argparse.Namespace, *, out: IO[str] | None = None) -> int:
-    from ..core.errors import ConnectError
-    from ..core.monitor import Monitor
+    from ..core.infra.errors import ConnectError
+    from ..core.monitor.poll import Monitor
 
     out = out or sys.stdout
     # nan compares false with everything and inf never wakes up: neither is an interval.
@@ -211,7 +211,7 @@ class _Progress:
     def __call__(self, event: Any) -> None:
         if not self.enabled:
             return
-        from ..core.verify import ChunkVerified, Rechecking, TableStarted, TableVerified
+        from ..core.verify.compare import ChunkVerified, Rechecking, TableStarted, TableVerified
 
         with self._lock:
             now = time.monotonic()
@@ -233,7 +233,7 @@ class _Progress:
 
 
 def cmd_verify(args: argparse.Namespace, *, out: IO[str] | None = None) -> int:
-    from ..core.verify import VerifyOptions, verify_plan
+    from ..core.verify.compare import VerifyOptions, verify_plan
 
     out = out or sys.stdout
     if args.max_keys < 0:

@@ -10,7 +10,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Footer, Header, Static
 
-from ..core.errors import PgtideError
+from ..core.infra.errors import PgtideError
 from ..widgets.endpoint_form import EndpointForm
 from .base import WizardStep
 from .messages import (
@@ -25,8 +25,8 @@ from .messages import (
 from .state import EndpointFields, Side
 
 if TYPE_CHECKING:
-    from ..core.endpoint import Endpoint
-    from ..core.server import ServerInfo
+    from ..core.infra.endpoint import Endpoint
+    from ..core.catalog.server import ServerInfo
 
 SIDES: tuple[Side, ...] = ("source", "target")
 

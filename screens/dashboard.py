@@ -17,7 +17,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Button, DataTable, Footer, Header, Static
 
-from ..core.selection import format_qualified_name
+from ..core.model.selection import format_qualified_name
 from ..widgets.database_panel import DatabasePanel
 from ..widgets.formatting import human_count
 from ..widgets.live_table import LiveTable
@@ -27,7 +27,7 @@ from .messages import DashboardUpdated
 from .state import DashboardModel, DashboardTable, lag_samples, table_key_text
 
 if TYPE_CHECKING:
-    from ..core.verify import TableResult
+    from ..core.verify.compare import TableResult
 
 COLUMNS = ("table", "mode", "state", "rows", "verify")
 DIFFERENCES_SHOWN = 8

@@ -16,8 +16,8 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Button, Footer, Header, Input, RadioButton, RadioSet, Select, Static
 
-from ..core.errors import InputError, PgtideError
-from ..core.selection import TimeFilter, TimeWindow, check_predicate_syntax, format_qualified_name, quote_ident
+from ..core.infra.errors import InputError, PgtideError
+from ..core.model.selection import TimeFilter, TimeWindow, check_predicate_syntax, format_qualified_name, quote_ident
 from ..widgets.formatting import human_bytes, human_count
 from ..widgets.table_picker import PickerRow, TablePicker
 from .base import WizardStep
@@ -25,9 +25,9 @@ from .messages import FilterChecked
 from .state import DEFAULT_TIME_WINDOW, TableKey, TimeFilterChoice, table_key_text
 
 if TYPE_CHECKING:
-    from ..core.catalog import TableInfo
-    from ..core.endpoint import Endpoint
-    from ..core.filtercheck import FilterCheck
+    from ..core.catalog.discovery import TableInfo
+    from ..core.infra.endpoint import Endpoint
+    from ..core.catalog.filtercheck import FilterCheck
 
 Mode = Literal["full", "schema_only", "excluded"]
 MODE_LABELS: dict[str, str] = {"full": "copy", "schema_only": "schema only", "excluded": "excluded"}
@@ -217,7 +217,7 @@ class FiltersScreen(WizardStep):
         self.query_one("#table-problems", Static).update(text)
 
     def _show_selection_problem(self) -> None:
-        from ..core.filtercheck import selection_problem
+        from ..core.catalog.filtercheck import selection_problem
 
         lines = Text()
         for database in self.wizard.databases:

@@ -11,22 +11,22 @@ from typing import TYPE_CHECKING
 
 from textual.message import Message
 
-from ..core.errors import PgtideError
-from ..core.events import Event, TableProgress
+from ..core.infra.errors import PgtideError
+from ..core.infra.events import Event, TableProgress
 
 if TYPE_CHECKING:
-    from ..core.catalog import DatabaseCatalog, ServerCatalog
-    from ..core.endpoint import Endpoint
-    from ..core.estimate import Estimate
-    from ..core.filtercheck import FilterCheck
-    from ..core.migrate import DatabaseResult
-    from ..core.monitor import MigrationStatus
-    from ..core.plan import Plan
-    from ..core.profiles import Profile, ProfileSummary
-    from ..core.scope import Scope
-    from ..core.server import ServerInfo
-    from ..core.validate import Check, Report
-    from ..core.verify import TableResult, VerifyReport
+    from ..core.catalog.discovery import DatabaseCatalog, ServerCatalog
+    from ..core.infra.endpoint import Endpoint
+    from ..core.catalog.estimate import Estimate
+    from ..core.catalog.filtercheck import FilterCheck
+    from ..core.engine.migrate import DatabaseResult
+    from ..core.monitor.poll import MigrationStatus
+    from ..core.model.plan import Plan
+    from ..core.model.profiles import Profile, ProfileSummary
+    from ..core.catalog.scope import Scope
+    from ..core.catalog.server import ServerInfo
+    from ..core.engine.validate import Check, Report
+    from ..core.verify.compare import TableResult, VerifyReport
     from .services import StatusSource
     from .state import EndpointFields, Side, TableKey, WizardState
 

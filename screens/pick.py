@@ -12,15 +12,15 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Footer, Header, SelectionList, Static
 from textual.widgets.selection_list import Selection as ListOption
 
-from ..core.selection import format_qualified_name
+from ..core.model.selection import format_qualified_name
 from ..widgets.formatting import human_bytes, human_count
 from ..widgets.table_picker import PickerRow, TablePicker
 from .base import WizardStep
 from .messages import CatalogLoaded, DatabasesListed
 
 if TYPE_CHECKING:
-    from ..core.catalog import DatabaseCatalog, TableInfo
-    from ..core.endpoint import Endpoint
+    from ..core.catalog.discovery import DatabaseCatalog, TableInfo
+    from ..core.infra.endpoint import Endpoint
 
 IDENTITY_WARNING = "⚠"
 

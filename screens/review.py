@@ -11,9 +11,9 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Button, Checkbox, DataTable, Footer, Header, Static
 
-from ..core.errors import PgtideError
-from ..core.events import CheckReported, Event
-from ..core.selection import Selection, format_qualified_name, quote_ident
+from ..core.infra.errors import PgtideError
+from ..core.infra.events import CheckReported, Event
+from ..core.model.selection import Selection, format_qualified_name, quote_ident
 from ..widgets.check_list import CheckList
 from ..widgets.formatting import human_bytes, human_count, human_seconds
 from ..widgets.live_table import LiveTable
@@ -22,12 +22,12 @@ from .base import PgtideScreen
 from .messages import CheckArrived, ProfileSaved, ValidationFinished
 
 if TYPE_CHECKING:
-    from ..core.endpoint import Endpoint
-    from ..core.estimate import Estimate
-    from ..core.plan import Plan
-    from ..core.profiles import Profile
-    from ..core.scope import Scope
-    from ..core.validate import Report
+    from ..core.infra.endpoint import Endpoint
+    from ..core.catalog.estimate import Estimate
+    from ..core.model.plan import Plan
+    from ..core.model.profiles import Profile
+    from ..core.catalog.scope import Scope
+    from ..core.engine.validate import Report
 
 ESTIMATE_ROWS_SHOWN = 200
 
@@ -162,7 +162,7 @@ class ReviewScreen(PgtideScreen):
 
         def emit(event: Event) -> None:
             if isinstance(event, CheckReported):
-                from ..core.validate import Check
+                from ..core.engine.validate import Check
 
                 self.post_message(CheckArrived(Check(event.name, event.status, event.observed, event.remedy,
                                                      event.database)))

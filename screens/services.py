@@ -15,20 +15,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from ..core.catalog import DatabaseCatalog, ServerCatalog, TableInfo
-    from ..core.endpoint import Endpoint
-    from ..core.estimate import Estimate
-    from ..core.events import CancelToken, Emit
-    from ..core.filtercheck import FilterCheck
-    from ..core.migrate import DatabaseResult
-    from ..core.monitor import MigrationStatus
-    from ..core.plan import Plan
-    from ..core.profiles import Profile, ProfileSummary
-    from ..core.scope import Scope
-    from ..core.selection import Selection, TimeFilter
-    from ..core.server import ServerInfo
-    from ..core.validate import Report
-    from ..core.verify import VerifyEvent, VerifyReport
+    from ..core.catalog.discovery import DatabaseCatalog, ServerCatalog, TableInfo
+    from ..core.infra.endpoint import Endpoint
+    from ..core.catalog.estimate import Estimate
+    from ..core.infra.events import CancelToken, Emit
+    from ..core.catalog.filtercheck import FilterCheck
+    from ..core.engine.migrate import DatabaseResult
+    from ..core.monitor.poll import MigrationStatus
+    from ..core.model.plan import Plan
+    from ..core.model.profiles import Profile, ProfileSummary
+    from ..core.catalog.scope import Scope
+    from ..core.model.selection import Selection, TimeFilter
+    from ..core.catalog.server import ServerInfo
+    from ..core.engine.validate import Report
+    from ..core.verify.compare import VerifyEvent, VerifyReport
 
 
 class StatusSource(Protocol):
@@ -53,23 +53,23 @@ class Services:
     # -- endpoints and servers ----------------------------------------------------------------
 
     def parse_endpoint(self, text: str, **overrides: str) -> Endpoint:
-        from ..core.endpoint import Endpoint
+        from ..core.infra.endpoint import Endpoint
 
         # The overrides are libpq keywords from the form; none is parse()'s own "env".
         return Endpoint.parse(text, **overrides)  # type: ignore[arg-type]
 
     def probe(self, endpoint: Endpoint) -> ServerInfo:
-        from ..core.server import probe
+        from ..core.catalog.server import probe
 
         return probe(endpoint)
 
     def list_databases(self, endpoint: Endpoint) -> ServerCatalog:
-        from ..core.catalog import list_databases
+        from ..core.catalog.discovery import list_databases
 
         return list_databases(endpoint)
 
     def discover_database(self, endpoint: Endpoint, database: str) -> DatabaseCatalog:
-        from ..core.catalog import discover_database
+        from ..core.catalog.discovery import discover_database
 
         return discover_database(endpoint.with_dbname(database))
 
@@ -77,56 +77,56 @@ class Services:
         self, endpoint: Endpoint, database: str, table: TableInfo, *, predicate: str | None = None,
         time_filter: TimeFilter | None = None,
     ) -> FilterCheck:
-        from ..core.filtercheck import check_table_filter
+        from ..core.catalog.filtercheck import check_table_filter
 
         return check_table_filter(endpoint, database, table, predicate=predicate, time_filter=time_filter)
 
     # -- secrets ----------------------------------------------------------------------------------
 
     def keyring_status(self) -> tuple[bool, str]:
-        from ..core.secrets import keyring_status
+        from ..core.infra.secrets import keyring_status
 
         return keyring_status()
 
     def remember_password(self, endpoint: Endpoint, password: str) -> None:
-        from ..core.secrets import set_password
+        from ..core.infra.secrets import set_password
 
         set_password(endpoint, password)
 
     def stored_password(self, endpoint: Endpoint) -> str | None:
-        from ..core.secrets import get_password
+        from ..core.infra.secrets import get_password
 
         return get_password(endpoint)
 
     def pgpass_remedy(self) -> str:
-        from ..core.secrets import PGPASS_REMEDY
+        from ..core.infra.secrets import PGPASS_REMEDY
 
         return PGPASS_REMEDY
 
     # -- profiles ---------------------------------------------------------------------------------
 
     def list_profiles(self) -> list[ProfileSummary]:
-        from ..core.profiles import list_profiles
+        from ..core.model.profiles import list_profiles
 
         return list_profiles()
 
     def load_profile(self, name: str) -> Profile:
-        from ..core.profiles import load_profile
+        from ..core.model.profiles import load_profile
 
         return load_profile(name)
 
     def save_profile(self, name: str, plan: Plan, base: Profile | None = None) -> Profile:
-        from ..core.profiles import save_profile
+        from ..core.model.profiles import save_profile
 
         return save_profile(name, plan, base=base)
 
     def duplicate_profile(self, name: str, new_name: str) -> Profile:
-        from ..core.profiles import duplicate_profile
+        from ..core.model.profiles import duplicate_profile
 
         return duplicate_profile(name, new_name)
 
     def delete_profile(self, name: str) -> None:
-        from ..core.profiles import delete_profile
+        from ..core.model.profiles import delete_profile
 
         delete_profile(name)
 
@@ -134,45 +134,45 @@ class Services:
 
     def build_plan(self, source: Endpoint, target: Endpoint, selection: Selection,
                    options: Mapping[str, object] | None = None) -> Plan:
-        from ..core.plan import Options, Plan
+        from ..core.model.plan import Options, Plan
 
         return Plan(source, target, selection, Options.from_dict(dict(options or {}), source="options"))
 
     def validate(self, plan: Plan, emit: Emit) -> Report:
-        from ..core.validate import validate
+        from ..core.engine.validate import validate
 
         return validate(plan, emit=emit)
 
     def estimate(self, scope: Scope) -> Estimate:
-        from ..core.estimate import estimate
+        from ..core.catalog.estimate import estimate
 
         return estimate(scope)
 
     # -- running ----------------------------------------------------------------------------------
 
     def cancel_token(self) -> CancelToken:
-        from ..core.events import CancelToken
+        from ..core.infra.events import CancelToken
 
         return CancelToken()
 
     def init(self, plan: Plan, scope: Scope | None, emit: Emit, cancel: CancelToken) -> list[DatabaseResult]:
-        from ..core.migrate import init
+        from ..core.engine.migrate import init
 
         return init(plan, scope=scope, emit=emit, cancel=cancel)
 
     def teardown(self, plan: Plan, databases: Sequence[str] | None, emit: Emit) -> list[str]:
-        from ..core.migrate import teardown
+        from ..core.engine.migrate import teardown
 
         return teardown(plan, list(databases) if databases is not None else None, emit=emit)
 
     def migration_scope(self, plan: Plan) -> Scope:
         """The tables a running migration covers (for the dashboard's per-table view)."""
-        from ..core.scope import build_scope
+        from ..core.catalog.scope import build_scope
 
         return build_scope(plan.source, plan.selection, replicate=False)
 
     def open_monitor(self, plan: Plan, databases: Sequence[str], *, tables: int = 0) -> StatusSource:
-        from ..core.monitor import Monitor, MonitorSettings
+        from ..core.monitor.poll import Monitor, MonitorSettings
 
         # Every table not ready must be listed, or the per-table view would call it ready.
         settings = MonitorSettings(pending_table_limit=max(MonitorSettings.pending_table_limit, tables))
@@ -184,20 +184,20 @@ class Services:
     # -- the machine ------------------------------------------------------------------------------
 
     def log_file(self) -> Path:
-        from ..core.logs import log_file
+        from ..core.infra.logs import log_file
 
         return log_file()
 
 
 class _CoreVerifyRun:
     def __init__(self, plan: Plan, on_event: Callable[[Any], None]) -> None:
-        from ..core.verify import Verifier, VerifyOptions
+        from ..core.verify.compare import Verifier, VerifyOptions
 
         self._plan = plan
         self._verifier = Verifier(VerifyOptions(max_keys=50), on_event)
 
     def run(self) -> VerifyReport:
-        from ..core.verify import verify_plan
+        from ..core.verify.compare import verify_plan
 
         return verify_plan(self._plan, verifier=self._verifier)
 

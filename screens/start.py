@@ -16,7 +16,7 @@ from .base import PgtideScreen
 from .messages import ProfilesChanged, ProfilesListed
 
 if TYPE_CHECKING:
-    from ..core.profiles import ProfileSummary
+    from ..core.model.profiles import ProfileSummary
 
 INTRO = (
     "Move a live PostgreSQL database to another server with near-zero downtime: a consistent "

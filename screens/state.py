@@ -13,9 +13,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
-from ..core.errors import PgtideError
-from ..core.events import Event, Log, PhaseFinished, PhaseStarted, TableCopied, TableProgress
-from ..core.selection import (
+from ..core.infra.errors import PgtideError
+from ..core.infra.events import Event, Log, PhaseFinished, PhaseStarted, TableCopied, TableProgress
+from ..core.model.selection import (
     DatabaseRule,
     NameIndex,
     Selection,
@@ -28,15 +28,15 @@ from ..core.selection import (
 )
 
 if TYPE_CHECKING:
-    from ..core.catalog import DatabaseCatalog, ServerCatalog, TableInfo
-    from ..core.endpoint import Endpoint
-    from ..core.filtercheck import ChosenTable
-    from ..core.monitor import MigrationStatus
-    from ..core.plan import Plan
-    from ..core.profiles import Profile
-    from ..core.scope import Scope
-    from ..core.server import ServerInfo
-    from ..core.verify import TableResult, VerifyReport
+    from ..core.catalog.discovery import DatabaseCatalog, ServerCatalog, TableInfo
+    from ..core.infra.endpoint import Endpoint
+    from ..core.catalog.filtercheck import ChosenTable
+    from ..core.monitor.poll import MigrationStatus
+    from ..core.model.plan import Plan
+    from ..core.model.profiles import Profile
+    from ..core.catalog.scope import Scope
+    from ..core.catalog.server import ServerInfo
+    from ..core.verify.compare import TableResult, VerifyReport
 
 Side = Literal["source", "target"]
 #: (database, schema, table)
@@ -226,7 +226,7 @@ class WizardState:
 
     def chosen_tables(self, database: str) -> dict[tuple[str, str], ChosenTable]:
         """This database's choices as core's foreign-key check takes them."""
-        from ..core.filtercheck import ChosenTable
+        from ..core.catalog.filtercheck import ChosenTable
 
         chosen: dict[tuple[str, str], ChosenTable] = {}
         for schema, name in self.selected.get(database, set()):

@@ -22,8 +22,8 @@ from urllib.parse import quote
 import psycopg
 from psycopg import sql
 
-from pgtide.core.errors import EnvironmentProblem
-from pgtide.core.localcluster import LocalCluster, find_server_binaries, free_port
+from pgtide.core.infra.errors import EnvironmentProblem
+from pgtide.core.infra.localcluster import LocalCluster, find_server_binaries, free_port
 
 __all__ = ["LOGICAL_SETTINGS", "PASSWORD_ROLE", "BinariesMissing", "PgCluster", "free_port", "machine_bindir",
            "bindir_for", "running_cluster", "wait_for", "create_fixture_schema", "HOSTILE_TABLES", "LONG_NAME"]

@@ -13,7 +13,7 @@ from textual.widgets import Sparkline, Static
 from .formatting import human_bytes
 
 if TYPE_CHECKING:
-    from ..core.monitor import DatabaseStatus
+    from ..core.monitor.poll import DatabaseStatus
 
 STATE_STYLES = {
     "streaming": "bold green",

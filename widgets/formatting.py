@@ -21,7 +21,7 @@ def human_bytes(size: float | None) -> str:
         return "?"
     # core's formatter, so the CLI and the app print sizes the same way; imported on first use
     # because core.estimate pulls in psycopg, which app start-up must not wait for.
-    from ..core.estimate import human_bytes as core_human_bytes
+    from ..core.catalog.estimate import human_bytes as core_human_bytes
 
     return core_human_bytes(size)
 
@@ -29,7 +29,7 @@ def human_bytes(size: float | None) -> str:
 def human_seconds(seconds: float | None) -> str:
     if seconds is None:
         return "?"
-    from ..core.estimate import human_seconds as core_human_seconds
+    from ..core.catalog.estimate import human_seconds as core_human_seconds
 
     return core_human_seconds(seconds)
 

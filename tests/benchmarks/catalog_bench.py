@@ -14,8 +14,8 @@ import argparse
 
 from _bench import LOGICAL_SETTINGS, machine_bindir, median_time, running_cluster
 
-from pgtide.core.catalog import discover_database
-from pgtide.core.endpoint import Endpoint
+from pgtide.core.catalog.discovery import discover_database
+from pgtide.core.infra.endpoint import Endpoint
 
 
 def main() -> None:

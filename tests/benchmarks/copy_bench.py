@@ -23,10 +23,10 @@ from pathlib import Path
 
 from _bench import LOGICAL_SETTINGS, PgCluster, machine_bindir, median_time, running_cluster
 
-from pgtide.core import migrate
-from pgtide.core.endpoint import Endpoint
-from pgtide.core.plan import Options, Plan
-from pgtide.core.selection import Selection
+from pgtide.core.engine import migrate
+from pgtide.core.infra.endpoint import Endpoint
+from pgtide.core.model.plan import Options, Plan
+from pgtide.core.model.selection import Selection
 
 TABLES = ("pgbench_accounts", "pgbench_branches", "pgbench_history", "pgbench_tellers")
 

@@ -175,7 +175,7 @@ async def picker_keystrokes() -> tuple[float, float, float, float]:
 
 
 async def dashboard_ticks(ticks: int = 20) -> tuple[float, float, float]:
-    from pgtide.core.monitor import TableSyncState
+    from pgtide.core.monitor.poll import TableSyncState
     from pgtide.screens.dashboard import DashboardScreen, table_cells
     from pgtide.screens.state import table_key_text
     from tui_fakes import FakeServices, demo_plan, wide_catalog

@@ -27,10 +27,10 @@ from pathlib import Path
 
 from _bench import LOGICAL_SETTINGS, PgCluster, machine_bindir, median_time, running_cluster
 
-from pgtide.core.endpoint import Endpoint
-from pgtide.core.plan import Plan
-from pgtide.core.selection import Selection
-from pgtide.core.verify import RowDifference, VerifyOptions, verify_plan
+from pgtide.core.infra.endpoint import Endpoint
+from pgtide.core.model.plan import Plan
+from pgtide.core.model.selection import Selection
+from pgtide.core.verify.compare import RowDifference, VerifyOptions, verify_plan
 
 ROWS_PER_SCALE = 100_000
 SEEDS_CHUNK = 1_000_000

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from pgharness import HOSTILE_TABLES, PgCluster, create_fixture_schema
-from pgtide.core.catalog import discover_database, list_databases
-from pgtide.core.endpoint import Endpoint
+from pgtide.core.catalog.discovery import discover_database, list_databases
+from pgtide.core.infra.endpoint import Endpoint
 
 
 def _extras(cluster: PgCluster, db: str) -> None:

@@ -11,10 +11,10 @@ import pytest
 from psycopg import sql
 
 from pgharness import PASSWORD_ROLE, PgCluster, free_port
-from pgtide.core.db import connect
-from pgtide.core.endpoint import Endpoint
-from pgtide.core.errors import ConnectError
-from pgtide.core.server import probe
+from pgtide.core.infra.db import connect
+from pgtide.core.infra.endpoint import Endpoint
+from pgtide.core.infra.errors import ConnectError
+from pgtide.core.catalog.server import probe
 
 SECRET = "s3cr3t:pw@x"
 

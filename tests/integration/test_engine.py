@@ -18,13 +18,15 @@ from psycopg import sql
 
 from engine_support import Writer, differences, replication_objects, wait_until_identical
 from pgharness import HOSTILE_TABLES, PASSWORD_ROLE, PgCluster, create_fixture_schema, wait_for
-from pgtide.core import migrate, naming, snapshot_copy
-from pgtide.core.endpoint import Endpoint
-from pgtide.core.errors import InputError, PgtideError
-from pgtide.core.events import Event, PhaseStarted, TableCopied
-from pgtide.core.jobstore import JobStore
-from pgtide.core.plan import Options, Plan
-from pgtide.core.selection import Selection
+from pgtide.core.engine import migrate
+from pgtide.core.replication import naming
+from pgtide.core.copy import snapshot as snapshot_copy
+from pgtide.core.infra.endpoint import Endpoint
+from pgtide.core.infra.errors import InputError, PgtideError
+from pgtide.core.infra.events import Event, PhaseStarted, TableCopied
+from pgtide.core.jobs.store import JobStore
+from pgtide.core.model.plan import Options, Plan
+from pgtide.core.model.selection import Selection
 
 DB = "shop"
 
@@ -309,7 +311,7 @@ def test_failing_restore_leaves_nothing_behind(shop: tuple[PgCluster, PgCluster]
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """A disk filling up while indexes are built, simulated by a pg_restore that fails for post-data."""
     source, target = shop
-    from pgtide.core import pgtools
+    from pgtide.core.infra import tools as pgtools
 
     real = pgtools.find_tool("pg_restore").path
     fake_dir = tmp_path / "bin"
@@ -430,7 +432,7 @@ def test_server_copy_sync_and_publication_kept_in_step(shop: tuple[PgCluster, Pg
 @pytest.mark.parametrize(("source_major", "target_major"), [(15, 16), (16, 18)])
 def test_zero_gap_across_versions(cluster_factory, monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
                                   source_major: int, target_major: int) -> None:
-    from pgtide.core import pgtools
+    from pgtide.core.infra import tools as pgtools
 
     source = cluster_factory(major=source_major)
     target = cluster_factory(major=target_major)

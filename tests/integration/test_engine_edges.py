@@ -9,13 +9,13 @@ import pytest
 
 from engine_support import replication_objects, wait_until_identical
 from pgharness import PgCluster
-from pgtide.core import migrate
-from pgtide.core.endpoint import Endpoint
-from pgtide.core.errors import InputError, PgtideError
-from pgtide.core.events import Event, PhaseStarted
-from pgtide.core.plan import Options, Plan
-from pgtide.core.selection import Selection
-from pgtide.core.validate import validate
+from pgtide.core.engine import migrate
+from pgtide.core.infra.endpoint import Endpoint
+from pgtide.core.infra.errors import InputError, PgtideError
+from pgtide.core.infra.events import Event, PhaseStarted
+from pgtide.core.model.plan import Options, Plan
+from pgtide.core.model.selection import Selection
+from pgtide.core.engine.validate import validate
 
 DB = "edge"
 

@@ -17,14 +17,15 @@ from psycopg import sql
 
 from engine_support import replication_objects, wait_until_identical
 from pgharness import PgCluster
-from pgtide.core import migrate, naming
-from pgtide.core.endpoint import Endpoint
-from pgtide.core.errors import InputError
-from pgtide.core.migrate import MigrationFailed
-from pgtide.core.jobstore import JobStore
-from pgtide.core.plan import Options, Plan
-from pgtide.core.selection import Selection
-from pgtide.core.validate import validate
+from pgtide.core.engine import migrate
+from pgtide.core.replication import naming
+from pgtide.core.infra.endpoint import Endpoint
+from pgtide.core.infra.errors import InputError
+from pgtide.core.engine.migrate import MigrationFailed
+from pgtide.core.jobs.store import JobStore
+from pgtide.core.model.plan import Options, Plan
+from pgtide.core.model.selection import Selection
+from pgtide.core.engine.validate import validate
 
 PGTIDE = str(Path(sys.executable).parent / "pgtide")
 DB = "live_shop"

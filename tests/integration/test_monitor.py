@@ -13,12 +13,12 @@ import pytest
 from psycopg import sql
 
 from pgharness import PgCluster, wait_for
-from pgtide.core.endpoint import Endpoint
-from pgtide.core.monitor import MigrationStatus, Monitor, ReplicationState
-from pgtide.core.naming import ReplicationNames, replication_names
-from pgtide.core.plan import Plan
-from pgtide.core.selection import Selection
-from pgtide.core.verify import VerifyOptions, verify_plan
+from pgtide.core.infra.endpoint import Endpoint
+from pgtide.core.monitor.poll import MigrationStatus, Monitor, ReplicationState
+from pgtide.core.replication.naming import ReplicationNames, replication_names
+from pgtide.core.model.plan import Plan
+from pgtide.core.model.selection import Selection
+from pgtide.core.verify.compare import VerifyOptions, verify_plan
 
 TABLES = ("alpha", "beta", "gamma")
 

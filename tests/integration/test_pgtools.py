@@ -16,9 +16,9 @@ import pytest
 from psycopg import sql
 
 from pgharness import PASSWORD_ROLE, PgCluster, wait_for
-from pgtide.core.endpoint import Endpoint
-from pgtide.core.errors import EnvironmentProblem
-from pgtide.core.pgtools import ToolFailed, escape_passfile_field, find_tool, open_tool, run_tool
+from pgtide.core.infra.endpoint import Endpoint
+from pgtide.core.infra.errors import EnvironmentProblem
+from pgtide.core.infra.tools import ToolFailed, escape_passfile_field, find_tool, open_tool, run_tool
 
 # Every character libpq's passfile syntax cares about, plus URL-special ones.
 PASSWORD = r"p@ss:w/rd%#\tail:"
@@ -126,8 +126,8 @@ def test_pg_dump_older_than_server_is_refused() -> None:
 _CHILD_SCRIPT = textwrap.dedent(
     """
     import sys
-    from pgtide.core.endpoint import Endpoint
-    from pgtide.core.pgtools import run_tool
+    from pgtide.core.infra.endpoint import Endpoint
+    from pgtide.core.infra.tools import run_tool
     endpoint = Endpoint.parse(sys.argv[1], password=sys.stdin.readline().rstrip("\\n"), env={})
     run_tool("pg_dump", ["--table=locked_table"], endpoint)
     """
@@ -194,7 +194,7 @@ def _alive(pid: int) -> bool:
 
 
 def test_sweep_removes_what_dead_runs_left(tmp_path: Path) -> None:
-    from pgtide.core.pgtools import sweep_stale_passfiles
+    from pgtide.core.infra.tools import sweep_stale_passfiles
 
     legacy = tmp_path / "pgtide-k3j4h5.pgpass"  # the name pgtide 0.1 used
     legacy.write_text("*:*:*:*:secret\n")

@@ -26,14 +26,15 @@ from psycopg import sql
 
 from engine_support import replication_objects
 from pgharness import LOGICAL_SETTINGS, PgCluster, running_cluster
-from pgtide.core import migrate, profiles
-from pgtide.core.catalog import TableInfo, discover_database
-from pgtide.core.endpoint import Endpoint
-from pgtide.core.errors import EnvironmentProblem, InputError, PgtideError
-from pgtide.core.plan import Options, Plan
-from pgtide.core.scope import TableScope, check_table_filter
-from pgtide.core.selection import Selection
-from pgtide.core.validate import validate
+from pgtide.core.engine import migrate
+from pgtide.core.model import profiles
+from pgtide.core.catalog.discovery import TableInfo, discover_database
+from pgtide.core.infra.endpoint import Endpoint
+from pgtide.core.infra.errors import EnvironmentProblem, InputError, PgtideError
+from pgtide.core.model.plan import Options, Plan
+from pgtide.core.catalog.scope import TableScope, check_table_filter
+from pgtide.core.model.selection import Selection
+from pgtide.core.engine.validate import validate
 
 PGTIDE = str(Path(sys.executable).parent / "pgtide")
 
@@ -463,7 +464,7 @@ def test_teardown_keeps_a_publication_that_only_looks_like_a_check(watched: Watc
 
 def test_non_utf8_source_copies_exactly_the_filtered_rows_through_psql(pg_bindir: Path, target_cluster: PgCluster,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    from pgtide.core import snapshot_copy
+    from pgtide.core.copy import snapshot as snapshot_copy
 
     monkeypatch.setattr(snapshot_copy, "PIPE_THRESHOLD_BYTES", 0)  # every table through psql
     with running_cluster(pg_bindir, **LOGICAL_SETTINGS) as cluster:

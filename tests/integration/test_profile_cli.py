@@ -22,10 +22,12 @@ from psycopg import sql
 
 from keyring_support import MemoryKeyring
 from pgharness import PASSWORD_ROLE, PgCluster
-from pgtide.core import paths, profiles, secrets
-from pgtide.core.errors import ConnectError
-from pgtide.core.seed_config import load_seed_config
-from pgtide.core.server import probe
+from pgtide.core.infra import paths
+from pgtide.core.model import profiles
+from pgtide.core.infra import secrets
+from pgtide.core.infra.errors import ConnectError
+from pgtide.core.model.seed_config import load_seed_config
+from pgtide.core.catalog.server import probe
 
 # ':' and '\' must be escaped in .pgpass; '@' and '/' in a URL.
 SECRET = "s3cr3t:with\\back@sl/ash"

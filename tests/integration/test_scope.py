@@ -7,10 +7,10 @@ from datetime import datetime, timezone
 import pytest
 
 from pgharness import PgCluster, create_fixture_schema
-from pgtide.core.endpoint import Endpoint
-from pgtide.core.errors import InputError
-from pgtide.core.scope import build_scope
-from pgtide.core.selection import Selection
+from pgtide.core.infra.endpoint import Endpoint
+from pgtide.core.infra.errors import InputError
+from pgtide.core.catalog.scope import build_scope
+from pgtide.core.model.selection import Selection
 
 
 @pytest.fixture
@@ -165,7 +165,7 @@ def test_fk_safety_refuses_unsafe_filtered_set(source: Endpoint, source_db: str)
 
 
 def test_filters_for_replication_need_pg15() -> None:
-    from pgtide.core.scope import check_filter_support
+    from pgtide.core.catalog.scope import check_filter_support
 
     filtered = Selection.from_cli(table_filters=["orders:id > 1"])
     with pytest.raises(InputError, match="PostgreSQL 15"):

@@ -16,11 +16,11 @@ import pytest
 from psycopg import sql
 
 from pgharness import HOSTILE_SCHEMA, LONG_NAME, PgCluster, create_fixture_schema, wait_for
-from pgtide.core.endpoint import Endpoint
-from pgtide.core.naming import replication_names
-from pgtide.core.plan import Plan
-from pgtide.core.selection import Selection
-from pgtide.core.verify import (
+from pgtide.core.infra.endpoint import Endpoint
+from pgtide.core.replication.naming import replication_names
+from pgtide.core.model.plan import Plan
+from pgtide.core.model.selection import Selection
+from pgtide.core.verify.compare import (
     ChunkVerified,
     RowDifference,
     TableStarted,

@@ -15,8 +15,8 @@ _names = itertools.count(1)
 @pytest.fixture
 def shop_db(source_cluster: PgCluster, target_cluster: PgCluster) -> Iterator[str]:
     """The demo's sample database (small) on the source; it and its copy on the target are dropped afterwards."""
-    from pgtide.core.demo_data import load_sample
-    from pgtide.core.endpoint import Endpoint
+    from pgtide.core.demo.data import load_sample
+    from pgtide.core.infra.endpoint import Endpoint
 
     name = f"shop_{os.getpid()}_{next(_names)}"
     load_sample(Endpoint.parse(source_cluster.url()), database=name, scale=0.02)

@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 from pgtide.app import cli
-from pgtide.core import localcluster, pgtools
-from pgtide.core.localcluster import LocalCluster
+from pgtide.core.infra import localcluster
+from pgtide.core.infra import tools as pgtools
+from pgtide.core.infra.localcluster import LocalCluster
 
 
 def demo_leftovers() -> set[str]:
@@ -32,8 +33,8 @@ def test_without_server_binaries_it_says_how_to_get_them(
 
 def test_demo_runs_the_app_on_its_servers_then_removes_them(monkeypatch: pytest.MonkeyPatch) -> None:
     from pgtide.app import demo, tui
-    from pgtide.core.profiles import load_profile
-    from pgtide.core.server import probe
+    from pgtide.core.model.profiles import load_profile
+    from pgtide.core.catalog.server import probe
 
     seen: dict[str, Any] = {}
 
@@ -60,8 +61,8 @@ def test_a_local_cluster_is_gone_after_destroy() -> None:
     cluster = LocalCluster(localcluster.find_server_binaries(), label="test")
     try:
         cluster.start()
-        from pgtide.core.endpoint import Endpoint
-        from pgtide.core.server import probe
+        from pgtide.core.infra.endpoint import Endpoint
+        from pgtide.core.catalog.server import probe
 
         assert probe(Endpoint.parse(cluster.url())).wal_level == "logical"
     finally:

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pgtide.app.tui import PgtideApp
-from pgtide.core.errors import ConnectError
+from pgtide.core.infra.errors import ConnectError
 from pgtide.screens.filters import FiltersScreen
 from pgtide.screens.state import TimeFilterChoice
 from pgtide.widgets.table_picker import TablePicker

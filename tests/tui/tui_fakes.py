@@ -16,7 +16,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from pgtide.core.catalog import (
+from pgtide.core.catalog.discovery import (
     ColumnInfo,
     DatabaseCatalog,
     DatabaseInfo,
@@ -26,10 +26,10 @@ from pgtide.core.catalog import (
     SkippedDatabase,
     TableInfo,
 )
-from pgtide.core.endpoint import Endpoint
-from pgtide.core.errors import InputError, PgtideError
-from pgtide.core.estimate import Estimate, estimate
-from pgtide.core.events import (
+from pgtide.core.infra.endpoint import Endpoint
+from pgtide.core.infra.errors import InputError, PgtideError
+from pgtide.core.catalog.estimate import Estimate, estimate
+from pgtide.core.infra.events import (
     CancelToken,
     Emit,
     Log,
@@ -38,18 +38,18 @@ from pgtide.core.events import (
     TableCopied,
     TableProgress,
 )
-from pgtide.core.filtercheck import FilterCheck
-from pgtide.core.migrate import DatabaseResult
-from pgtide.core.monitor import (
+from pgtide.core.catalog.filtercheck import FilterCheck
+from pgtide.core.engine.migrate import DatabaseResult
+from pgtide.core.monitor.poll import (
     DatabaseStatus,
     MigrationStatus,
     ReplicationState,
     SlotStatus,
     SubscriptionStatus,
 )
-from pgtide.core.plan import Plan
-from pgtide.core.profiles import Profile, ProfileSummary
-from pgtide.core.scope import (
+from pgtide.core.model.plan import Plan
+from pgtide.core.model.profiles import Profile, ProfileSummary
+from pgtide.core.catalog.scope import (
     DatabaseScope,
     ExcludedTable,
     Scope,
@@ -57,10 +57,10 @@ from pgtide.core.scope import (
     cutoff_literal,
     time_predicate,
 )
-from pgtide.core.selection import Selection, TimeFilter
-from pgtide.core.server import ServerInfo
-from pgtide.core.validate import Check, Report
-from pgtide.core.verify import (
+from pgtide.core.model.selection import Selection, TimeFilter
+from pgtide.core.catalog.server import ServerInfo
+from pgtide.core.engine.validate import Check, Report
+from pgtide.core.verify.compare import (
     RowDifference,
     TableResult,
     TableStarted,
@@ -338,7 +338,7 @@ class FakeServices(Services):
         checks.append(Check("large objects", "warning", "5 large object(s)",
                             "Large objects are copied once and not replicated afterwards: avoid changing them until "
                             "cutover.", database="shop"))
-        from pgtide.core.events import CheckReported
+        from pgtide.core.infra.events import CheckReported
 
         for check in checks:
             emit(CheckReported(check.name, check.status, check.observed, check.remedy, check.database))

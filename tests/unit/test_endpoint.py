@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from pgtide.core.endpoint import Endpoint
-from pgtide.core.errors import InputError
+from pgtide.core.infra.endpoint import Endpoint
+from pgtide.core.infra.errors import InputError
 
 SPECIAL_PASSWORD = "p@ss:w/rd%#"
 ENCODED_PASSWORD = "p%40ss%3Aw%2Frd%25%23"
@@ -122,8 +122,8 @@ def test_redact_scrubs_server_messages() -> None:
 
 
 def test_subscription_connection_string_can_leave_the_password_out() -> None:
-    from pgtide.core.migrate import subscription_conninfo
-    from pgtide.core.plan import Options, Plan
+    from pgtide.core.engine.migrate import subscription_conninfo
+    from pgtide.core.model.plan import Options, Plan
 
     plan = Plan(Endpoint.parse(f"postgresql://app:{ENCODED_PASSWORD}@src:5432/x", env={}),
                 Endpoint.parse("postgresql://app@dst/x", env={}))
@@ -136,7 +136,7 @@ def test_subscription_connection_string_can_leave_the_password_out() -> None:
 def test_port_and_enumerated_values_are_checked_when_parsed() -> None:
     import pytest
 
-    from pgtide.core.errors import InputError
+    from pgtide.core.infra.errors import InputError
 
     for text, message in (("postgresql://u:pw@h:5x/db", "port must be a number"),
                           ("postgresql://u@h/db?sslmode=requir", "sslmode must be one of"),

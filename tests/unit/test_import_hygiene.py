@@ -13,7 +13,9 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_importing_core_does_not_load_textual() -> None:
     code = (
         "import sys, pkgutil, importlib, pgtide.core as core\n"
-        "for m in pkgutil.iter_modules(core.__path__): importlib.import_module('pgtide.core.' + m.name)\n"
+        "names = [m.name for m in pkgutil.walk_packages(core.__path__, 'pgtide.core.')]\n"
+        "assert len(names) > 30, names\n"
+        "for name in names: importlib.import_module(name)\n"
         "print(sorted(n for n in sys.modules if n == 'textual' or n.startswith('textual.')))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd="/")

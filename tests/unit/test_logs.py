@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from pgtide.core import logs
+from pgtide.core.infra import logs
 
 
 def test_scrub_urls_and_keyword_strings() -> None:

@@ -13,12 +13,14 @@ from keyring.backends import chainer, fail
 from keyring.errors import KeyringError
 
 from keyring_support import MemoryKeyring
-from pgtide.core import paths, profiles, secrets
-from pgtide.core.endpoint import Endpoint
-from pgtide.core.errors import EnvironmentProblem, InputError
-from pgtide.core.plan import Options, Plan
-from pgtide.core.seed_config import load_seed_config
-from pgtide.core.selection import Selection
+from pgtide.core.infra import paths
+from pgtide.core.model import profiles
+from pgtide.core.infra import secrets
+from pgtide.core.infra.endpoint import Endpoint
+from pgtide.core.infra.errors import EnvironmentProblem, InputError
+from pgtide.core.model.plan import Options, Plan
+from pgtide.core.model.seed_config import load_seed_config
+from pgtide.core.model.selection import Selection
 
 SECRET = "hunter2:x\\y"
 

@@ -1,4 +1,4 @@
-"""Unit tests for pgtide.core.seed_config (pure: no database)."""
+"""Unit tests for pgtide.core.model.seed_config (pure: no database)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from pgtide.core.errors import InputError
-from pgtide.core.seed_config import dump_seed_config, load_seed_config, parse_seed_config
-from pgtide.core.selection import Selection, TableRef, TimeFilter, TimeWindow
+from pgtide.core.infra.errors import InputError
+from pgtide.core.model.seed_config import dump_seed_config, load_seed_config, parse_seed_config
+from pgtide.core.model.selection import Selection, TableRef, TimeFilter, TimeWindow
 
 # The example from the seed tool's documentation (docs: "Advanced Replication Configuration").
 SEED_EXAMPLE = """\
@@ -349,7 +349,7 @@ def test_dotted_keys_under_a_parent_table() -> None:
 
 
 def test_scanner_failure_degrades_to_messages_without_line(monkeypatch: pytest.MonkeyPatch) -> None:
-    from pgtide.core import seed_config
+    from pgtide.core.model import seed_config
 
     def broken(self: object) -> None:
         raise IndexError("scanner out of sync")

@@ -1,4 +1,4 @@
-"""Unit tests for pgtide.core.selection (pure: no database)."""
+"""Unit tests for pgtide.core.model.selection (pure: no database)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from zoneinfo import ZoneInfo
 import pytest
 import tomlkit
 
-from pgtide.core.errors import InputError
-from pgtide.core.selection import (
+from pgtide.core.infra.errors import InputError
+from pgtide.core.model.selection import (
     DatabaseRule,
     NameIndex,
     Selection,

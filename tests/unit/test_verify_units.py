@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 from psycopg import sql
 
-from pgtide.core.catalog import TableInfo
-from pgtide.core.errors import InputError
-from pgtide.core.monitor import _eta, extract_worker_error, format_lsn, lsn_reached, parse_lsn
-from pgtide.core.scope import TableScope
-from pgtide.core.selection import parse_table_pattern
-from pgtide.core.verify import (
+from pgtide.core.catalog.discovery import TableInfo
+from pgtide.core.infra.errors import InputError
+from pgtide.core.monitor.poll import _eta, extract_worker_error, format_lsn, lsn_reached, parse_lsn
+from pgtide.core.catalog.scope import TableScope
+from pgtide.core.model.selection import parse_table_pattern
+from pgtide.core.verify.compare import (
     RowDifference,
     TableResult,
     VerifyOptions,

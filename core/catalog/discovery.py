@@ -12,8 +12,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from .db import connect
-from .endpoint import Endpoint
+from ..infra.db import connect
+from ..infra.endpoint import Endpoint
 
 SYSTEM_SCHEMA_FILTER = (
     "n.nspname NOT IN ('pg_catalog', 'information_schema') "

@@ -28,19 +28,19 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from . import naming
-from .db import connect
-from .endpoint import Endpoint
-from .errors import InputError, PgtideError
-from .events import CancelToken, Emit, Log, PhaseFinished, PhaseStarted, discard
-from .jobstore import JobStore, jobs_dir, record_throughput
-from .pgtools import run_tool
-from .plan import Plan
-from .predicate import deparsed, execute_parsed, pin_quoting
-from .roles import copy_roles
-from .scope import CHECK_PUBLICATION_PREFIX, DatabaseScope, Scope, TableScope, build_scope
-from .selection import format_qualified_name
-from .snapshot_copy import Snapshot, copy_tables, exported_snapshot
+from ..replication import naming
+from ..infra.db import connect
+from ..infra.endpoint import Endpoint
+from ..infra.errors import InputError, PgtideError
+from ..infra.events import CancelToken, Emit, Log, PhaseFinished, PhaseStarted, discard
+from ..jobs.store import JobStore, jobs_dir, record_throughput
+from ..infra.tools import run_tool
+from ..model.plan import Plan
+from ..catalog.predicate import deparsed, execute_parsed, pin_quoting
+from ..copy.roles import copy_roles
+from ..catalog.scope import CHECK_PUBLICATION_PREFIX, DatabaseScope, Scope, TableScope, build_scope
+from ..model.selection import format_qualified_name
+from ..copy.snapshot import Snapshot, copy_tables, exported_snapshot
 
 STATUS_STREAMING = "streaming"
 

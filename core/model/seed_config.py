@@ -36,7 +36,7 @@ from typing import Any
 
 import tomlkit
 
-from .errors import InputError
+from ..infra.errors import InputError
 from .selection import (
     DEFAULT_SCHEMA,
     MAX_NAME_BYTES,

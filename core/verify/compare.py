@@ -66,15 +66,15 @@ import psycopg
 from psycopg import sql
 from psycopg.pq import TransactionStatus
 
-from .db import connect
-from .endpoint import Endpoint
-from .errors import InputError, Interrupted
-from .monitor import ApplyProgress, confirmed_flush_lsn, current_insert_lsn, lsn_reached
-from .naming import ReplicationNames, replication_names
-from .plan import Plan
-from .predicate import QUOTING_SETTINGS, deparsed, pin_quoting
-from .scope import Scope, TableScope, build_scope
-from .selection import TableRef, UnresolvedName, format_qualified_name, parse_table_pattern, quote_ident
+from ..infra.db import connect
+from ..infra.endpoint import Endpoint
+from ..infra.errors import InputError, Interrupted
+from ..monitor.poll import ApplyProgress, confirmed_flush_lsn, current_insert_lsn, lsn_reached
+from ..replication.naming import ReplicationNames, replication_names
+from ..model.plan import Plan
+from ..catalog.predicate import QUOTING_SETTINGS, deparsed, pin_quoting
+from ..catalog.scope import Scope, TableScope, build_scope
+from ..model.selection import TableRef, UnresolvedName, format_qualified_name, parse_table_pattern, quote_ident
 
 log = logging.getLogger("pgtide.verify")
 

@@ -41,11 +41,11 @@ from typing import Any, Literal
 import psycopg
 from psycopg import sql
 
-from .db import connect
-from .endpoint import Endpoint
-from .errors import ConnectError, InputError
-from .naming import ReplicationNames, replication_names
-from .plan import Plan
+from ..infra.db import connect
+from ..infra.endpoint import Endpoint
+from ..infra.errors import ConnectError, InputError
+from ..replication.naming import ReplicationNames, replication_names
+from ..model.plan import Plan
 
 # -- LSNs ---------------------------------------------------------------------------------
 
@@ -852,8 +852,8 @@ def _eta(samples: deque[tuple[float, int]], now: float, window: float, lag: int 
 
 def selected_databases(plan: Plan) -> tuple[str, ...]:
     """The source databases ``plan``'s selection includes (one catalog query)."""
-    from .catalog import list_databases
-    from .scope import with_database_from_url
+    from ..catalog.discovery import list_databases
+    from ..catalog.scope import with_database_from_url
 
     selection = with_database_from_url(plan.source, plan.selection)
     server = list_databases(plan.source)

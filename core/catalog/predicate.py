@@ -31,7 +31,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from .errors import ConnectError, EnvironmentProblem, InputError, PgtideError
+from ..infra.errors import ConnectError, EnvironmentProblem, InputError, PgtideError
 
 #: How long the server may spend on one check of a user predicate.
 PREDICATE_CHECK_TIMEOUT = "5s"

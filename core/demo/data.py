@@ -22,9 +22,9 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from .db import connect
-from .endpoint import Endpoint
-from .errors import PgtideError
+from ..infra.db import connect
+from ..infra.endpoint import Endpoint
+from ..infra.errors import PgtideError
 
 log = logging.getLogger("pgtide.demo")
 

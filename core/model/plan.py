@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Literal
 
-from .endpoint import Endpoint
-from .errors import InputError
+from ..infra.endpoint import Endpoint
+from ..infra.errors import InputError
 from .selection import Selection
 
 CopyMode = Literal["snapshot", "server"]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .jobstore import DEFAULT_THROUGHPUT_BYTES_PER_SECOND, measured_throughput
+from ..jobs.store import DEFAULT_THROUGHPUT_BYTES_PER_SECOND, measured_throughput
 from .scope import Scope
-from .selection import format_qualified_name
+from ..model.selection import format_qualified_name
 
 
 @dataclass(frozen=True)

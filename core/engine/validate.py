@@ -13,14 +13,14 @@ from typing import Any, Literal
 import psycopg
 from psycopg import sql
 
-from .db import connect
-from .endpoint import Endpoint
-from .errors import ConnectError, EnvironmentProblem, InputError, PgtideError
-from .events import CheckReported, Emit, discard
-from .pgtools import find_tool
-from .plan import Plan
-from .scope import Scope, build_scope
-from .selection import format_qualified_name
+from ..infra.db import connect
+from ..infra.endpoint import Endpoint
+from ..infra.errors import ConnectError, EnvironmentProblem, InputError, PgtideError
+from ..infra.events import CheckReported, Emit, discard
+from ..infra.tools import find_tool
+from ..model.plan import Plan
+from ..catalog.scope import Scope, build_scope
+from ..model.selection import format_qualified_name
 
 Status = Literal["ok", "warning", "error"]
 
@@ -269,8 +269,8 @@ def _database_checks(plan: Plan, scope: Scope, target: Endpoint, source: ServerF
 
 def _target_database_checks(plan: Plan, scope: Scope) -> list[Check]:
     """A non-empty target database stops init unless it is an earlier run of this migration."""
-    from . import naming
-    from .jobstore import JobStore
+    from ..replication import naming
+    from ..jobs.store import JobStore
     from .migrate import database_exists, refuse_to_drop_replica, subscriptions_writing_to, user_objects
 
     store = JobStore(naming.migration_id(plan.source, plan.target))

@@ -16,12 +16,12 @@ from datetime import datetime
 from typing import Literal
 
 from . import scope as scope_checks
-from .catalog import DatabaseCatalog, TableInfo
-from .db import connect
-from .endpoint import Endpoint
-from .errors import InputError, PgtideError
+from .discovery import DatabaseCatalog, TableInfo
+from ..infra.db import connect
+from ..infra.endpoint import Endpoint
+from ..infra.errors import InputError, PgtideError
 from .scope import DatabaseScope, ExcludedTable, TableScope
-from .selection import TimeFilter, check_predicate_syntax, format_qualified_name
+from ..model.selection import TimeFilter, check_predicate_syntax, format_qualified_name
 
 __all__ = ["ChosenTable", "FilterCheck", "check_table_filter", "selection_problem"]
 

@@ -25,7 +25,7 @@ from typing import Any
 from urllib.parse import quote
 
 from .errors import EnvironmentProblem
-from .pgtools import bin_dirs
+from .tools import bin_dirs
 
 #: Enough for a demo migration of a few databases, quick to start and to stop.
 DEMO_SETTINGS: Mapping[str, str] = MappingProxyType(
@@ -67,7 +67,7 @@ def find_server_binaries() -> Path:
     Looks at ``PGTIDE_PG_BINDIR``, ``pg_config --bindir`` and Debian's
     ``/usr/lib/postgresql/*/bin`` (Debian keeps the server binaries off PATH).
     """
-    # Debian's newest major first: the same order pgtools picks client tools in.
+    # Debian's newest major first: the same order infra.tools picks client tools in.
     candidates = bin_dirs()
     initdb = shutil.which("initdb")
     if initdb:

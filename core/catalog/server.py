@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from .db import connect
-from .endpoint import Endpoint
+from ..infra.db import connect
+from ..infra.endpoint import Endpoint
 
 @dataclass(frozen=True)
 class ServerInfo:

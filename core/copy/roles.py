@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 from psycopg import sql
 
-from .db import connect
-from .endpoint import Endpoint
-from .events import Emit, Log
+from ..infra.db import connect
+from ..infra.endpoint import Endpoint
+from ..infra.events import Emit, Log
 
 # Roles that managed services create for themselves; the target has its own.
 RESERVED_PREFIXES = ("pg_", "rds", "azure_", "cloudsql", "alloydb", "neon_", "aiven", "google_", "supabase_")

@@ -28,13 +28,13 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from .db import connect
-from .endpoint import Endpoint
-from .errors import PgtideError
-from .events import CancelToken, Emit, TableCopied, TableProgress
-from .pgtools import ToolFailed, open_tool
-from .predicate import deparsed, session_statements
-from .scope import TableScope
+from ..infra.db import connect
+from ..infra.endpoint import Endpoint
+from ..infra.errors import PgtideError
+from ..infra.events import CancelToken, Emit, TableCopied, TableProgress
+from ..infra.tools import ToolFailed, open_tool
+from ..catalog.predicate import deparsed, session_statements
+from ..catalog.scope import TableScope
 
 #: Tables larger than this are split into primary-key ranges copied in parallel...
 SPLIT_THRESHOLD_BYTES = 512 * 1024 * 1024
@@ -60,7 +60,7 @@ _SOURCE_SESSION = (
     "SET statement_timeout = 0",
     "SET idle_in_transaction_session_timeout = 0",
     "SET lock_timeout = 0",
-    # A filter is the server's deparsed text, printed under these settings (see predicate.py).
+    # A filter is the server's deparsed text, printed under these settings (see catalog/predicate.py).
     *session_statements(),
 )
 
@@ -94,7 +94,7 @@ def exported_snapshot(source: Endpoint, slot: str, server_version_num: int) -> I
     try:
         conn = psycopg.connect(**kwargs, autocommit=True, cursor_factory=psycopg.ClientCursor)
     except psycopg.OperationalError as exc:
-        from .db import describe_connect_failure
+        from ..infra.db import describe_connect_failure
 
         raise describe_connect_failure(source, exc) from None
     try:

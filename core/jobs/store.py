@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .paths import state_dir
+from ..infra.paths import state_dir
 
 #: Used for estimates until pgtide has measured this machine's copy path itself.
 DEFAULT_THROUGHPUT_BYTES_PER_SECOND = 100 * 1024 * 1024

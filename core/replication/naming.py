@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from .endpoint import Endpoint
+from ..infra.endpoint import Endpoint
 
 PREFIX = "pgtide"
 

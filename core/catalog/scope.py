@@ -32,7 +32,7 @@ from typing import Any, Literal
 import psycopg
 from psycopg import sql
 
-from .catalog import (
+from .discovery import (
     DatabaseCatalog,
     ServerCatalog,
     TableInfo,
@@ -40,9 +40,9 @@ from .catalog import (
     discover_database,
     list_databases,
 )
-from .db import connect
-from .endpoint import Endpoint
-from .errors import InputError
+from ..infra.db import connect
+from ..infra.endpoint import Endpoint
+from ..infra.errors import InputError
 from .predicate import (
     FILTER_TITLE,
     canonical_predicate,
@@ -52,7 +52,7 @@ from .predicate import (
     pin_quoting,
     rejection_for,
 )
-from .selection import (
+from ..model.selection import (
     DatabaseRule,
     NameIndex,
     Selection,

@@ -53,9 +53,11 @@ from tomlkit.exceptions import ParseError
 from tomlkit.items import AoT, Comment, Null, Table, Trivia
 from tomlkit.toml_document import TOMLDocument
 
-from . import paths, secrets
-from .endpoint import SECRET_KEYS, Endpoint
-from .errors import InputError
+from ..infra import paths
+
+from ..infra import secrets
+from ..infra.endpoint import SECRET_KEYS, Endpoint
+from ..infra.errors import InputError
 from .plan import Options, Plan
 from .seed_config import load_seed_config, type_name
 from .selection import DEFAULT_SCHEMA, Selection

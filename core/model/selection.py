@@ -27,7 +27,7 @@ from datetime import datetime, timedelta, timezone
 from types import MappingProxyType
 from typing import Any, Literal, Union
 
-from .errors import InputError
+from ..infra.errors import InputError
 
 __all__ = [
     "DEFAULT_SCHEMA",
