@@ -33,7 +33,9 @@ from ..infra.db import connect
 from ..infra.endpoint import Endpoint
 from ..infra.errors import InputError, PgtideError
 from ..infra.events import CancelToken, Emit, Log, PhaseFinished, PhaseStarted, discard
+from ..jobs.state import DatabaseState
 from ..jobs.store import JobStore, jobs_dir, record_throughput
+from .target import TargetAction, TargetDecision, decide_target, target_facts
 from ..infra.tools import run_tool
 from ..model.plan import Plan
 from ..catalog.predicate import deparsed, execute_parsed, pin_quoting
@@ -42,7 +44,7 @@ from ..catalog.scope import CHECK_PUBLICATION_PREFIX, DatabaseScope, Scope, Tabl
 from ..model.selection import format_qualified_name
 from ..copy.snapshot import Snapshot, copy_tables, exported_snapshot
 
-STATUS_STREAMING = "streaming"
+STATUS_STREAMING = DatabaseState.STREAMING.value
 
 
 @dataclass(frozen=True)
@@ -84,30 +86,6 @@ def drop_subscription(target: Endpoint, name: str) -> bool:
         conn.execute(sql.SQL("ALTER SUBSCRIPTION {} SET (slot_name = NONE)").format(ident))
         conn.execute(sql.SQL("DROP SUBSCRIPTION {}").format(ident))
         return True
-
-
-def subscriptions_writing_to(target: Endpoint, database: str) -> list[str]:
-    """Subscriptions that apply changes into target ``database`` (asked of the server as a whole)."""
-    with connect(target.with_dbname("postgres")) as conn:
-        return [row[0] for row in conn.execute(
-            "SELECT s.subname FROM pg_subscription s JOIN pg_database d ON d.oid = s.subdbid "
-            "WHERE d.datname = %s ORDER BY 1", [database])]
-
-
-def refuse_to_drop_replica(plan: Plan, database: str, *, dropping: bool) -> InputError | None:
-    """A database that a subscription writes to is a live replica: never advise or do dropping it."""
-    writers = subscriptions_writing_to(plan.target, database)
-    if not writers:
-        return None
-    ours = naming.replication_names(plan.source, plan.target, database).subscription
-    return InputError(
-        f"target database {database!r} is written to by subscription {', '.join(writers)}"
-        + (" (this migration)" if ours in writers else " (a live migration)")
-        + (": refusing to drop it" if dropping else ": it is a live replica"),
-        "Continue that migration (pgtide init/sync with the same source and target), remove it with "
-        "`pgtide teardown` first, or cut over. --drop-existing only replaces databases nothing replicates into.",
-        title="Target is a live replica",
-    )
 
 
 def drop_slot(source: Endpoint, slot: str, *, timeout: float = 30.0) -> bool:
@@ -206,7 +184,7 @@ def teardown(plan: Plan, databases: list[str] | None = None, emit: Emit = discar
     for database in names:
         removed += teardown_database(plan, database, emit)
         # The target now holds a finished copy that belongs to the user: never recreate it.
-        store.update(database, status="torn_down", created_database=False)
+        store.transition(database, DatabaseState.TORN_DOWN, created_database=False)
     return removed
 
 
@@ -264,50 +242,6 @@ def truncate_tables(target: Endpoint, db: DatabaseScope) -> None:
 def _drop_database(plan: Plan, database: str) -> None:
     with connect(plan.target.with_dbname("postgres")) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database)))
-
-
-def _unfinished_ours(state: dict[str, Any]) -> bool:
-    """A database pgtide created for a run that did not finish: its content is from another snapshot."""
-    return bool(state.get("created_database")) and state.get("status") in ("copying", "failed")
-
-
-def target_not_empty(plan: Plan, database: str, state: dict[str, Any]) -> InputError | None:
-    """The refusal for a non-empty target database, or None when init may use (or replace) it."""
-    if not database_exists(plan.target, database):
-        return None
-    if plan.options.drop_existing or _unfinished_ours(state):
-        # Whatever the job store says (another spelling of the servers, a lost state dir),
-        # a database that a subscription writes to is a live replica: never drop it.
-        return refuse_to_drop_replica(plan, database, dropping=True)
-    objects = user_objects(plan.target.with_dbname(database))
-    if not objects:
-        return None
-    live = refuse_to_drop_replica(plan, database, dropping=False)
-    if live is not None:
-        return live
-    return InputError(
-        f"target database {database!r} is not empty: it has " + ", ".join(objects[:5])
-        + (" and more" if len(objects) > 5 else ""),
-        "Pass --drop-existing to drop and recreate it, or pick another target.",
-        title="Target not empty",
-    )
-
-
-def prepare_target_database(plan: Plan, database: str, state: dict[str, Any], emit: Emit) -> bool:
-    """Make sure an empty target database exists; returns True when pgtide created it."""
-    problem = target_not_empty(plan, database, state)
-    if problem is not None:
-        raise problem
-    if database_exists(plan.target, database):
-        if _unfinished_ours(state):
-            emit(Log("info", "recreating the target database left unfinished by an earlier run", database))
-        elif user_objects(plan.target.with_dbname(database)):
-            emit(Log("warning", f"dropping the existing target database {database!r} (--drop-existing)", database))
-        else:
-            return False  # exists and empty: use it as it is
-        _drop_database(plan, database)
-    _create_database(plan, database)
-    return True
 
 
 # -- schema -------------------------------------------------------------------------------------
@@ -479,6 +413,30 @@ def init(
     return results
 
 
+def target_decision(plan: Plan, db: DatabaseScope, state: dict[str, Any]) -> TargetDecision:
+    """The target policy (engine/target.py) for one database of this plan, from fresh facts."""
+    return decide_target(
+        state, target_facts(plan.target, db.name),
+        ours=naming.replication_names(plan.source, plan.target, db.name).subscription,
+        resume=plan.options.resume, drop_existing=plan.options.drop_existing,
+        replicates=bool(replicated_tables(db)), in_place=plan.options.copy_mode == "snapshot",
+    )
+
+
+def prepare_target(plan: Plan, database: str, decision: TargetDecision, emit: Emit) -> bool:
+    """Carry out a decision that copies into the target; returns True when pgtide created the database."""
+    if decision.refused:
+        raise decision.error(database)
+    if decision.action in (TargetAction.USE_EMPTY, TargetAction.CONTINUE_IN_PLACE):
+        return False
+    if decision.drops:
+        emit(Log("warning" if decision.action is TargetAction.DROP_AND_RECREATE else "info",
+                 f"target database {database!r} {decision.observed}", database))
+        _drop_database(plan, database)
+    _create_database(plan, database)
+    return True
+
+
 def _subscription_exists(plan: Plan, database: str, name: str) -> bool:
     if not database_exists(plan.target, database):
         return False
@@ -486,28 +444,19 @@ def _subscription_exists(plan: Plan, database: str, name: str) -> bool:
         return conn.execute("SELECT 1 FROM pg_subscription WHERE subname = %s", [name]).fetchone() is not None
 
 
-def _resumable_in_place(plan: Plan, database: str, state: dict[str, Any]) -> bool:
-    """A run that died after restoring the schema into a database it did not create: keep
-    that schema, empty its tables, and copy again under a new snapshot."""
-    return (
-        plan.options.resume and state.get("status") in ("copying", "failed") and not state.get("created_database")
-        and state.get("schema") == "done" and not state.get("post_data") and database_exists(plan.target, database)
-    )
-
-
 def _init_database(plan: Plan, db: DatabaseScope, store: JobStore, emit: Emit, cancel: CancelToken) -> DatabaseResult:
     database = db.name
     names = naming.replication_names(plan.source, plan.target, database)
     state = store.database(database) if plan.options.resume else {}
-    if state.get("status") == STATUS_STREAMING and _subscription_exists(plan, database, names.subscription):
-        emit(Log("info", "already streaming; nothing to do (use teardown, then --no-resume, to start over)", database))
-        return DatabaseResult(database, STATUS_STREAMING, len(db.tables), 0, 0, 0.0)
-    in_place = _resumable_in_place(plan, database, state)
-    if not in_place:
-        # Refuse before tearing anything down: a wrong flag must not stop a running migration.
-        problem = target_not_empty(plan, database, state)
-        if problem is not None:
-            raise problem
+    # Decided before anything is touched: a wrong flag must not stop a running migration.
+    decision = target_decision(plan, db, state)
+    if decision.action is TargetAction.ALREADY_DONE:
+        emit(Log("info", f"target database {decision.observed} (teardown, then --no-resume, starts over)", database))
+        done = store.state(database) or DatabaseState.STREAMING
+        return DatabaseResult(database, done.value, len(db.tables), 0, 0, 0.0)
+    if decision.refused:
+        raise decision.error(database)
+    in_place = decision.action is TargetAction.CONTINUE_IN_PLACE
     # Leftovers of an interrupted or failed run belong to another snapshot: remove them.
     teardown_database(plan, database, emit)
     if not plan.options.resume:
@@ -529,8 +478,9 @@ def _init_database(plan: Plan, db: DatabaseScope, store: JobStore, emit: Emit, c
                              "snapshot", database))
             created = False
         else:
-            created = prepare_target_database(plan, database, state, emit)
-    store.update(database, status="copying", created_database=created or bool(state.get("created_database")),
+            created = prepare_target(plan, database, decision, emit)
+    store.transition(database, DatabaseState.COPYING,
+                     created_database=created or bool(state.get("created_database")),
                  slot=names.slot, started_at=time.time(), tables={}, schema="done" if in_place else None,
                  post_data=None)
     workdir = workdir_for(plan, database)
@@ -573,10 +523,11 @@ def _init_database(plan: Plan, db: DatabaseScope, store: JobStore, emit: Emit, c
             create_subscription(plan, database, names, copy_data=False, create_slot=False, emit=emit)
             created_here.append("subscription")
         # From here on the target holds the user's data: a later init must never recreate it.
-        store.update(database, status=STATUS_STREAMING, finished_at=time.time(), created_database=False)
+        store.transition(database, DatabaseState.STREAMING, finished_at=time.time(), created_database=False)
     except BaseException as exc:
         _undo(plan, database, created_here, emit)
-        store.update(database, status="failed", error=str(exc) if isinstance(exc, PgtideError) else type(exc).__name__)
+        store.transition(database, DatabaseState.FAILED,
+                         error=str(exc) if isinstance(exc, PgtideError) else type(exc).__name__)
         if isinstance(exc, psycopg.Error):
             raise server_failure(plan, database, exc) from None
         raise
@@ -636,9 +587,14 @@ def _sync_database(plan: Plan, db: DatabaseScope, store: JobStore, emit: Emit, *
     started = time.monotonic()
     server_version = _server_version(source_db)
     if schema:
+        decision = target_decision(plan, db, store.database(database) if plan.options.resume else {})
+        if decision.action is TargetAction.ALREADY_DONE:
+            emit(Log("info", f"target database {decision.observed}", database))
+            done = store.state(database) or DatabaseState.STREAMING
+            return DatabaseResult(database, done.value, len(db.tables), 0, 0, 0.0)
         with _phase(emit, database, "target"):
-            created = prepare_target_database(plan, database, store.database(database), emit)
-        store.update(database, status="copying", created_database=created, slot=names.slot)
+            created = prepare_target(plan, database, decision, emit)
+        store.transition(database, DatabaseState.COPYING, created_database=created, slot=names.slot)
         workdir = workdir_for(plan, database)
         with _phase(emit, database, "schema"):
             schema_file = workdir / "schema.dump"
@@ -659,8 +615,8 @@ def _sync_database(plan: Plan, db: DatabaseScope, store: JobStore, emit: Emit, *
                          "sync expects the schema on the target already; use `pgtide init --copy server` to "
                          "create it, or create the schema first.")
     if not replicate:
-        store.update(database, status="copied", finished_at=time.time())
-        return DatabaseResult(database, "copied", len(db.tables), 0, 0, time.monotonic() - started)
+        store.transition(database, DatabaseState.COPIED, finished_at=time.time())
+        return DatabaseResult(database, DatabaseState.COPIED.value, len(db.tables), 0, 0, time.monotonic() - started)
     created_here: list[str] = []
     subscribed = _subscription_exists(plan, database, names.subscription)
     try:
@@ -678,7 +634,7 @@ def _sync_database(plan: Plan, db: DatabaseScope, store: JobStore, emit: Emit, *
             else:
                 create_subscription(plan, database, names, copy_data=initial_copy, create_slot=True, emit=emit)
                 created_here.append("subscription")
-        store.update(database, status=STATUS_STREAMING, slot=names.slot, finished_at=time.time())
+        store.transition(database, DatabaseState.STREAMING, slot=names.slot, finished_at=time.time())
     except BaseException as exc:
         # A replication that was already running stays as it is; a new one is removed whole
         # (CREATE SUBSCRIPTION may have made the slot on the source before failing).

@@ -268,40 +268,19 @@ def _database_checks(plan: Plan, scope: Scope, target: Endpoint, source: ServerF
 
 
 def _target_database_checks(plan: Plan, scope: Scope) -> list[Check]:
-    """A non-empty target database stops init unless it is an earlier run of this migration."""
-    from ..replication import naming
+    """What init would do with each target database: the same decision init acts on."""
     from ..jobs.store import JobStore
-    from .migrate import database_exists, refuse_to_drop_replica, subscriptions_writing_to, user_objects
+    from ..replication import naming
+    from .migrate import target_decision
+    from .target import TargetAction
 
     store = JobStore(naming.migration_id(plan.source, plan.target))
     checks = []
     for db in scope.databases:
-        name = db.name
-        if not database_exists(plan.target, name):
-            checks.append(Check("target database", "ok", "will be created", database=name))
-            continue
-        objects = user_objects(plan.target.with_dbname(name))
-        state = store.database(name) if plan.options.resume else {}
-        ours = naming.replication_names(plan.source, plan.target, name).subscription
-        writers = subscriptions_writing_to(plan.target, name)
-        continues = state.get("status") in ("streaming", "copying", "failed", "copied")
-        if writers and not (ours in writers and continues and not plan.options.drop_existing):
-            # A live replica: never advise (or accept) dropping it.
-            refusal = refuse_to_drop_replica(plan, name, dropping=plan.options.drop_existing)
-            assert refusal is not None
-            checks.append(Check("target database", "error", refusal.cause, refusal.remedy, database=name))
-        elif not objects:
-            checks.append(Check("target database", "ok", "exists and is empty", database=name))
-        elif state.get("status") in ("streaming", "copying", "failed", "copied"):
-            checks.append(Check("target database", "ok", f"holds an earlier run of this migration ({state['status']}): "
-                                "init continues it", database=name))
-        elif plan.options.drop_existing:
-            checks.append(Check("target database", "warning", "not empty: " + ", ".join(objects),
-                                "It will be dropped and created again (--drop-existing).", database=name))
-        else:
-            checks.append(Check("target database", "error", "not empty: " + ", ".join(objects),
-                                "Pass --drop-existing (in the app: tick 'Drop and recreate non-empty target "
-                                "databases') to replace it, or migrate to another server.", database=name))
+        decision = target_decision(plan, db, store.database(db.name) if plan.options.resume else {})
+        status: Status = "error" if decision.refused else (
+            "warning" if decision.action is TargetAction.DROP_AND_RECREATE else "ok")
+        checks.append(Check("target database", status, decision.observed, decision.remedy, database=db.name))
     return checks
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..infra.paths import state_dir
+from .state import DatabaseState, check_transition, parse_state
 
 #: Used for estimates until pgtide has measured this machine's copy path itself.
 DEFAULT_THROUGHPUT_BYTES_PER_SECOND = 100 * 1024 * 1024
@@ -72,10 +73,27 @@ class JobStore:
         with self._lock:
             return json.loads(json.dumps(self._data["databases"].get(name, {})))
 
+    def state(self, name: str) -> DatabaseState | None:
+        with self._lock:
+            return parse_state(self._data["databases"].get(name, {}).get("status"))
+
     def update(self, name: str, **fields: Any) -> None:
+        """Record facts about ``name``; its state changes only through :meth:`transition`."""
+        if "status" in fields:
+            raise TypeError("the state changes through transition(), which checks the move")
         with self._lock:
             entry = self._data["databases"].setdefault(name, {})
             entry.update(fields)
+            entry["updated_at"] = time.time()
+            self._save()
+
+    def transition(self, name: str, state: DatabaseState, **fields: Any) -> None:
+        """Move ``name`` to ``state`` (a move the rules allow) and record ``fields`` with it."""
+        with self._lock:
+            entry = self._data["databases"].setdefault(name, {})
+            check_transition(name, parse_state(entry.get("status")), state)
+            entry.update(fields)
+            entry["status"] = state.value
             entry["updated_at"] = time.time()
             self._save()
 

@@ -76,9 +76,9 @@ def test_validate_from_another_spelling_never_advises_dropping_a_live_target(
     check = next(c for c in report.checks if c.name == "target database")
     assert check.status == "error" and "written to by subscription" in check.observed, check
     assert "Pass --drop-existing" not in check.remedy and "teardown" in check.remedy
-    # The same spelling that started it: init continues it, as before.
+    # The same spelling that started it: init leaves the streaming database as it is.
     same = next(c for c in validate(_plan(source, target)).checks if c.name == "target database")
-    assert same.status == "ok" and "init continues it" in same.observed
+    assert same.status == "ok" and "already streaming" in same.observed
 
 
 def test_drop_existing_refuses_a_live_replica_and_changes_nothing(streaming: tuple[PgCluster, PgCluster]) -> None:
