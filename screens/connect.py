@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from textual import on, work
@@ -22,11 +25,12 @@ from .messages import (
     ServerProbed,
     ServerProbeFailed,
 )
+from .requests import RequestTracker, Ticket
 from .state import EndpointFields, Side
 
 if TYPE_CHECKING:
-    from ..core.infra.endpoint import Endpoint
     from ..core.catalog.server import ServerInfo
+    from ..core.infra.endpoint import Endpoint
 
 SIDES: tuple[Side, ...] = ("source", "target")
 
@@ -51,6 +55,27 @@ def server_lines(info: ServerInfo, side: Side) -> tuple[str, list[str]]:
     return headline, details
 
 
+@dataclass(frozen=True)
+class SideInputs:
+    """One form as a worker gets it: a read-only copy of its libpq parameters, taken on the UI thread.
+
+    The wizard's EndpointFields stays mutable (a pasted URL replaces its ``extra``), so a worker
+    holding it could connect with parameters the user never tested.
+    """
+
+    side: Side
+    params: Mapping[str, str]
+    remember: bool
+
+    @classmethod
+    def of(cls, side: Side, fields: EndpointFields, remember: bool) -> SideInputs:
+        return cls(side, MappingProxyType(dict(fields.params())), remember)
+
+    @property
+    def password(self) -> str:
+        return self.params.get("password", "")
+
+
 class ConnectScreen(WizardStep):
     STEP = "1 Connect"
 
@@ -59,6 +84,11 @@ class ConnectScreen(WizardStep):
         Binding("ctrl+n", "next", "Next"),
         Binding("escape", "back", "Back"),
     ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        #: Per side, the newest URL parse and server test; per screen, the newest Next.
+        self.requests = RequestTracker()
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -108,20 +138,25 @@ class ConnectScreen(WizardStep):
 
     @on(EndpointForm.UrlEntered)
     def _url_entered(self, event: EndpointForm.UrlEntered) -> None:
-        self._parse_url(event.form.side, event.text, event.final)
+        side: Side = event.form.side  # type: ignore[assignment]
+        self._parse_url(self.requests.start(f"url-{side}"), side, event.text, event.final)
 
     @work(thread=True, exit_on_error=False, exclusive=True, group="parse-url", description="Reading a pasted URL")
-    def _parse_url(self, side: Side, text: str, final: bool) -> None:
+    def _parse_url(self, ticket: Ticket, side: Side, text: str, final: bool) -> None:
         try:
             endpoint = self.services.parse_endpoint(text)
         except PgtideError as exc:
             if final:
-                self.post_message(EndpointRejected(side, exc))
+                self.post_message(EndpointRejected(ticket, side, exc))
             return
-        self.post_message(EndpointParsed(side, EndpointFields.from_params(endpoint.params), endpoint.to_url()))
+        self.post_message(EndpointParsed(ticket, side, EndpointFields.from_params(endpoint.params),
+                                         endpoint.to_url()))
 
     @on(EndpointParsed)
     def _url_parsed(self, message: EndpointParsed) -> None:
+        # One keystroke, one parse: a slow parse of a shorter URL must not refill the form afterwards.
+        if not self.requests.is_current(message.ticket):
+            return
         form = self.form(message.side)
         fields = message.fields
         values = {"host": fields.host, "port": fields.port, "dbname": fields.dbname, "user": fields.user,
@@ -136,6 +171,8 @@ class ConnectScreen(WizardStep):
 
     @on(EndpointRejected)
     def _url_rejected(self, message: EndpointRejected) -> None:
+        if not self.requests.is_current(message.ticket):
+            return
         error = message.error
         self.form(message.side).show_problem(error.title, error.cause, error.remedy)
 
@@ -158,32 +195,34 @@ class ConnectScreen(WizardStep):
             self.test(side)
 
     def test(self, side: Side) -> None:
-        fields = self._fields(side)
+        inputs = SideInputs.of(side, self._fields(side), self.form(side).remember)
         self.form(side).show_result("Connecting…")
+        ticket = self.requests.start(f"test-{side}")
         if side == "source":
-            self._test_source(fields, self.form(side).remember)
+            self._test_source(ticket, inputs)
         else:
-            self._test_target(fields, self.form(side).remember)
+            self._test_target(ticket, inputs)
 
     # Two decorated methods, so a slow source never cancels the target's test (exclusive per group).
     @work(thread=True, exit_on_error=False, exclusive=True, group="test-source", description="Testing the source")
-    def _test_source(self, fields: EndpointFields, remember: bool) -> None:
-        self._probe("source", fields, remember)
+    def _test_source(self, ticket: Ticket, inputs: SideInputs) -> None:
+        self._probe(ticket, inputs)
 
     @work(thread=True, exit_on_error=False, exclusive=True, group="test-target", description="Testing the target")
-    def _test_target(self, fields: EndpointFields, remember: bool) -> None:
-        self._probe("target", fields, remember)
+    def _test_target(self, ticket: Ticket, inputs: SideInputs) -> None:
+        self._probe(ticket, inputs)
 
-    def _probe(self, side: Side, fields: EndpointFields, remember: bool) -> None:
+    def _probe(self, ticket: Ticket, inputs: SideInputs) -> None:
+        side = inputs.side
         try:
-            endpoint = self.services.parse_endpoint("", **fields.params())
+            endpoint = self.services.parse_endpoint("", **inputs.params)
             info = self.services.probe(endpoint)
         except PgtideError as exc:
-            self.post_message(ServerProbeFailed(side, exc))
+            self.post_message(ServerProbeFailed(ticket, side, exc))
             return
-        self.post_message(ServerProbed(side, endpoint, info))
-        if remember and fields.password:
-            self._store_password(side, endpoint, fields.password)
+        self.post_message(ServerProbed(ticket, side, endpoint, info))
+        if inputs.remember and inputs.password:
+            self._store_password(side, endpoint, inputs.password)
 
     def _store_password(self, side: Side, endpoint: Endpoint, password: str) -> None:
         available, reason = self.services.keyring_status()
@@ -199,11 +238,16 @@ class ConnectScreen(WizardStep):
 
     @on(ServerProbed)
     def _probed(self, message: ServerProbed) -> None:
+        # A test of what the form held before the last Test: its verdict is about another server.
+        if not self.requests.is_current(message.ticket):
+            return
         self.wizard.server_info[message.side] = message.info
         self.form(message.side).show_ok(*server_lines(message.info, message.side))
 
     @on(ServerProbeFailed)
     def _probe_failed(self, message: ServerProbeFailed) -> None:
+        if not self.requests.is_current(message.ticket):
+            return
         self.wizard.server_info.pop(message.side, None)
         error = message.error
         self.form(message.side).show_problem(error.title, error.cause, error.remedy)
@@ -215,28 +259,28 @@ class ConnectScreen(WizardStep):
     # -- moving on ------------------------------------------------------------------------------------
 
     def action_next(self) -> None:
-        fields = {side: self._fields(side) for side in SIDES}
-        remember = {side: self.form(side).remember for side in SIDES}
-        self._prepare(fields["source"], fields["target"], remember)
+        inputs = tuple(SideInputs.of(side, self._fields(side), self.form(side).remember) for side in SIDES)
+        self._prepare(self.requests.start("next"), inputs)
 
     @work(thread=True, exit_on_error=False, exclusive=True, group="next", description="Checking both connections")
-    def _prepare(self, source_fields: EndpointFields, target_fields: EndpointFields, remember: dict[Side, bool]) -> None:
+    def _prepare(self, ticket: Ticket, inputs: tuple[SideInputs, ...]) -> None:
         endpoints: dict[Side, Endpoint] = {}
-        for side, fields in (("source", source_fields), ("target", target_fields)):
+        for side_inputs in inputs:
             try:
-                endpoint = self.services.parse_endpoint("", **fields.params())
+                endpoints[side_inputs.side] = self.services.parse_endpoint("", **side_inputs.params)
             except PgtideError as exc:
-                self.post_message(ServerProbeFailed(side, exc))  # type: ignore[arg-type]
+                self.post_message(ServerProbeFailed(ticket, side_inputs.side, exc))
                 return
-            endpoints[side] = endpoint  # type: ignore[index]
-        for side in SIDES:
-            fields = source_fields if side == "source" else target_fields
-            if remember[side] and fields.password:
-                self._store_password(side, endpoints[side], fields.password)
-        self.post_message(EndpointsReady(endpoints["source"], endpoints["target"]))
+        for side_inputs in inputs:
+            if side_inputs.remember and side_inputs.password:
+                self._store_password(side_inputs.side, endpoints[side_inputs.side], side_inputs.password)
+        self.post_message(EndpointsReady(ticket, endpoints["source"], endpoints["target"]))
 
     @on(EndpointsReady)
     def _ready(self, message: EndpointsReady) -> None:
+        # Next pressed twice: only the last press moves on, once (not two Pick screens).
+        if not self.requests.is_current(message.ticket):
+            return
         self.wizard.source = message.source
         self.wizard.target = message.target
         self.pgtide.show_pick()

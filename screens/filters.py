@@ -7,6 +7,7 @@ linked table is left out or filtered differently.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from rich.text import Text
@@ -14,25 +15,60 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.widgets import Button, Footer, Header, Input, RadioButton, RadioSet, Select, Static
+from textual.widgets import (
+    Button,
+    Footer,
+    Header,
+    Input,
+    RadioButton,
+    RadioSet,
+    Select,
+    Static,
+)
 
 from ..core.infra.errors import InputError, PgtideError
-from ..core.model.selection import TimeFilter, TimeWindow, check_predicate_syntax, format_qualified_name, quote_ident
+from ..core.model.selection import (
+    TimeFilter,
+    TimeWindow,
+    check_predicate_syntax,
+    format_qualified_name,
+    quote_ident,
+)
 from ..widgets.formatting import human_bytes, human_count
 from ..widgets.table_picker import PickerRow, TablePicker
 from .base import WizardStep
 from .messages import FilterChecked
+from .requests import RequestTracker, Ticket
 from .state import DEFAULT_TIME_WINDOW, TableKey, TimeFilterChoice, table_key_text
 
 if TYPE_CHECKING:
     from ..core.catalog.discovery import TableInfo
-    from ..core.infra.endpoint import Endpoint
     from ..core.catalog.filtercheck import FilterCheck
+    from ..core.infra.endpoint import Endpoint
 
 Mode = Literal["full", "schema_only", "excluded"]
+FilterKind = Literal["row", "time"]
 MODE_LABELS: dict[str, str] = {"full": "copy", "schema_only": "schema only", "excluded": "excluded"}
 MODE_BUTTONS: tuple[tuple[str, Mode], ...] = (("mode-full", "full"), ("mode-schema", "schema_only"),
                                                ("mode-excluded", "excluded"))
+
+
+def check_purpose(key: TableKey) -> str:
+    """One purpose per table: a table's newest check supersedes its older ones, not other tables'."""
+    return "filter " + table_key_text(key)
+
+
+@dataclass(frozen=True)
+class FilterCheckRequest:
+    """One server check of one table's filter, fixed when it was asked for."""
+
+    ticket: Ticket
+    source: Endpoint
+    key: TableKey
+    info: TableInfo
+    which: FilterKind
+    predicate: str | None
+    time_filter: TimeFilter | None
 
 
 def problem_text(error: PgtideError, *, warning: bool = False) -> Text:
@@ -86,6 +122,8 @@ class FiltersScreen(WizardStep):
         #: Tables whose filter the server refused (marked in the list until it is changed).
         self.refused: set[TableKey] = set()
         self._loading = False
+        #: Per table, the newest server check: a slower, older one must not give its verdict.
+        self.requests = RequestTracker()
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -260,6 +298,8 @@ class FiltersScreen(WizardStep):
         key = self.current
         if key is None:
             return
+        # Whatever follows, the result area speaks of this attempt, not of a check still running.
+        self.requests.supersede(check_purpose(key))
         predicate = self.query_one("#row-filter", Input).value.strip()
         if not predicate:
             self.wizard.row_filters.pop(key, None)
@@ -280,7 +320,7 @@ class FiltersScreen(WizardStep):
             self.query_one("#mode-full", RadioButton).value = True
         self._result(key, "row", Text("checking with the server…", style="dim"))
         self._changed(key)
-        self._start_check(key, predicate, None)
+        self._start_check(key, "row", predicate, None)
 
     def _clear_time_fields(self) -> None:
         self._loading = True
@@ -295,6 +335,7 @@ class FiltersScreen(WizardStep):
             return
         if event.value is Select.NULL:
             key = self.current
+            self.requests.supersede(check_purpose(key))
             if self.wizard.time_filters.pop(key, None) is not None:
                 self._result(key, "time", Text("no time filter", style="dim"))
                 self._changed(key)
@@ -307,6 +348,7 @@ class FiltersScreen(WizardStep):
         key = self.current
         if key is None:
             return
+        self.requests.supersede(check_purpose(key))
         column = self.query_one("#time-column", Select).value
         if not isinstance(column, str):
             self._result(key, "time", Text("pick a timestamp or date column first", style="yellow"))
@@ -326,30 +368,35 @@ class FiltersScreen(WizardStep):
             self.query_one("#mode-full", RadioButton).value = True
         self._result(key, "time", Text("checking with the server…", style="dim"))
         self._changed(key)
-        self._start_check(key, None, TimeFilter(column, window))
+        self._start_check(key, "time", None, TimeFilter(column, window))
 
     # -- the server check ----------------------------------------------------------------------------
 
-    def _start_check(self, key: TableKey, predicate: str | None, time_filter: TimeFilter | None) -> None:
+    def _start_check(self, key: TableKey, which: FilterKind, predicate: str | None,
+                     time_filter: TimeFilter | None) -> None:
         info = self.wizard.table_info(key)
         source = self.wizard.source
         if info is not None and source is not None:
-            self._check(source, key, info, predicate, time_filter)
+            ticket = self.requests.start(check_purpose(key))
+            self._check(FilterCheckRequest(ticket, source, key, info, which, predicate, time_filter))
 
     @work(thread=True, exit_on_error=False, group="filter-check", description="Checking a filter with the server")
-    def _check(self, source: Endpoint, key: TableKey, info: TableInfo, predicate: str | None,
-               time_filter: TimeFilter | None) -> None:
+    def _check(self, request: FilterCheckRequest) -> None:
+        key = request.key
         try:
-            check = self.services.check_filter(source, key[0], info, predicate=predicate, time_filter=time_filter)
+            check = self.services.check_filter(request.source, key[0], request.info, predicate=request.predicate,
+                                               time_filter=request.time_filter)
         except PgtideError as exc:
-            self.post_message(FilterChecked(key, None, exc))
+            self.post_message(FilterChecked(request.ticket, key, request.which, None, exc))
             return
-        self.post_message(FilterChecked(key, check, None))
+        self.post_message(FilterChecked(request.ticket, key, request.which, check, None))
 
     @on(FilterChecked)
     def _checked(self, message: FilterChecked) -> None:
+        if not self.requests.is_current(message.ticket):
+            return
         key = message.key
-        which = "row" if key in self.wizard.row_filters else "time"
+        which = message.which
         info = self.wizard.table_info(key)
         if message.error is not None:
             self.refused.add(key)

@@ -16,17 +16,18 @@ from ..core.infra.events import Event, TableProgress
 
 if TYPE_CHECKING:
     from ..core.catalog.discovery import DatabaseCatalog, ServerCatalog
-    from ..core.infra.endpoint import Endpoint
     from ..core.catalog.estimate import Estimate
     from ..core.catalog.filtercheck import FilterCheck
-    from ..core.engine.migrate import DatabaseResult
-    from ..core.monitor.poll import MigrationStatus
-    from ..core.model.plan import Plan
-    from ..core.model.profiles import Profile, ProfileSummary
     from ..core.catalog.scope import Scope
     from ..core.catalog.server import ServerInfo
-    from ..core.engine.validate import Check, Report
+    from ..core.engine.migrate import DatabaseResult
+    from ..core.engine.validate import Report
+    from ..core.infra.endpoint import Endpoint
+    from ..core.model.plan import Plan
+    from ..core.model.profiles import Profile, ProfileSummary
+    from ..core.monitor.poll import MigrationStatus
     from ..core.verify.compare import TableResult, VerifyReport
+    from .requests import Ticket
     from .services import StatusSource
     from .state import EndpointFields, Side, TableKey, WizardState
 
@@ -35,8 +36,9 @@ if TYPE_CHECKING:
 
 
 class ProfilesListed(Message):
-    def __init__(self, profiles: list[ProfileSummary]) -> None:
+    def __init__(self, ticket: Ticket, profiles: list[ProfileSummary]) -> None:
         super().__init__()
+        self.ticket = ticket
         self.profiles = profiles
 
 
@@ -77,31 +79,35 @@ class ProfilesChanged(Message):
 class EndpointParsed(Message):
     """A pasted URL, as form fields; ``url`` is the same URL without any secret."""
 
-    def __init__(self, side: Side, fields: EndpointFields, url: str) -> None:
+    def __init__(self, ticket: Ticket, side: Side, fields: EndpointFields, url: str) -> None:
         super().__init__()
+        self.ticket = ticket
         self.side = side
         self.fields = fields
         self.url = url
 
 
 class EndpointRejected(Message):
-    def __init__(self, side: Side, error: PgtideError) -> None:
+    def __init__(self, ticket: Ticket, side: Side, error: PgtideError) -> None:
         super().__init__()
+        self.ticket = ticket
         self.side = side
         self.error = error
 
 
 class ServerProbed(Message):
-    def __init__(self, side: Side, endpoint: Endpoint, info: ServerInfo) -> None:
+    def __init__(self, ticket: Ticket, side: Side, endpoint: Endpoint, info: ServerInfo) -> None:
         super().__init__()
+        self.ticket = ticket
         self.side = side
         self.endpoint = endpoint
         self.info = info
 
 
 class ServerProbeFailed(Message):
-    def __init__(self, side: Side, error: PgtideError) -> None:
+    def __init__(self, ticket: Ticket, side: Side, error: PgtideError) -> None:
         super().__init__()
+        self.ticket = ticket
         self.side = side
         self.error = error
 
@@ -125,8 +131,9 @@ class KeyringChecked(Message):
 class EndpointsReady(Message):
     """Both forms parsed into endpoints: the wizard may move on."""
 
-    def __init__(self, source: Endpoint, target: Endpoint) -> None:
+    def __init__(self, ticket: Ticket, source: Endpoint, target: Endpoint) -> None:
         super().__init__()
+        self.ticket = ticket
         self.source = source
         self.target = target
 
@@ -135,21 +142,30 @@ class EndpointsReady(Message):
 
 
 class DatabasesListed(Message):
-    def __init__(self, server: ServerCatalog) -> None:
+    """The databases of ``source`` (the server they were read from, to tell a stale answer)."""
+
+    def __init__(self, source: Endpoint, server: ServerCatalog) -> None:
         super().__init__()
+        self.source = source
         self.server = server
 
 
 class CatalogLoaded(Message):
-    def __init__(self, database: str, catalog: DatabaseCatalog) -> None:
+    def __init__(self, source: Endpoint, database: str, catalog: DatabaseCatalog) -> None:
         super().__init__()
+        self.source = source
         self.database = database
         self.catalog = catalog
 
 
 class FilterChecked(Message):
-    def __init__(self, key: TableKey, check: FilterCheck | None, error: PgtideError | None) -> None:
+    """The server's verdict on one filter (``which``: the row or the time filter) of table ``key``."""
+
+    def __init__(self, ticket: Ticket, key: TableKey, which: str, check: FilterCheck | None,
+                 error: PgtideError | None) -> None:
         super().__init__()
+        self.ticket = ticket
+        self.which = which
         self.key = key
         self.check = check
         self.error = error
@@ -158,18 +174,37 @@ class FilterChecked(Message):
 # -- review ----------------------------------------------------------------------------------
 
 
+#: One line of the checklist: (status, name, observed, remedy, database).
+CheckLine = tuple[str, str, str, str, str | None]
+
+
 class CheckArrived(Message):
-    def __init__(self, check: Check) -> None:
+    """A check of validation ``ticket``, as it arrives (dropped if that request was superseded)."""
+
+    def __init__(self, ticket: Ticket, line: CheckLine) -> None:
         super().__init__()
-        self.check = check
+        self.ticket = ticket
+        self.line = line
 
 
 class ValidationFinished(Message):
-    def __init__(self, plan: Plan, report: Report, estimate: Estimate | None) -> None:
+    """Validation ``ticket`` ended: its plan, report and estimate travel together, or not at all."""
+
+    def __init__(self, ticket: Ticket, plan: Plan, report: Report, estimate: Estimate | None) -> None:
         super().__init__()
+        self.ticket = ticket
         self.plan = plan
         self.report = report
         self.estimate = estimate
+
+
+class ValidationFailed(Message):
+    """Validation ``ticket`` could not run (shown only while it is still the current request)."""
+
+    def __init__(self, ticket: Ticket, error: PgtideError) -> None:
+        super().__init__()
+        self.ticket = ticket
+        self.error = error
 
 
 # -- the App's long jobs ------------------------------------------------------------------------

@@ -91,10 +91,14 @@ class PickScreen(WizardStep):
 
     @work(thread=True, exit_on_error=False, exclusive=True, group="databases", description="Listing databases")
     def _list_databases(self, source: Endpoint) -> None:
-        self.post_message(DatabasesListed(self.services.list_databases(source)))
+        self.post_message(DatabasesListed(source, self.services.list_databases(source)))
 
     @on(DatabasesListed)
     def _databases_listed(self, message: DatabasesListed) -> None:
+        # The wizard's source may have been replaced meanwhile (another profile, a new
+        # migration): a listing of the old server must not become the new one's.
+        if message.source != self.wizard.source:
+            return
         server = message.server
         if self.wizard.server is None:
             chosen = self.wizard.initial_databases(server)
@@ -141,11 +145,13 @@ class PickScreen(WizardStep):
 
     @work(thread=True, exit_on_error=False, group="catalog", description="Reading a database's tables")
     def _discover(self, source: Endpoint, database: str) -> None:
-        self.post_message(CatalogLoaded(database, self.services.discover_database(source, database)))
+        self.post_message(CatalogLoaded(source, database, self.services.discover_database(source, database)))
 
     @on(CatalogLoaded)
     def _catalog_loaded(self, message: CatalogLoaded) -> None:
         self._loading.discard(message.database)
+        if message.source != self.wizard.source:
+            return
         self.wizard.adopt_catalog(message.database, message.catalog)
         self.pgtide.keep_long_lived()
         if message.database == self.current:

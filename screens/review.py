@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from rich.text import Text
@@ -19,17 +23,46 @@ from ..widgets.formatting import human_bytes, human_count, human_seconds
 from ..widgets.live_table import LiveTable
 from ..widgets.modals import NamePrompt
 from .base import PgtideScreen
-from .messages import CheckArrived, ProfileSaved, ValidationFinished
+from .messages import (
+    CheckArrived,
+    CheckLine,
+    ProfileSaved,
+    ValidationFailed,
+    ValidationFinished,
+)
+from .requests import RequestTracker, Ticket
 
 if TYPE_CHECKING:
-    from ..core.infra.endpoint import Endpoint
     from ..core.catalog.estimate import Estimate
-    from ..core.model.plan import Plan
-    from ..core.model.profiles import Profile
     from ..core.catalog.scope import Scope
     from ..core.engine.validate import Report
+    from ..core.infra.endpoint import Endpoint
+    from ..core.model.plan import Plan
+    from ..core.model.profiles import Profile
 
 ESTIMATE_ROWS_SHOWN = 200
+
+
+@dataclass(frozen=True)
+class PlanInputs:
+    """What a plan is built from, copied from the wizard on the UI thread.
+
+    Workers get this instead of reading the wizard: the wizard keeps changing meanwhile (the
+    drop-existing box, the next re-check), and a late read would build a plan nobody asked for.
+    """
+
+    source: Endpoint
+    target: Endpoint
+    selection: Selection
+    options: Mapping[str, object]
+
+
+@dataclass(frozen=True)
+class ValidationRequest:
+    """One validation: its ticket tags every result, so results of a superseded one are dropped."""
+
+    ticket: Ticket
+    inputs: PlanInputs
 
 
 def plan_in_words(plan: Plan, scope: Scope | None) -> Text:
@@ -98,7 +131,9 @@ class ReviewScreen(PgtideScreen):
         super().__init__()
         self.plan: Plan | None = None
         self.report: Report | None = None
-        self._checks: list[tuple[str, str, str, str, str | None]] = []
+        self._checks: list[CheckLine] = []
+        #: The validation whose results the screen shows; anything tagged otherwise is superseded.
+        self.requests = RequestTracker()
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -132,8 +167,8 @@ class ReviewScreen(PgtideScreen):
 
     # -- validating ------------------------------------------------------------------------------
 
-    def _current(self) -> tuple[Endpoint, Endpoint, Selection] | None:
-        """The wizard's endpoints and selection, or None after showing why there is none."""
+    def _inputs(self) -> PlanInputs | None:
+        """A frozen copy of the wizard's endpoints, selection and options, or None after showing why there is none."""
         try:
             selection = self.wizard.selection()
         except PgtideError as exc:
@@ -141,50 +176,73 @@ class ReviewScreen(PgtideScreen):
             return None
         source, target = self.wizard.source, self.wizard.target
         assert source is not None and target is not None
-        return source, target, selection
+        # A deep copy: options may hold lists, and the wizard's dict keeps changing on this thread.
+        options = MappingProxyType(copy.deepcopy(dict(self.wizard.options)))
+        return PlanInputs(source, target, selection, options)
 
     def action_revalidate(self) -> None:
-        current = self._current()
-        if current is None:
-            return
-        source, target, selection = current
+        # Superseded before anything else: from here on, no older worker can touch the screen,
+        # even when this request cannot start.
+        ticket = self.requests.start("validate")
         self.report = None
+        self.plan = None
         self._checks = []
         self.query_one("#checks", CheckList).clear_checks()
-        self.query_one("#review-status", Static).update("Checking the servers and the selection…")
         self.query_one("#start", Button).disabled = True
         self.refresh_bindings()
-        self._validate(source, target, selection)
+        status = self.query_one("#review-status", Static)
+        inputs = self._inputs()
+        if inputs is None:
+            status.update("Not checked: the selection has a problem (see the message).")
+            return
+        status.update("Checking the servers and the selection…")
+        self._validate(ValidationRequest(ticket, inputs))
 
     @work(thread=True, exit_on_error=False, exclusive=True, group="validate", description="Validating the plan")
-    def _validate(self, source: Endpoint, target: Endpoint, selection: Selection) -> None:
-        plan = self.services.build_plan(source, target, selection, self.wizard.options)
+    def _validate(self, request: ValidationRequest) -> None:
+        # Reads nothing but ``request``: a thread worker keeps running after a re-check (exclusive
+        # only marks it cancelled), so everything it posts carries the request's ticket.
+        inputs = request.inputs
 
         def emit(event: Event) -> None:
             if isinstance(event, CheckReported):
-                from ..core.engine.validate import Check
+                line = (event.status, event.name, event.observed, event.remedy, event.database)
+                self.post_message(CheckArrived(request.ticket, line))
 
-                self.post_message(CheckArrived(Check(event.name, event.status, event.observed, event.remedy,
-                                                     event.database)))
-
-        report = self.services.validate(plan, emit)
-        estimate = self.services.estimate(report.scope) if report.scope is not None else None
-        self.post_message(ValidationFinished(plan, report, estimate))
+        try:
+            plan = self.services.build_plan(inputs.source, inputs.target, inputs.selection, inputs.options)
+            report = self.services.validate(plan, emit)
+            estimate = self.services.estimate(report.scope) if report.scope is not None else None
+        except PgtideError as exc:
+            self.post_message(ValidationFailed(request.ticket, exc))
+            return
+        self.post_message(ValidationFinished(request.ticket, plan, report, estimate))
 
     @on(CheckArrived)
     def _check_arrived(self, message: CheckArrived) -> None:
-        check = message.check
-        entry = (check.status, check.name, check.observed, check.remedy, check.database)
-        self._checks.append(entry)
-        self.query_one("#checks", CheckList).add_check(*entry)
+        if not self.requests.is_current(message.ticket):
+            return
+        self._checks.append(message.line)
+        self.query_one("#checks", CheckList).add_check(*message.line)
         self.query_one("#review-status", Static).update(f"Checking… {len(self._checks)} checks so far")
+
+    @on(ValidationFailed)
+    def _validation_failed(self, message: ValidationFailed) -> None:
+        if not self.requests.is_current(message.ticket):
+            return
+        self.query_one("#review-status", Static).update(Text("✖ the checks could not run: " + message.error.title,
+                                                             style="bold red"))
+        self.pgtide.show_error(message.error)
 
     @on(ValidationFinished)
     def _validated(self, message: ValidationFinished) -> None:
+        if not self.requests.is_current(message.ticket):
+            return
         report = message.report
         self.report = report
         self.plan = message.plan
         checks = [(c.status, c.name, c.observed, c.remedy, c.database) for c in report.checks]
+        self._checks = checks
         self.query_one("#checks", CheckList).show_checks(checks)
         errors = sum(1 for c in report.checks if c.status == "error")
         warnings = sum(1 for c in report.checks if c.status == "warning")
@@ -196,8 +254,7 @@ class ReviewScreen(PgtideScreen):
             status.update(Text(f"✔ ready to start · {warnings} warning(s) to read", style="bold green"))
         self.query_one("#start", Button).disabled = bool(errors)
         self._show_estimate(message.estimate)
-        assert self.plan is not None
-        self.query_one("#plan-words", Static).update(plan_in_words(self.plan, report.scope))
+        self.query_one("#plan-words", Static).update(plan_in_words(message.plan, report.scope))
         self.refresh_bindings()
 
     def _show_estimate(self, estimate: Estimate | None) -> None:
@@ -232,23 +289,23 @@ class ReviewScreen(PgtideScreen):
     # -- saving ------------------------------------------------------------------------------------
 
     def action_save_profile(self) -> None:
-        current = self._current()
-        if current is None:
+        inputs = self._inputs()
+        if inputs is None:
             return
-        source, target, selection = current
         profile = self.wizard.profile
 
         def chosen(name: str | None) -> None:
             if name:
-                self._save(name, source, target, selection, profile if profile and profile.name == name else None)
+                self._save(name, inputs, profile if profile and profile.name == name else None)
 
         self.app.push_screen(NamePrompt("Save as profile", value=self.wizard.profile_name or "",
                                         hint="Passwords are never written to the profile (OS keyring or ~/.pgpass)."),
                              chosen)
 
     @work(thread=True, exit_on_error=False, description="Saving a profile")
-    def _save(self, name: str, source: Endpoint, target: Endpoint, selection: Selection, base: Profile | None) -> None:
-        plan = self.services.build_plan(source, target, selection, self.wizard.options)
+    def _save(self, name: str, inputs: PlanInputs, base: Profile | None) -> None:
+        # What was on screen when Save was pressed, whatever the wizard holds by now.
+        plan = self.services.build_plan(inputs.source, inputs.target, inputs.selection, inputs.options)
         self.post_message(ProfileSaved(self.services.save_profile(name, plan, base)))
 
     @on(ProfileSaved)

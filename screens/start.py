@@ -14,6 +14,7 @@ from ..widgets.live_table import LiveTable
 from ..widgets.modals import ConfirmModal, NamePrompt
 from .base import PgtideScreen
 from .messages import ProfilesChanged, ProfilesListed
+from .requests import RequestTracker, Ticket
 
 if TYPE_CHECKING:
     from ..core.model.profiles import ProfileSummary
@@ -41,6 +42,8 @@ class StartScreen(PgtideScreen):
     def __init__(self) -> None:
         super().__init__()
         self.profiles: list[ProfileSummary] = []
+        #: A refresh right after a delete must not be overtaken by the listing from before it.
+        self.requests = RequestTracker()
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -73,14 +76,16 @@ class StartScreen(PgtideScreen):
     # -- profiles ---------------------------------------------------------------------------
 
     def action_refresh(self) -> None:
-        self._list_profiles()
+        self._list_profiles(self.requests.start("profiles"))
 
     @work(thread=True, exit_on_error=False, exclusive=True, group="profiles", description="Reading saved profiles")
-    def _list_profiles(self) -> None:
-        self.post_message(ProfilesListed(self.services.list_profiles()))
+    def _list_profiles(self, ticket: Ticket) -> None:
+        self.post_message(ProfilesListed(ticket, self.services.list_profiles()))
 
     @on(ProfilesListed)
     def _show_profiles(self, message: ProfilesListed) -> None:
+        if not self.requests.is_current(message.ticket):
+            return
         self.profiles = message.profiles
         table = self.query_one("#profiles", DataTable)
         table.clear()
