@@ -53,7 +53,7 @@ from ..screens.messages import (
     VerifyFinished,
     VerifyProgressed,
 )
-from ..screens.services import Services, StatusSource, VerifyRun
+from ..screens.services import CoreServices, Services, StatusSource, VerifyRun, check_services
 from ..screens.start import StartScreen
 from ..screens.state import DashboardModel, EndpointFields, RunModel, Side, WizardState
 from ..widgets.modals import ConfirmModal, ErrorModal
@@ -114,7 +114,7 @@ class PgtideApp(App[int]):
         welcome: str | None = None,
     ) -> None:
         super().__init__()
-        self.services = services or Services()
+        self.services = check_services(services) if services is not None else CoreServices()
         self.cursor_blink = cursor_blink
         self.poll_seconds = poll_seconds
         self.wizard = WizardState()

@@ -1,8 +1,10 @@
-"""Every call the app makes into core, in one place.
+"""Every call the app makes into core, in one place: the :class:`Services` protocol.
 
-Screens and the App never call core modules directly: they call a :class:`Services`, so the
-snapshot tests can stand in fixed answers for real servers (``tests/tui/fakes.py``) while the
-Pilot tests use the real thing against throwaway clusters.
+Screens and the App never call core modules directly: they call a :class:`Services`. Two
+implementations exist: :class:`CoreServices` (the real core, used by the Pilot tests against
+throwaway clusters) and the fixed answers of ``tests/tui/tui_fakes.py`` (snapshots). The fakes
+implement the protocol on their own instead of inheriting from ``CoreServices``: a fake that
+forgets a use case must fail loudly, not quietly reach a real server through the parent class.
 
 Every method blocks (servers, the keyring, the disk): call them from thread workers only.
 Core modules are imported inside the methods, so starting the app does not import psycopg.
@@ -10,24 +12,25 @@ Core modules are imported inside the methods, so starting the app does not impor
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from ..core.catalog.discovery import DatabaseCatalog, ServerCatalog, TableInfo
-    from ..core.infra.endpoint import Endpoint
     from ..core.catalog.estimate import Estimate
-    from ..core.infra.events import CancelToken, Emit
     from ..core.catalog.filtercheck import FilterCheck
+    from ..core.catalog.scope import Scope
+    from ..core.catalog.server import ServerInfo
     from ..core.engine.migrate import DatabaseResult
-    from ..core.monitor.poll import MigrationStatus
+    from ..core.engine.validate import Report
+    from ..core.infra.endpoint import Endpoint
+    from ..core.infra.events import CancelToken, Emit
     from ..core.model.plan import Plan
     from ..core.model.profiles import Profile, ProfileSummary
-    from ..core.catalog.scope import Scope
     from ..core.model.selection import Selection, TimeFilter
-    from ..core.catalog.server import ServerInfo
-    from ..core.engine.validate import Report
+    from ..core.monitor.poll import MigrationStatus
     from ..core.verify.compare import VerifyEvent, VerifyReport
 
 
@@ -47,7 +50,95 @@ class VerifyRun(Protocol):
     def cancel(self) -> None: ...
 
 
-class Services:
+class Services(Protocol):
+    """The use cases the UI needs from core. Implemented by :class:`CoreServices` and the test fakes."""
+
+    # -- endpoints and servers ----------------------------------------------------------------
+
+    def parse_endpoint(self, text: str, **overrides: str) -> Endpoint: ...
+
+    def probe(self, endpoint: Endpoint) -> ServerInfo: ...
+
+    def list_databases(self, endpoint: Endpoint) -> ServerCatalog: ...
+
+    def discover_database(self, endpoint: Endpoint, database: str) -> DatabaseCatalog: ...
+
+    def check_filter(
+        self, endpoint: Endpoint, database: str, table: TableInfo, *, predicate: str | None = None,
+        time_filter: TimeFilter | None = None,
+    ) -> FilterCheck: ...
+
+    # -- secrets ----------------------------------------------------------------------------------
+
+    def keyring_status(self) -> tuple[bool, str]: ...
+
+    def remember_password(self, endpoint: Endpoint, password: str) -> None: ...
+
+    def stored_password(self, endpoint: Endpoint) -> str | None: ...
+
+    def pgpass_remedy(self) -> str: ...
+
+    # -- profiles ---------------------------------------------------------------------------------
+
+    def list_profiles(self) -> list[ProfileSummary]: ...
+
+    def load_profile(self, name: str) -> Profile: ...
+
+    def save_profile(self, name: str, plan: Plan, base: Profile | None = None) -> Profile: ...
+
+    def duplicate_profile(self, name: str, new_name: str) -> Profile: ...
+
+    def delete_profile(self, name: str) -> None: ...
+
+    # -- review -----------------------------------------------------------------------------------
+
+    def build_plan(self, source: Endpoint, target: Endpoint, selection: Selection,
+                   options: Mapping[str, object] | None = None) -> Plan: ...
+
+    def validate(self, plan: Plan, emit: Emit) -> Report: ...
+
+    def estimate(self, scope: Scope) -> Estimate: ...
+
+    # -- running ----------------------------------------------------------------------------------
+
+    def cancel_token(self) -> CancelToken: ...
+
+    def init(self, plan: Plan, scope: Scope | None, emit: Emit, cancel: CancelToken) -> list[DatabaseResult]: ...
+
+    def teardown(self, plan: Plan, databases: Sequence[str] | None, emit: Emit) -> list[str]: ...
+
+    def migration_scope(self, plan: Plan) -> Scope:
+        """The tables a running migration covers (for the dashboard's per-table view)."""
+        ...
+
+    def open_monitor(self, plan: Plan, databases: Sequence[str], *, tables: int = 0) -> StatusSource: ...
+
+    def verifier(self, plan: Plan, on_event: Callable[[VerifyEvent], None]) -> VerifyRun: ...
+
+    # -- the machine ------------------------------------------------------------------------------
+
+    def log_file(self) -> Path: ...
+
+
+def service_methods() -> tuple[str, ...]:
+    """The names of the protocol's use cases (what every implementation must define)."""
+    return tuple(name for name, member in inspect.getmembers(Services, inspect.isfunction)
+                 if not name.startswith("_"))
+
+
+def check_services(services: object) -> Services:
+    """``services`` itself, once it is known to define every use case.
+
+    The protocol is only structural: without this, an incomplete stand-in would fail in the
+    middle of a screen, far from the mistake. Checked once, when the app is built.
+    """
+    missing = [name for name in service_methods() if not callable(getattr(services, name, None))]
+    if missing:
+        raise TypeError(f"{type(services).__name__} does not implement Services: missing {', '.join(missing)}")
+    return services  # type: ignore[return-value]
+
+
+class CoreServices:
     """The real core, imported on first use."""
 
     # -- endpoints and servers ----------------------------------------------------------------

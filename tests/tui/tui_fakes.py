@@ -3,13 +3,17 @@
 Snapshots must not show ports, versions, host names or clocks of the machine that runs them,
 and must not depend on how fast a real server answers. Every answer here is built from core's
 own dataclasses, so the screens render exactly what they would render for a real server.
-The Pilot tests in test_flows.py use the real Services against throwaway clusters instead.
+The Pilot tests in test_flows.py use the real CoreServices against throwaway clusters instead.
+
+FakeServices implements the Services protocol on its own and does not inherit from
+CoreServices: a use case it forgot must fail in the test (AttributeError, or check_services
+when the app is built), not quietly reach a real server or the real keyring.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,9 +30,21 @@ from pgtide.core.catalog.discovery import (
     SkippedDatabase,
     TableInfo,
 )
+from pgtide.core.catalog.estimate import Estimate, estimate
+from pgtide.core.catalog.filtercheck import FilterCheck
+from pgtide.core.catalog.scope import (
+    DatabaseScope,
+    ExcludedTable,
+    Scope,
+    TableScope,
+    cutoff_literal,
+    time_predicate,
+)
+from pgtide.core.catalog.server import ServerInfo
+from pgtide.core.engine.migrate import DatabaseResult
+from pgtide.core.engine.validate import Check, Report
 from pgtide.core.infra.endpoint import Endpoint
 from pgtide.core.infra.errors import InputError, PgtideError
-from pgtide.core.catalog.estimate import Estimate, estimate
 from pgtide.core.infra.events import (
     CancelToken,
     Emit,
@@ -38,8 +54,10 @@ from pgtide.core.infra.events import (
     TableCopied,
     TableProgress,
 )
-from pgtide.core.catalog.filtercheck import FilterCheck
-from pgtide.core.engine.migrate import DatabaseResult
+from pgtide.core.infra.secrets import PGPASS_REMEDY
+from pgtide.core.model.plan import Options, Plan
+from pgtide.core.model.profiles import Profile, ProfileSummary
+from pgtide.core.model.selection import Selection, TimeFilter
 from pgtide.core.monitor.poll import (
     DatabaseStatus,
     MigrationStatus,
@@ -47,19 +65,6 @@ from pgtide.core.monitor.poll import (
     SlotStatus,
     SubscriptionStatus,
 )
-from pgtide.core.model.plan import Plan
-from pgtide.core.model.profiles import Profile, ProfileSummary
-from pgtide.core.catalog.scope import (
-    DatabaseScope,
-    ExcludedTable,
-    Scope,
-    TableScope,
-    cutoff_literal,
-    time_predicate,
-)
-from pgtide.core.model.selection import Selection, TimeFilter
-from pgtide.core.catalog.server import ServerInfo
-from pgtide.core.engine.validate import Check, Report
 from pgtide.core.verify.compare import (
     RowDifference,
     TableResult,
@@ -67,7 +72,6 @@ from pgtide.core.verify.compare import (
     TableVerified,
     VerifyReport,
 )
-from pgtide.screens.services import Services
 from pgtide.screens.state import EndpointFields, WizardState
 
 #: The moment every time filter counts back from, and every profile was saved at.
@@ -224,7 +228,7 @@ class FakeMonitor:
         self.closed = True
 
 
-class FakeServices(Services):
+class FakeServices:
     """Fixed answers; ``hold_init`` keeps init in its data phase until released (for the run snapshot)."""
 
     def __init__(self, *, catalogs: dict[str, DatabaseCatalog] | None = None, hold_init: bool = False,
@@ -249,6 +253,10 @@ class FakeServices(Services):
         self.passwords: dict[str, str] = {}
 
     # -- servers ----------------------------------------------------------------------------
+
+    def parse_endpoint(self, text: str, **overrides: str) -> Endpoint:
+        # Parsing touches no server: core's own parser keeps the form's behaviour true to life.
+        return Endpoint.parse(text, **overrides)  # type: ignore[arg-type]
 
     def probe(self, endpoint: Endpoint) -> ServerInfo:
         if endpoint.host == "unreachable":
@@ -285,8 +293,14 @@ class FakeServices(Services):
     def keyring_status(self) -> tuple[bool, str]:
         return False, "no OS keyring is available on this machine"
 
+    def remember_password(self, endpoint: Endpoint, password: str) -> None:
+        self.passwords[endpoint.identity] = password
+
     def stored_password(self, endpoint: Endpoint) -> str | None:
         return self.passwords.get(endpoint.identity)
+
+    def pgpass_remedy(self) -> str:
+        return PGPASS_REMEDY
 
     def list_profiles(self) -> list[ProfileSummary]:
         return [ProfileSummary(p.name, p.path, p.plan.source.redacted(), p.plan.target.redacted(),
@@ -308,6 +322,10 @@ class FakeServices(Services):
         del self.profiles[name]
 
     # -- review ------------------------------------------------------------------------------------
+
+    def build_plan(self, source: Endpoint, target: Endpoint, selection: Selection,
+                   options: Mapping[str, object] | None = None) -> Plan:
+        return Plan(source, target, selection, Options.from_dict(dict(options or {}), source="options"))
 
     def scope(self, plan: Plan) -> Scope:
         return scope_for(self.server, self.catalogs, plan.selection)
@@ -348,6 +366,9 @@ class FakeServices(Services):
         return estimate(scope, bytes_per_second=50 * 1024 * 1024)
 
     # -- running -------------------------------------------------------------------------------------
+
+    def cancel_token(self) -> CancelToken:
+        return CancelToken()
 
     def init(self, plan: Plan, scope: Scope | None, emit: Emit, cancel: CancelToken) -> list[DatabaseResult]:
         assert scope is not None
