@@ -14,7 +14,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from ..core.infra.errors import PgtideError
-from ..core.infra.events import Event, Log, PhaseFinished, PhaseStarted, TableCopied, TableProgress
+from ..core.infra.events import (
+    Event,
+    Log,
+    PhaseFinished,
+    PhaseStarted,
+    TableCopied,
+    TableProgress,
+)
 from ..core.model.selection import (
     DatabaseRule,
     NameIndex,
@@ -29,13 +36,13 @@ from ..core.model.selection import (
 
 if TYPE_CHECKING:
     from ..core.catalog.discovery import DatabaseCatalog, ServerCatalog, TableInfo
-    from ..core.infra.endpoint import Endpoint
     from ..core.catalog.filtercheck import ChosenTable
-    from ..core.monitor.poll import MigrationStatus
-    from ..core.model.plan import Plan
-    from ..core.model.profiles import Profile
     from ..core.catalog.scope import Scope
     from ..core.catalog.server import ServerInfo
+    from ..core.infra.endpoint import Endpoint
+    from ..core.model.plan import Plan
+    from ..core.model.profiles import Profile
+    from ..core.monitor.poll import MigrationStatus
     from ..core.verify.compare import TableResult, VerifyReport
 
 Side = Literal["source", "target"]

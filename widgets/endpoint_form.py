@@ -112,7 +112,7 @@ class EndpointForm(Vertical):
                 if name in values:
                     self.query_one(f"#{name}", Input).value = values[name]
             ssl = values.get("sslmode", "")
-            self.query_one("#sslmode", Select).value = ssl if ssl in dict((v, v) for _, v in SSL_CHOICES) else ""
+            self.query_one("#sslmode", Select).value = ssl if ssl in {v for _, v in SSL_CHOICES} else ""
             if url is not None:
                 self.query_one("#url", Input).value = url
         finally:

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 from pgtide.app.tui import PgtideApp
-from pgtide.core.infra.endpoint import Endpoint
 from pgtide.core.catalog.server import ServerInfo
+from pgtide.core.infra.endpoint import Endpoint
 from pgtide.screens.dashboard import DashboardScreen
 from pgtide.screens.run import RunScreen
 from pgtide.screens.start import StartScreen

@@ -33,8 +33,8 @@ def test_without_server_binaries_it_says_how_to_get_them(
 
 def test_demo_runs_the_app_on_its_servers_then_removes_them(monkeypatch: pytest.MonkeyPatch) -> None:
     from pgtide.app import demo, tui
-    from pgtide.core.model.profiles import load_profile
     from pgtide.core.catalog.server import probe
+    from pgtide.core.model.profiles import load_profile
 
     seen: dict[str, Any] = {}
 
@@ -61,8 +61,8 @@ def test_a_local_cluster_is_gone_after_destroy() -> None:
     cluster = LocalCluster(localcluster.find_server_binaries(), label="test")
     try:
         cluster.start()
-        from pgtide.core.infra.endpoint import Endpoint
         from pgtide.core.catalog.server import probe
+        from pgtide.core.infra.endpoint import Endpoint
 
         assert probe(Endpoint.parse(cluster.url())).wal_level == "logical"
     finally:
