@@ -8,12 +8,16 @@ core; this module only wires argparse to it.
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 from ..core.infra.endpoint import Endpoint
 from ..core.infra.errors import InputError
 from ..core.model.plan import Options, Plan
 from ..core.model.selection import Selection
+
+if TYPE_CHECKING:
+    from ..core.session import MigrationSession
 
 ENDPOINT_HELP = (
     "postgresql:// URL, keyword DSN ('host=... dbname=...') or 'service=NAME'; libpq's PG* "
@@ -21,10 +25,14 @@ ENDPOINT_HELP = (
 )
 
 
-def add_endpoint_arguments(parser: argparse.ArgumentParser, *, target: bool = True) -> None:
+def add_endpoint_arguments(parser: argparse.ArgumentParser, *, target: bool = True,
+                           migration: bool = False) -> None:
     parser.add_argument("--source", metavar="URL", help="the server to migrate from: " + ENDPOINT_HELP)
     if target:
         parser.add_argument("--target", metavar="URL", help="the server to migrate to: " + ENDPOINT_HELP)
+    if migration:
+        parser.add_argument("--migration", metavar="ID",
+                            help="act on this recorded migration (see `pgtide migrations`) instead of --source/--target")
 
 
 def add_selection_arguments(parser: argparse.ArgumentParser) -> None:
@@ -114,3 +122,31 @@ def plan_from_args(args: argparse.Namespace, *, need_target: bool = True) -> Pla
     if overrides:
         options = Options(**{**options.to_dict(), **overrides})
     return Plan(source, target, selection, options)
+
+
+def _selection_given(args: argparse.Namespace) -> bool:
+    names = ("include_databases", "exclude_databases", "include_tables", "exclude_tables", "schema_only_tables",
+             "table_filter", "time_filter", "config", "profile")
+    return any(getattr(args, name, None) for name in names)
+
+
+def session_from_args(args: argparse.Namespace, *, out: Any = None) -> MigrationSession:
+    """The recorded migration a command acts on: by --migration ID, or found from the servers."""
+    import sys
+
+    from ..core.session import MigrationSession
+
+    migration = getattr(args, "migration", None)
+    if migration:
+        if getattr(args, "source", None) or getattr(args, "target", None) or getattr(args, "profile", None):
+            raise InputError("--migration names the servers already",
+                             "Pass either --migration ID or --source/--target (or --profile), not both.")
+        session = MigrationSession.from_record(migration)
+        if _selection_given(args):
+            session.plan = replace(session.plan, selection=selection_from_args(args))
+            session.notes.append(f"using the selection given, not the one recorded for migration {migration}")
+    else:
+        session = MigrationSession.open(plan_from_args(args), selection_given=_selection_given(args))
+    for note in session.notes:
+        print(f"note: {note}", file=out or sys.stderr)
+    return session

@@ -132,10 +132,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(handler=_cmd_demo)
 
     from .profile_cmd import register
+    from .migrations_cmd import register as register_migrations
     from .watch_cmd import register as register_watch
 
     register(sub)
     register_watch(sub)
+    register_migrations(sub)
     return parser
 
 

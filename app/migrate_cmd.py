@@ -7,7 +7,7 @@ import sys
 from dataclasses import asdict
 
 from ..core.infra.errors import CheckFailed, InputError
-from .args import add_endpoint_arguments, add_option_arguments, add_selection_arguments, plan_from_args
+from .args import add_endpoint_arguments, add_option_arguments, add_selection_arguments, plan_from_args, session_from_args
 from .render import EventPrinter, estimate_table, print_json, table
 
 
@@ -100,9 +100,10 @@ def _cmd_sync(args: argparse.Namespace) -> int:
 def _cmd_teardown(args: argparse.Namespace) -> int:
     from ..core.engine import migrate
 
-    plan = plan_from_args(args)
+    session = session_from_args(args)
+    plan = session.plan
     databases = args.database or None
-    what = ", ".join(databases) if databases else "every database of this migration"
+    what = ", ".join(databases) if databases else f"every database of migration {session.migration_id}"
     if not _confirm(f"Drop pgtide's subscription, slot and publication for {what}?", args):
         print("nothing done")
         return 0
@@ -140,6 +141,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sync.set_defaults(handler=_cmd_sync)
 
     teardown = command("teardown", "drop pgtide's subscription, slot and publication (idempotent)", options=False)
+    teardown.add_argument("--migration", metavar="ID", help="the recorded migration to tear down (see `pgtide migrations`)")
     teardown.add_argument("--database", action="append", metavar="NAME", help="only this database (repeatable)")
     teardown.add_argument("--yes", "-y", action="store_true", help="do not ask")
     teardown.set_defaults(handler=_cmd_teardown)

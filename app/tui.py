@@ -33,7 +33,7 @@ from textual.timer import Timer
 from textual.worker import Worker, WorkerState
 
 from ..core.infra.errors import PgtideError
-from ..core.infra.events import Cancelled, Event, Log, TableProgress
+from ..core.infra.events import Cancelled, Event, TableProgress
 from ..core.infra.logs import log_file
 from ..screens.dashboard import DashboardScreen
 from ..screens.messages import (
@@ -316,26 +316,18 @@ class PgtideApp(App[int]):
             else:
                 self.post_message(CoreEventArrived(event))
 
-        databases = [db.name for db in scope.databases] if scope is not None else None
         try:
             results = self.services.init(plan, scope, emit, cancel)
-            if cancel.cancelled:
-                raise Cancelled()
         except Cancelled:
-            removed = self._teardown_after_cancel(plan, databases, emit)
-            self.post_message(MigrationStopped(None, removed, cancelled=True))
+            # The same as Ctrl-C in the CLI: the engine removed what the interrupted run had
+            # created and recorded it as unfinished; databases that had finished keep streaming,
+            # and a rerun continues. Tearing down here made the rerun refuse ("not empty").
+            self.post_message(MigrationStopped(None, [], cancelled=True))
             return
         except Exception as exc:  # noqa: BLE001 - every failure becomes a MigrationStopped, logged if unknown
             self.post_message(MigrationStopped(as_user_error(exc), [], cancelled=False))
             return
         self.post_message(MigrationFinished(results))
-
-    def _teardown_after_cancel(self, plan: Plan, databases: list[str] | None, emit: Any) -> list[str]:
-        try:
-            return self.services.teardown(plan, databases, emit)
-        except PgtideError as exc:
-            emit(Log("error", f"teardown after cancel failed: {exc.cause}; run `pgtide teardown` later"))
-            return []
 
     def _tell_run(self) -> None:
         from ..screens.run import RunScreen
@@ -377,7 +369,8 @@ class PgtideApp(App[int]):
         run.finished_at = run.clock()
         if message.cancelled:
             run.state = "cancelled"
-            run.add_log("warning", "cancelled; removed " + (", ".join(message.removed) or "nothing (none was left)"))
+            run.add_log("warning", "cancelled: what this run had created was removed, finished databases keep "
+                                   "streaming; starting it again continues")
         else:
             run.state = "failed"
             run.error = message.error

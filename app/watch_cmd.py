@@ -18,7 +18,7 @@ from datetime import timezone
 from typing import IO, Any
 
 from ..core.infra.errors import InputError
-from .args import add_endpoint_arguments, add_selection_arguments, plan_from_args
+from .args import add_endpoint_arguments, add_selection_arguments, session_from_args
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -48,7 +48,7 @@ def register(sub: Any) -> None:
             "errors. Exit code 0 when every database is healthy, 1 when one is stalled or broken."
         ),
     )
-    add_endpoint_arguments(status)
+    add_endpoint_arguments(status, migration=True)
     add_selection_arguments(status)
     status.add_argument(
         "--watch", nargs="?", type=float, const=DEFAULT_WATCH_SECONDS, default=None, metavar="SECONDS",
@@ -67,7 +67,7 @@ def register(sub: Any) -> None:
             "caught up. Exit code 0 when everything matches, 1 when something differs."
         ),
     )
-    add_endpoint_arguments(verify)
+    add_endpoint_arguments(verify, migration=True)
     add_selection_arguments(verify)
     verify.add_argument(
         "--table", action="append", default=[], metavar="T",
@@ -159,9 +159,10 @@ def cmd_status(args: argparse.Namespace, *, out: IO[str] | None = None) -> int:
     if args.watch is not None and not (math.isfinite(args.watch) and 0 < args.watch <= MAX_WATCH_SECONDS):
         raise InputError(f"--watch needs a positive number of seconds up to {MAX_WATCH_SECONDS:g}, "
                          f"not {args.watch:g}", "Pass e.g. --watch 2.")
-    plan = plan_from_args(args)
+    session = session_from_args(args)
+    plan = session.plan
     tty = bool(getattr(out, "isatty", lambda: False)()) and not args.json
-    with Monitor.from_plan(plan) as monitor:
+    with Monitor.from_plan(plan, session.databases()) as monitor:
         if args.watch is None:
             status = monitor.poll()
             _print_status(status, args.json, out, clear=False)
@@ -238,7 +239,8 @@ def cmd_verify(args: argparse.Namespace, *, out: IO[str] | None = None) -> int:
     out = out or sys.stdout
     if args.max_keys < 0:
         raise InputError(f"--max-keys must be 0 or more, not {args.max_keys}", "Pass e.g. --max-keys 20.")
-    plan = plan_from_args(args)
+    session = session_from_args(args)
+    plan = session.plan
     options = VerifyOptions(
         max_keys=args.max_keys, jobs=args.jobs, recheck_timeout=args.recheck_timeout, live=not args.static,
     )
@@ -254,6 +256,8 @@ def cmd_verify(args: argparse.Namespace, *, out: IO[str] | None = None) -> int:
         out.flush()
     else:
         print(render_report(report, args.max_keys), file=out, flush=True)
+    if not args.table:  # a verify of some tables only says nothing about the migration as a whole
+        session.store.record_verify({"ok": report.ok, **report.summary()})
     return EXIT_OK if report.ok else EXIT_FAILED
 
 

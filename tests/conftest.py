@@ -35,6 +35,10 @@ def private_dirs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
         monkeypatch.setenv(var, str(root / sub))
     # Child processes (CLI tests) inherit this: a deterministic "no keyring" machine.
     monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "keyring.backends.fail.Keyring")
+    # Migration ids resolved in an earlier test belong to its state directory.
+    from pgtide.core.replication.identity import forget_resolved
+
+    forget_resolved()
     return root
 
 

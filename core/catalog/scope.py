@@ -556,11 +556,11 @@ def check_filter_support(server_version_num: int, selection: Selection, *, repli
 def with_database_from_url(source: Endpoint, selection: Selection) -> Selection:
     """The one rule for which databases a source URL means, for every command.
 
-    A source URL that names a database means that database; one without a database (or with
-    the maintenance database "postgres") means the whole server, as in the seed tools.
-    Explicit --include/--exclude-databases win.
+    A source that names a database (in the URL, a service file or PGDATABASE) means that
+    database; one without a database (or with the maintenance database "postgres") means
+    the whole server, as in the seed tools. Explicit --include/--exclude-databases win.
     """
-    named = source.params.get("dbname")
+    named = source.params.get("dbname") or source.defaults.get("dbname")
     if named and named != "postgres" and not selection.include_databases and not selection.exclude_databases:
         return selection.merge(Selection(include_databases=(DatabaseRule(named, "the database in the source URL"),)))
     return selection

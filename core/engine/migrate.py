@@ -32,7 +32,7 @@ from ..replication import naming
 from ..infra.db import connect
 from ..infra.endpoint import Endpoint
 from ..infra.errors import InputError, PgtideError
-from ..infra.events import CancelToken, Emit, Log, PhaseFinished, PhaseStarted, discard
+from ..infra.events import Cancelled, CancelToken, Emit, Log, PhaseFinished, PhaseStarted, discard
 from ..jobs.state import DatabaseState
 from ..jobs.store import JobStore, jobs_dir, record_throughput
 from .target import TargetAction, TargetDecision, decide_target, target_facts
@@ -400,6 +400,7 @@ def init(
     for note in scope.notes:
         emit(Log("warning", note))
     store = JobStore(naming.migration_id(plan.source, plan.target))
+    store.record_plan(plan, scope)
     if plan.options.copy_roles:
         with _phase(emit, None, "globals"):
             copy_roles(plan.source, plan.target.with_dbname("postgres"), emit)
@@ -525,7 +526,7 @@ def _init_database(plan: Plan, db: DatabaseScope, store: JobStore, emit: Emit, c
         # From here on the target holds the user's data: a later init must never recreate it.
         store.transition(database, DatabaseState.STREAMING, finished_at=time.time(), created_database=False)
     except BaseException as exc:
-        _undo(plan, database, created_here, emit)
+        _undo(plan, database, created_here, emit, interrupted=isinstance(exc, (Cancelled, KeyboardInterrupt)))
         store.transition(database, DatabaseState.FAILED,
                          error=str(exc) if isinstance(exc, PgtideError) else type(exc).__name__)
         if isinstance(exc, psycopg.Error):
@@ -554,8 +555,10 @@ def server_failure(plan: Plan, database: str, exc: psycopg.Error) -> MigrationFa
     return MigrationFailed(f"{database}: {message}", remedy)
 
 
-def _undo(plan: Plan, database: str, created: list[str], emit: Emit) -> None:
-    """After a failure: drop the replication objects this run created, and say so."""
+def _undo(plan: Plan, database: str, created: list[str], emit: Emit, *, interrupted: bool = False) -> None:
+    """After a failure or an interruption (Ctrl-C, SIGTERM, the app's Cancel: all the same):
+    drop the replication objects this run created, and say so. What earlier runs finished is
+    left alone, and the record says "failed", so the next run continues."""
     if not created:
         return
     try:
@@ -565,7 +568,9 @@ def _undo(plan: Plan, database: str, created: list[str], emit: Emit) -> None:
         emit(Log("error", f"could not clean up after the failure: {reason}; run `pgtide teardown` once the "
                           "servers are reachable", database))
         return
-    emit(Log("warning", "the run failed; removed " + (", ".join(removed) or "nothing"), database))
+    what = "the run was interrupted" if interrupted else "the run failed"
+    emit(Log("warning", f"{what}; removed " + (", ".join(removed) or "nothing") + "; running it again continues",
+             database))
 
 
 # -- sync (server-side initial copy, or data already on the target) ----------------------------------
@@ -576,6 +581,7 @@ def sync(plan: Plan, *, scope: Scope | None = None, emit: Emit = discard, copy_d
     if scope is None:
         scope = build_scope(plan.source, plan.selection, replicate=True)
     store = JobStore(naming.migration_id(plan.source, plan.target))
+    store.record_plan(plan, scope)
     return [_sync_database(plan, db, store, emit, initial_copy=copy_data, schema=False) for db in scope.databases]
 
 

@@ -14,10 +14,15 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from ..infra.paths import state_dir
 from .state import DatabaseState, check_transition, parse_state
+
+if TYPE_CHECKING:
+    from ..catalog.scope import Scope
+    from ..model.plan import Plan
 
 #: Used for estimates until pgtide has measured this machine's copy path itself.
 DEFAULT_THROUGHPUT_BYTES_PER_SECOND = 100 * 1024 * 1024
@@ -27,7 +32,7 @@ def jobs_dir() -> Path:
     return state_dir() / "jobs"
 
 
-def _write_json(path: Path, data: Any) -> None:
+def write_json(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".state-", dir=path.parent)
     try:
@@ -46,6 +51,10 @@ def _write_json(path: Path, data: Any) -> None:
 
 class JobStore:
     """Per-database progress of one migration. Thread-safe; every change is persisted."""
+
+    @staticmethod
+    def exists(migration_id: str, *, root: Path | None = None) -> bool:
+        return ((root or jobs_dir()) / migration_id / "state.json").is_file()
 
     def __init__(self, migration_id: str, *, root: Path | None = None) -> None:
         self.migration_id = migration_id
@@ -66,7 +75,7 @@ class JobStore:
         return data
 
     def _save(self) -> None:
-        _write_json(self.path, self._data)
+        write_json(self.path, self._data)
 
     def database(self, name: str) -> dict[str, Any]:
         """A copy of what is recorded for ``name`` (empty when nothing is)."""
@@ -112,6 +121,73 @@ class JobStore:
         with self._lock:
             return json.loads(json.dumps(self._data["databases"]))
 
+    # -- the migration itself --------------------------------------------------------------------
+
+    def record_plan(self, plan: Plan, scope: Scope | None = None) -> None:
+        """Record what this migration is: endpoints without secrets, the selection and options as
+        given, and (with a scope) the resolved plan — every table's treatment with the server's
+        text of its filter and the time cuts. Later commands act on this record."""
+        now = time.time()
+        with self._lock:
+            data = self._data
+            data["format"] = RECORD_FORMAT
+            data.setdefault("created_at", now)
+            data["recorded_at"] = now
+            for side, endpoint in (("source", plan.source), ("target", plan.target)):
+                data[side] = {"url": endpoint.to_url(), "display": endpoint.redacted()}
+            data["selection"] = plan.selection.to_dict()
+            data["options"] = plan.options.to_dict()
+            if scope is not None:
+                data["resolved"] = {
+                    db.name: {
+                        ".".join(t.info.qualified): {
+                            "mode": t.mode, **({"where": t.where} if t.where else {}),
+                            **({"time_cutoff": t.time_cutoff} if t.time_cutoff else {}),
+                        }
+                        for t in db.tables
+                    }
+                    for db in scope.databases
+                }
+                data["resolved_at"] = scope.resolved_at.isoformat()
+            self._save()
+
+    def record_verify(self, summary: Mapping[str, Any]) -> None:
+        with self._lock:
+            self._data["last_verify"] = {**summary, "at": time.time()}
+            self._save()
+
+    def meta(self) -> dict[str, Any]:
+        """Everything recorded but the per-database progress."""
+        with self._lock:
+            return json.loads(json.dumps({k: v for k, v in self._data.items() if k != "databases"}))
+
+    def recorded_plan(self) -> Plan | None:
+        """The plan this migration was recorded with (passwords from libpq or the keyring, as
+        for a profile), or None for a record of pgtide 0.1, which kept no plan."""
+        from ..infra.endpoint import Endpoint
+        from ..infra.secrets import with_stored_password
+        from ..model.plan import Options, Plan
+        from ..model.selection import Selection
+
+        meta = self.meta()
+        if meta.get("format") != RECORD_FORMAT:
+            return None
+        return Plan(with_stored_password(Endpoint.parse(meta["source"]["url"])),
+                    with_stored_password(Endpoint.parse(meta["target"]["url"])),
+                    Selection.from_dict(meta["selection"], source=f"migration {self.migration_id}"),
+                    Options.from_dict(meta["options"], source=f"migration {self.migration_id}"))
+
+
+#: Version 2 records the plan; version 1 (pgtide 0.1) kept per-database progress only.
+RECORD_FORMAT = 2
+
+
+def all_records(root: Path | None = None) -> list[JobStore]:
+    """Every migration recorded on this machine, newest first."""
+    base = root or jobs_dir()
+    stores = [JobStore(path.parent.name, root=base) for path in base.glob("*/state.json")]
+    return sorted(stores, key=lambda s: s.meta().get("recorded_at") or s.path.stat().st_mtime, reverse=True)
+
 
 def _throughput_path() -> Path:
     return state_dir() / "throughput.json"
@@ -130,4 +206,4 @@ def record_throughput(size: int, seconds: float) -> None:
     # Tiny copies measure start-up costs, not throughput: keep the old figure for them.
     if size < 64 * 1024 * 1024 or seconds <= 0:
         return
-    _write_json(_throughput_path(), {"bytes_per_second": size / seconds, "measured_at": time.time()})
+    write_json(_throughput_path(), {"bytes_per_second": size / seconds, "measured_at": time.time()})

@@ -1,28 +1,29 @@
-"""Names of the objects pgtide creates on the servers, derived from the plan alone.
+"""Names of the objects pgtide creates on the servers, derived from the migration's identity.
 
 Every command (init, status, verify, teardown) finds the same publication, slot and
-subscription again without a registry: the names depend only on which source role/server
-goes to which target server, and on the database. Two migrations of the same source to
-different targets therefore never collide, and a rerun finds what the last run left.
+subscription again: the names depend only on which source server goes to which target
+server (as the servers identify themselves: replication/identity.py), and on the database.
+Two migrations of the same source to different targets therefore never collide, a rerun
+finds what the last run left, and any spelling of the same servers finds the same objects.
 """
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 from ..infra.endpoint import Endpoint
+from .identity import digest, resolve_migration_id
 
 PREFIX = "pgtide"
 
 
 def _digest(*parts: str, length: int = 8) -> str:
-    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:length]
+    return digest(*parts, length=length)
 
 
 def migration_id(source: Endpoint, target: Endpoint) -> str:
-    """Short, stable id of "this source server to that target server"."""
-    return _digest(source.host, source.port, target.host, target.port)
+    """Short, stable id of "this source server to that target server", from the servers."""
+    return resolve_migration_id(source, target)
 
 
 @dataclass(frozen=True)

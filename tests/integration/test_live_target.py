@@ -69,28 +69,56 @@ def test_status_with_urls_naming_the_database_shows_only_that_database(
     assert databases == {DB}, result.stdout
 
 
-def test_validate_from_another_spelling_never_advises_dropping_a_live_target(
+def _foreign_subscription(source: PgCluster, target: PgCluster) -> str:
+    """Someone else's replication into the same target database (not pgtide's)."""
+    source.execute("CREATE PUBLICATION theirs FOR TABLE notes", dbname=DB)
+    source.execute("SELECT pg_create_logical_replication_slot('theirs', 'pgoutput')", dbname=DB)
+    target.execute(f"CREATE SUBSCRIPTION theirs CONNECTION 'host=127.0.0.1 port={source.port} dbname={DB} "
+                   "user=postgres' PUBLICATION theirs WITH (create_slot = false, slot_name = 'theirs', "
+                   "copy_data = false)", dbname=DB)
+    return "theirs"
+
+
+def test_any_spelling_finds_the_same_live_migration(streaming: tuple[PgCluster, PgCluster], tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    source, target = streaming
+    services = tmp_path / "pg_service.conf"
+    services.write_text(f"[src]\nhost=localhost\nport={source.port}\ndbname={DB}\nuser=postgres\n"
+                        f"[dst]\nhost=127.0.0.1\nport={target.port}\ndbname={DB}\nuser=postgres\n")
+    monkeypatch.setenv("PGSERVICEFILE", str(services))
+    first = _plan(source, target)
+    by_service = Plan(Endpoint.parse("service=src"), Endpoint.parse("service=dst"), first.selection, first.options)
+    for spelled in (_plan(source, target, host="localhost"), by_service):
+        assert naming.migration_id(spelled.source, spelled.target) == naming.migration_id(first.source, first.target)
+        check = next(c for c in validate(spelled).checks if c.name == "target database")
+        assert check.status == "ok" and "already streaming" in check.observed, check
+    for source_text, target_text in ((_url(source, "localhost"), _url(target, "localhost")),
+                                     ("service=src", "service=dst")):
+        status = subprocess.run([PGTIDE, "status", "--source", source_text, "--target", target_text, "--json"],
+                                capture_output=True, text=True, timeout=60)
+        assert status.returncode == 0 and f'"database": "{DB}"' in status.stdout, status.stdout + status.stderr
+    # Torn down from the service spelling: the one slot goes, nothing is left.
+    assert len(replication_objects(source, target)["slots"]) == 1
+    assert len(migrate.teardown(by_service)) == 3
+    assert replication_objects(source, target) == {"slots": [], "publications": [], "subscriptions": []}
+
+
+def test_validate_never_advises_dropping_a_target_someone_replicates_into(
         streaming: tuple[PgCluster, PgCluster]) -> None:
     source, target = streaming
-    report = validate(_plan(source, target, host="localhost"))
-    check = next(c for c in report.checks if c.name == "target database")
-    assert check.status == "error" and "written to by subscription" in check.observed, check
+    theirs = _foreign_subscription(source, target)
+    check = next(c for c in validate(_plan(source, target)).checks if c.name == "target database")
+    assert check.status == "error" and theirs in check.observed and "(a live migration)" in check.observed, check
     assert "Pass --drop-existing" not in check.remedy and "teardown" in check.remedy
-    # The same spelling that started it: init leaves the streaming database as it is.
-    same = next(c for c in validate(_plan(source, target)).checks if c.name == "target database")
-    assert same.status == "ok" and "already streaming" in same.observed
 
 
 def test_drop_existing_refuses_a_live_replica_and_changes_nothing(streaming: tuple[PgCluster, PgCluster]) -> None:
     source, target = streaming
+    _foreign_subscription(source, target)
     before = replication_objects(source, target)
-    # Another spelling of the same servers: a different migration as far as the job store
-    # knows, but the server says a subscription writes to that database.
     with pytest.raises(InputError) as info:
-        migrate.init(_plan(source, target, host="localhost", drop_existing=True))
+        migrate.init(_plan(source, target, drop_existing=True))
     assert "refusing to drop it" in info.value.cause and "(a live migration)" in info.value.cause
-    # The spelling that started it: already streaming, nothing is dropped.
-    assert [r.status for r in migrate.init(_plan(source, target, drop_existing=True))] == ["streaming"]
     assert replication_objects(source, target) == before
     source.execute("INSERT INTO orders VALUES (5, 'x') ON CONFLICT (id) DO UPDATE SET item = 'changed'", dbname=DB)
     wait_until_identical(source, target, DB, {("public", "orders"): "id <= 30"})

@@ -80,10 +80,13 @@ def _pre_data_only(state: dict[str, Any]) -> Callable[[PgCluster, PgCluster], Pl
 def _foreign_subscription(source: PgCluster, target: PgCluster) -> Plan:
     plan = _plan(source, target)
     migrate.init(plan)
-    # The same servers reached under another name: another migration as far as records go.
-    return Plan(Endpoint.parse(f"postgresql://postgres@localhost:{source.port}/{DB}", env={}),
-                Endpoint.parse(f"postgresql://postgres@localhost:{target.port}/{DB}", env={}),
-                plan.selection, plan.options)
+    # Someone else's replication into the same target database.
+    source.execute("CREATE PUBLICATION theirs FOR TABLE notes", dbname=DB)
+    source.execute("SELECT pg_create_logical_replication_slot('theirs', 'pgoutput')", dbname=DB)
+    target.execute(f"CREATE SUBSCRIPTION theirs CONNECTION 'host=127.0.0.1 port={source.port} dbname={DB} "
+                   "user=postgres' PUBLICATION theirs WITH (create_slot = false, slot_name = 'theirs', "
+                   "copy_data = false)", dbname=DB)
+    return plan
 
 
 CASES: dict[str, tuple[Callable[[PgCluster, PgCluster], Plan], str]] = {
@@ -95,7 +98,7 @@ CASES: dict[str, tuple[Callable[[PgCluster, PgCluster], Plan], str]] = {
     "copying, interrupted after the schema": (_pre_data_only({"status": "copying", "created_database": False,
                                                               "schema": "done"}), "ok"),
     "torn down, data kept": (_first_run_then({}, teardown=True), "error"),
-    "a live migration under another spelling": (_foreign_subscription, "error"),
+    "another live replication into it": (_foreign_subscription, "error"),
     "a record from a newer version": (_first_run_then({"status": "quantum"}, teardown=True), "error"),
 }
 

@@ -1,0 +1,77 @@
+"""``pgtide migrations``: every migration recorded on this machine, by the CLI or the app."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+from .render import print_json, table
+
+HEADERS = ("ID", "SOURCE -> TARGET", "DATABASES", "STATE", "LAST VERIFY", "AGE")
+
+
+def _age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{int(seconds)} s"
+    if seconds < 7200:
+        return f"{int(seconds // 60)} min"
+    if seconds < 172800:
+        return f"{int(seconds // 3600)} h"
+    return f"{int(seconds // 86400)} d"
+
+
+def describe(store: Any, now: float) -> dict[str, Any]:
+    """One migration as plain data (what --json prints)."""
+    meta = store.meta()
+    databases = store.databases()
+    legacy = meta.get("format") is None
+    created = meta.get("created_at") or min((d.get("updated_at", now) for d in databases.values()), default=now)
+    verify = meta.get("last_verify")
+    return {
+        "id": store.migration_id,
+        "source": meta.get("source", {}).get("display"),
+        "target": meta.get("target", {}).get("display"),
+        "databases": {name: entry.get("status") for name, entry in sorted(databases.items())},
+        "last_verify": verify,
+        "created_at": created,
+        "age_seconds": max(0.0, now - created),
+        "recorded_by": "pgtide 0.1 (no plan recorded)" if legacy else "pgtide",
+    }
+
+
+def _cmd_migrations(args: argparse.Namespace) -> int:
+    from ..core.jobs.store import all_records
+
+    now = time.time()
+    found = [describe(store, now) for store in all_records()]
+    if args.json:
+        for entry in found:
+            print_json({"event": "migration", **entry})
+        return 0
+    if not found:
+        print("no migration recorded on this machine (pgtide init or the app records one)")
+        return 0
+    rows = []
+    for entry in found:
+        states = sorted(set(filter(None, entry["databases"].values()))) or ["-"]
+        verify = entry["last_verify"]
+        verified = "-" if not verify else (
+            ("ok" if verify.get("ok") else
+             f"{sum(int(verify.get(k, 0)) for k in ('missing', 'extra', 'different'))} differences")
+            + f", {_age(now - verify['at'])} ago")
+        pair = (f"{entry['source']} -> {entry['target']}" if entry["source"] else entry["recorded_by"])
+        rows.append([entry["id"], pair, ", ".join(entry["databases"]) or "-", "/".join(states), verified,
+                     _age(entry["age_seconds"])])
+    print(table(rows, HEADERS))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "migrations", help="list the migrations recorded on this machine",
+        description="List every migration recorded on this machine (started by the CLI or the app): id, "
+                    "source -> target, databases, state, last verify, age. Use the id with --migration.",
+    )
+    parser.add_argument("--json", action="store_true", help="one JSON object per migration")
+    parser.set_defaults(handler=_cmd_migrations)
