@@ -11,10 +11,13 @@ How one table is compared (ARCHITECTURE.md section 5):
    bucket totals from all slices add up, whatever each side's physical layout.
 2. **Only mismatching buckets are read again.** With a single integer key, buckets are key
    ranges and a mismatching range is bisected (16 sub-ranges a level, through the primary
-   key index) until it holds few rows; then ``(key, row hash)`` pairs are fetched from both
-   sides and compared in Python to name each differing key as missing (only on the
-   source), extra (only on the target) or different. Other keys are bucketed by a hash
-   of the key; mismatching buckets are re-read in one scan.
+   key index) until listing it is cheaper: it holds few rows, or its mismatch is dense
+   (one side empty, counts far apart, most sub-ranges differing; see :mod:`.merge`). Then
+   ``(key, row hash)`` lists are read from both sides at once in key order, in chunks, and
+   merged to name each differing key as missing (only on the source), extra (only on the
+   target) or different; a range only one side has rows in is counted on the server and
+   only the keys kept are listed. Other keys are bucketed by a hash of the key;
+   mismatching buckets are re-read in one scan.
 3. **Live replication.** When the target is subscribed to the source, a difference may be
    a change still in flight. The source's WAL insert position is recorded with each
    source read; before the matching target read, pgtide waits (bounded) until the target
@@ -51,30 +54,53 @@ resolved predicate when the publication exists.
 
 from __future__ import annotations
 
+import heapq
 import logging
 import math
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from types import MappingProxyType
-from typing import Any, Literal, TypeVar, Union
+from typing import Any, Literal, TypeVar
 
 import psycopg
 from psycopg import sql
 from psycopg.pq import TransactionStatus
 
+from ..catalog.predicate import QUOTING_SETTINGS, deparsed, pin_quoting
+from ..catalog.scope import Scope, TableScope, build_scope
 from ..infra.db import connect
 from ..infra.endpoint import Endpoint
 from ..infra.errors import InputError, Interrupted
-from ..monitor.poll import ApplyProgress, confirmed_flush_lsn, current_insert_lsn, lsn_reached
-from ..replication.naming import ReplicationNames, replication_names
+from ..infra.events import Cancelled, CancelToken, Event
 from ..model.plan import Plan
-from ..catalog.predicate import QUOTING_SETTINGS, deparsed, pin_quoting
-from ..catalog.scope import Scope, TableScope, build_scope
-from ..model.selection import TableRef, UnresolvedName, format_qualified_name, parse_table_pattern, quote_ident
+from ..model.selection import (
+    TableRef,
+    UnresolvedName,
+    format_qualified_name,
+    parse_table_pattern,
+    quote_ident,
+)
+from ..monitor.poll import (
+    ApplyProgress,
+    confirmed_flush_lsn,
+    current_insert_lsn,
+    lsn_reached,
+)
+from ..replication.naming import ReplicationNames, replication_names
+from .merge import (
+    DifferenceKind,
+    Span,
+    Tally,
+    coalesce,
+    counts_dense,
+    kind_of,
+    merge_differences,
+    mostly_differing,
+)
 
 log = logging.getLogger("pgtide.verify")
 
@@ -114,7 +140,6 @@ _INT8_SAFE = 1 << 61
 #: Once replication failed to catch up in a database, later tables wait this long at most.
 _STUCK_TIMEOUT = 3.0
 
-DifferenceKind = Literal["missing", "extra", "different"]
 TableStatus = Literal["match", "differ", "schema_differs", "skipped", "error"]
 Method = Literal["key ranges", "key hash", "row hash", "schema only", "none"]
 
@@ -146,6 +171,13 @@ class VerifyOptions:
     fetch_rows: int = 200_000
     #: Differing keys kept for re-checking and reporting (beyond: counted only).
     tracked_keys: int = 100_000
+    #: A key range is listed instead of bisected once its row counts differ by this fraction
+    #: of its rows (or one side is empty) ...
+    dense_fraction: float = 0.05
+    #: ... or once more than this fraction of its sub-ranges differ.
+    dense_subranges: float = 0.5
+    #: Rows per side per chunk when listing key ranges.
+    stream_rows: int = 50_000
 
     def __post_init__(self) -> None:
         if self.max_keys < 0:
@@ -156,6 +188,9 @@ class VerifyOptions:
             raise InputError("the re-check timeout cannot be negative", "Pass --recheck-timeout SECONDS >= 0.")
         if self.fanout < 2 or self.leaf_rows < 1 or self.rows_per_bucket < 1 or self.rows_per_hash_bucket < 1:
             raise InputError("bucket sizes must be positive and the fanout at least 2", "Use the defaults.")
+        if not (0 <= self.dense_fraction <= 1 and 0 <= self.dense_subranges <= 1) or self.stream_rows < 1:
+            raise InputError("density thresholds must lie between 0 and 1, chunks hold a row at least",
+                             "Use the defaults.")
 
 
 @dataclass(frozen=True)
@@ -199,6 +234,10 @@ class TableResult:
     still_changing: int = 0
     #: The target did not catch up within the wait: what is reported may still be in flight.
     unsettled: bool = False
+    #: Key ranges whose rows were listed from both sides to name the differing keys, and how
+    #: many of them were listed whole, without bisecting, because most of their rows differed.
+    listed_ranges: int = 0
+    dense_ranges: int = 0
     notes: tuple[str, ...] = ()
     error: str | None = None
     seconds: float = 0.0
@@ -252,8 +291,21 @@ class VerifyReport:
 # -- progress events ------------------------------------------------------------------------------
 
 
+class VerifyCancelled(Cancelled, Interrupted):
+    """Verify stopped on its cancel token. A :class:`Cancelled` like the rest of core's; also an
+    :class:`Interrupted`, so front ends that show pgtide errors and exit codes treat it as before."""
+
+    def __init__(self) -> None:
+        Interrupted.__init__(self, "verify was cancelled", "Run it again.")
+
+
+def _check(token: CancelToken) -> None:
+    if token.cancelled:
+        raise VerifyCancelled()
+
+
 @dataclass(frozen=True)
-class TableStarted:
+class TableStarted(Event):
     database: str
     schema: str
     name: str
@@ -263,7 +315,7 @@ class TableStarted:
 
 
 @dataclass(frozen=True)
-class ChunkVerified:
+class ChunkVerified(Event):
     """One slice of the first pass done on one side (``done`` of ``total``, both sides)."""
 
     database: str
@@ -274,7 +326,7 @@ class ChunkVerified:
 
 
 @dataclass(frozen=True)
-class Rechecking:
+class Rechecking(Event):
     """Differences found; re-reading them (bisecting, or waiting for replication)."""
 
     database: str
@@ -286,11 +338,25 @@ class Rechecking:
 
 
 @dataclass(frozen=True)
-class TableVerified:
+class RangesListed(Event):
+    """Key ranges listed from both sides and merged to name the differing keys."""
+
+    database: str
+    schema: str
+    name: str
+    ranges: int
+    #: Ranges listed whole because their mismatch was dense (bisecting them would not pay).
+    dense: int
+    #: Rows that differ in them (counted exactly, even beyond the keys kept).
+    differences: int
+
+
+@dataclass(frozen=True)
+class TableVerified(Event):
     result: TableResult
 
 
-VerifyEvent = Union[TableStarted, ChunkVerified, Rechecking, TableVerified]
+VerifyEvent = TableStarted | ChunkVerified | Rechecking | RangesListed | TableVerified
 EventCallback = Callable[[VerifyEvent], None]
 
 
@@ -506,12 +572,12 @@ def _shape(table: TableScope, source: _Relation, target: _Relation, where: str |
     if where and table.estimated_rows is not None:
         estimated = min(estimated, table.estimated_rows) if estimated else table.estimated_rows
     types = {c.name: c.type for c in source.columns}
-    common = dict(
-        table=table, table_sql=table_sql, where=_where_sql(where), key=key,
-        key_types=tuple(types[c] for c in key), estimated_rows=estimated,
-        source=_Side(hashed(0), hashed(0, key) if key else sql.SQL("0"), source.pages),
-        target=_Side(hashed(1), hashed(1, key) if key else sql.SQL("0"), target.pages),
-    )
+    common: dict[str, Any] = {
+        "table": table, "table_sql": table_sql, "where": _where_sql(where), "key": key,
+        "key_types": tuple(types[c] for c in key), "estimated_rows": estimated,
+        "source": _Side(hashed(0), hashed(0, key) if key else sql.SQL("0"), source.pages),
+        "target": _Side(hashed(1), hashed(1, key) if key else sql.SQL("0"), target.pages),
+    }
 
     def mask(rows_per_bucket: int) -> int:
         buckets = max(1, math.ceil(estimated / rows_per_bucket))
@@ -537,28 +603,29 @@ def _shape(table: TableScope, source: _Relation, target: _Relation, where: str |
 class _Pair:
     """A connection to each side of one database, and a thread to run the target's reads."""
 
-    def __init__(self, source: Endpoint, target: Endpoint, cancel: threading.Event) -> None:
+    def __init__(self, source: Endpoint, target: Endpoint, cancel: CancelToken) -> None:
         self.source = _open(source)
         try:
             self.target = _open(target)
         except BaseException:
             self.source.close()
             raise
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pgtide-verify-target")
+        # Two: listing key ranges reads both sides ahead while this thread merges.
+        self.executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="pgtide-verify-read")
         self.cancel = cancel
 
     def both(self, on_source: Callable[[psycopg.Connection[Any]], T],
              on_target: Callable[[psycopg.Connection[Any]], Any]) -> tuple[T, Any]:
         """Run the two reads at the same time; the source's on this thread."""
-        future: Future[Any] = self._executor.submit(on_target, self.target)
+        future: Future[Any] = self.executor.submit(on_target, self.target)
         try:
             first = on_source(self.source)
         except BaseException:
             _cancel_quietly(self.target)
             try:
                 future.result()
-            except BaseException:  # noqa: BLE001 - the source's error is the one to report
-                pass
+            except BaseException as exc:  # noqa: BLE001 - the source's error is the one to report
+                log.debug("target read failed after the source read did: %s", exc)
             raise
         return first, future.result()
 
@@ -567,12 +634,63 @@ class _Pair:
         _cancel_quietly(self.target)
 
     def close(self) -> None:
-        self._executor.shutdown(wait=True)
+        self.executor.shutdown(wait=True)
         for conn in (self.source, self.target):
             try:
                 conn.close()
             except psycopg.Error:
                 pass
+
+
+_END = object()
+
+
+class _Prefetch(Iterator[list[Any]]):
+    """Chunks of ``produce`` read ahead on the pair's executor: a side's server keeps working
+    while this thread merges. Errors are raised here, in the consumer."""
+
+    def __init__(self, pair: _Pair, produce: Callable[[], Iterable[list[Any]]], depth: int = 3) -> None:
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._future = pair.executor.submit(self._run, produce)
+
+    def _put(self, item: Any) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self, produce: Callable[[], Iterable[list[Any]]]) -> None:
+        try:
+            for chunk in produce():
+                if not self._put(chunk):
+                    return
+        finally:
+            self._put(_END)
+
+    def __next__(self) -> list[Any]:
+        item = self._queue.get()
+        if item is _END:
+            self._future.result()  # the producer's error, if it failed
+            raise StopIteration
+        return item
+
+    def close(self) -> None:
+        """Stop reading ahead (the consumer gave up early) and wait for the producer."""
+        if not self._future.done():
+            self._stop.set()
+            while not self._future.done():
+                try:
+                    self._queue.get(timeout=0.1)
+                except queue.Empty:
+                    pass
+        try:
+            self._future.result()
+        except BaseException as exc:  # noqa: BLE001 - the consumer's own error is the one to report
+            log.debug("read-ahead stopped: %s", exc)
 
 
 def _cancel_quietly(conn: psycopg.Connection[Any]) -> None:
@@ -639,8 +757,7 @@ class _Waiter:
             return False
         delay = 0.02
         while True:
-            if self.pair.cancel.is_set():
-                raise Interrupted("verify was cancelled", "Run it again.")
+            _check(self.pair.cancel)
             assert self.progress is not None
             if lsn_reached(self.progress.lsn(), position, self.block):
                 return True
@@ -649,7 +766,7 @@ class _Waiter:
             if time.monotonic() >= self.deadline:
                 self.timed_out = True
                 return False
-            time.sleep(delay)
+            self.pair.cancel.wait(delay)
             delay = min(delay * 1.5, 0.25)
 
 
@@ -714,6 +831,9 @@ class _TableVerifier:
         self.versions = versions
         self.table = shape.table
         self.resolved = 0
+        #: Key ranges listed to name keys, and how many of them were dense.
+        self.listed = 0
+        self.dense = 0
 
     def _rechecking(self, buckets: int, keys: int, reason: str) -> None:
         self.emit(Rechecking(self.table.database, self.table.schema, self.table.name, buckets, keys, reason))
@@ -772,8 +892,7 @@ class _TableVerifier:
                 position = self.waiter.source_position() if side == "source" else None
                 buckets: Buckets = {}
                 for first, last in slices:
-                    if self.pair.cancel.is_set():
-                        raise Interrupted("verify was cancelled", "Run it again.")
+                    _check(self.pair.cancel)
                     _merge_rows(buckets, conn.execute(self.aggregate_sql(side, first, last)))
                     progress()
                 return buckets, position
@@ -823,9 +942,9 @@ class _TableVerifier:
                     self.resolved += 1
                 else:
                     current[i] = (source.get(i, absent), target[i])
-            done = [i for i in current if i in previous and _persists(previous[i], current[i], absent)]
-            persistent.extend(done)
-            ids = [i for i in current if i not in set(done)]
+            done = {i for i in current if i in previous and _persists(previous[i], current[i], absent)}
+            persistent.extend(i for i in current if i in done)
+            ids = [i for i in current if i not in done]
             previous = current
             if not ids:
                 break
@@ -893,55 +1012,181 @@ class _TableVerifier:
                               lambda ids: self._read_buckets("target", ids), _NO_ROWS, "buckets")
         return settled.persistent, settled.changing
 
-    def bisect(self, differing: list[tuple[int, int, int, bool]]) -> list[tuple[int, int, int]]:
-        """Split differing key ranges until each holds few rows; (first, last, rows) each.
+    def bisect(self, ranges: list[Span]) -> list[Span]:
+        """Split differing key ranges until listing them is cheaper than splitting them again.
 
-        ``differing``: (first, last, rows, empty on one side). A range empty on one side is
-        all difference: splitting it would find nothing new, so it is fetched as it is.
+        A range is listed as it is once it holds few rows, or when its mismatch is dense
+        (:func:`counts_dense`, :func:`mostly_differing`): then most of its rows differ, and
+        every further level would read it again to skip little. Otherwise only its differing
+        sub-ranges go on, with their counts.
         """
-        pending = differing
-        leaves: list[tuple[int, int, int]] = []
+        options = self.options
+        pending = ranges
+        leaves: list[Span] = []
         while pending:
             split: list[tuple[int, int, int, int]] = []
-            for first, last, rows, one_sided in pending:
-                if one_sided or rows <= self.options.leaf_rows or last - first + 1 <= self.options.leaf_rows:
-                    leaves.append((first, last, rows))
+            parents: list[Span] = []
+            for span in pending:
+                rows = max(span.source_rows, span.target_rows)
+                if rows <= options.leaf_rows or span.last - span.first + 1 <= options.leaf_rows:
+                    leaves.append(span)
+                elif counts_dense(span.source_rows, span.target_rows, options.dense_fraction):
+                    leaves.append(replace(span, dense=True))
                 else:
-                    width = max(1, math.ceil((last - first + 1) / self.options.fanout))
-                    split.append((len(split), first, last, width))
+                    width = max(1, math.ceil((span.last - span.first + 1) / options.fanout))
+                    split.append((len(split), span.first, span.last, width))
+                    parents.append(span)
             pending = []
             if not split:
                 break
             self._rechecking(len(split), 0, f"bisecting {len(split)} differing key range(s)")
-            sub_source = _in_snapshot(self.pair.source, lambda: self._collect_ranges("source", split))
+            sub_source = _in_snapshot(self.pair.source, lambda split=split: self._collect_ranges("source", split))
             self.waiter.wait(self.waiter.source_position())
             sub_target = self._collect_ranges("target", split)
+            children: dict[int, list[Span]] = {}
+            nonempty: dict[int, int] = {}
             for key in sorted(set(sub_source) | set(sub_target)):
+                rid, sub = key
+                nonempty[rid] = nonempty.get(rid, 0) + 1
                 if sub_source.get(key) != sub_target.get(key):
-                    rid, sub = key
                     _, first, last, width = split[rid]
                     sub_first = first + sub * width
-                    counts = (sub_source.get(key, _NO_ROWS)[0], sub_target.get(key, _NO_ROWS)[0])
-                    pending.append((sub_first, min(last, sub_first + width - 1), max(counts), min(counts) == 0))
+                    children.setdefault(rid, []).append(Span(
+                        sub_first, min(last, sub_first + width - 1),
+                        sub_source.get(key, _NO_ROWS)[0], sub_target.get(key, _NO_ROWS)[0]))
+            for rid, parent in enumerate(parents):
+                differing = children.get(rid, [])
+                if mostly_differing(len(differing), nonempty.get(rid, 0), options.dense_subranges):
+                    # The parent's counts are the children's: the sub-aggregates are newer.
+                    leaves.append(Span(parent.first, parent.last,
+                                       sum(sub_source.get((rid, s), _NO_ROWS)[0] for s in range(options.fanout + 1)),
+                                       sum(sub_target.get((rid, s), _NO_ROWS)[0] for s in range(options.fanout + 1)),
+                                       dense=True))
+                else:
+                    pending.extend(differing)
         return leaves
+
+    # -- listing key ranges: both sides in key order, merged ------------------------------------
+
+    def _chunk_sql(self, side: Literal["source", "target"], first: int, last: int, limit: int) -> sql.Composable:
+        """(key, row hash) of one key range in key order, through the primary key's index."""
+        shape = self.shape
+        key = sql.Identifier("t", shape.key[0])
+        # Bounds as literals, not parameters: the filter is the server's deparsed text and may hold '%'.
+        return sql.SQL(
+            "SELECT {k}::int8, {h} FROM {tab} AS t WHERE {k} >= {lo}::int8 AND {k} <= {hi}::int8 AND {w} "
+            "ORDER BY {k} LIMIT {n}"
+        ).format(k=key, h=shape.side(side).row_hash, tab=shape.table_sql, w=shape.where,
+                 lo=sql.Literal(first), hi=sql.Literal(last), n=sql.Literal(limit))
+
+    def _count_sql(self, first: int, last: int) -> sql.Composable:
+        shape = self.shape
+        key = sql.Identifier("t", shape.key[0])
+        return sql.SQL("SELECT count(*) FROM {tab} AS t WHERE {k} >= {lo}::int8 AND {k} <= {hi}::int8 AND {w}").format(
+            tab=shape.table_sql, k=key, lo=sql.Literal(first), hi=sql.Literal(last), w=shape.where)
+
+    def _chunks(self, side: Literal["source", "target"], spans: Sequence[Span], limit: int | None = None
+                ) -> Iterator[list[tuple[int, int]]]:
+        """One side's rows of ``spans`` (sorted, disjoint) in key order, a chunk per query.
+
+        Keyset pagination inside the caller's snapshot: each chunk is an index range scan
+        starting after the previous chunk's last key, so nothing is held open between chunks.
+        """
+        conn = self.pair.source if side == "source" else self.pair.target
+        # Binary: two int8 a row parse measurably faster than their text.
+        cursor = conn.cursor(binary=True)
+        size = self.options.stream_rows
+        left = limit
+        for span in spans:
+            first = span.first
+            while left is None or left > 0:
+                _check(self.pair.cancel)
+                want = size if left is None else min(size, left)
+                rows = cursor.execute(self._chunk_sql(side, first, span.last, want)).fetchall()
+                if rows:
+                    yield rows
+                if left is not None:
+                    left -= len(rows)
+                if len(rows) < want or rows[-1][0] >= span.last:
+                    break
+                first = rows[-1][0] + 1
+            if left is not None and left <= 0:
+                return
+
+    def _merge(self, spans: Sequence[Span], tally: Tally) -> None:
+        """Name every differing key of ``spans``: both sides listed ahead on their own threads."""
+        source = _Prefetch(self.pair, lambda: self._chunks("source", spans))
+        target = _Prefetch(self.pair, lambda: self._chunks("target", spans))
+        try:
+            for key, source_hash, target_hash in merge_differences(source, target):
+                tally.add((str(key),), source_hash, target_hash)
+        finally:
+            source.close()
+            target.close()
+
+    def _one_sided(self, span: Span, kind: DifferenceKind, tally: Tally) -> bool:
+        """A range only one side has rows in: count them there, list only as many as are kept.
+
+        Counting on the server is exact and far cheaper than shipping rows nobody will see.
+        False when the other side is not empty after all (it changed since the aggregates).
+        """
+        def count(conn: psycopg.Connection[Any]) -> int:
+            return int(conn.execute(self._count_sql(span.first, span.last)).fetchone()[0])  # type: ignore[index]
+
+        on_source, on_target = self.pair.both(count, count)
+        rows, other = (on_source, on_target) if kind == "missing" else (on_target, on_source)
+        if other:
+            return False
+        listed = 0
+        for chunk in self._chunks("source" if kind == "missing" else "target", [span], limit=tally.room):
+            for key, row_hash in chunk:
+                if kind == "missing":
+                    tally.add((str(key),), row_hash, None)
+                else:
+                    tally.add((str(key),), None, row_hash)
+            listed += len(chunk)
+        tally.count(kind, rows - listed)
+        return True
+
+    def list_ranges(self, leaves: list[Span], tally: Tally) -> tuple[int, int]:
+        """Name the differing keys of ``leaves`` into ``tally``, in key order; (ranges listed, dense ones).
+
+        One snapshot per side for the whole listing. Live: the target's is taken once it has
+        applied past the source's, so a difference found is a first observation, as for any key.
+        """
+        spans = coalesce(leaves)
+        if not spans:
+            return 0, 0
+        dense = sum(1 for span in spans if span.dense)
+        self._rechecking(len(spans), 0, f"listing {len(spans)} differing key range(s), {dense} dense")
+        before = tally.total()
+        with self.pair.source.transaction():
+            self.waiter.wait(self.waiter.source_position())
+            with self.pair.target.transaction():
+                run: list[Span] = []
+                for span in spans:
+                    kind = span.one_sided
+                    if kind is not None:
+                        if run:  # earlier keys first: the keys kept are the lowest ones
+                            self._merge(run, tally)
+                            run = []
+                        if self._one_sided(span, kind, tally):
+                            continue
+                    run.append(span)
+                if run:
+                    self._merge(run, tally)
+        self.emit(RangesListed(self.table.database, self.table.schema, self.table.name, len(spans), dense,
+                               tally.total() - before))
+        return len(spans), dense
 
     # -- naming keys ------------------------------------------------------------------------------
 
-    def _rows_sql(self, side: Literal["source", "target"], *, ranges: Sequence[tuple[int, int]] | None = None,
-                  buckets: Sequence[int] | None = None, keys: Sequence[Key] | None = None) -> sql.Composable:
-        """(key as text..., row hash) for some key ranges, hash buckets or keys."""
+    def _rows_sql(self, side: Literal["source", "target"], *, buckets: Sequence[int] | None = None,
+                  keys: Sequence[Key] | None = None) -> sql.Composable:
+        """(key as text..., row hash) for some hash buckets or keys."""
         shape = self.shape
         row_hash = shape.side(side).row_hash
         key_text = sql.SQL(", ").join(sql.SQL("t.{}::text").format(sql.Identifier(c)) for c in shape.key)
-        if ranges is not None:
-            values = sql.SQL(", ").join(
-                sql.SQL("({}::int8, {}::int8)").format(sql.Literal(a), sql.Literal(b)) for a, b in ranges
-            )
-            key = sql.Identifier(shape.key[0])
-            return sql.SQL(
-                "SELECT {kt}, {h} FROM (VALUES {v}) AS r(_pgtide_first, _pgtide_last) "
-                "JOIN {tab} AS t ON t.{k} >= r._pgtide_first AND t.{k} <= r._pgtide_last WHERE {w}"
-            ).format(kt=key_text, h=row_hash, v=values, tab=shape.table_sql, k=key, w=shape.where)
         if buckets is not None:
             return sql.SQL("SELECT {kt}, {h} FROM {tab} AS t WHERE {w} AND {b} = ANY({ids})").format(
                 kt=key_text, h=row_hash, tab=shape.table_sql, w=shape.where,
@@ -980,43 +1225,25 @@ class _TableVerifier:
                        ) -> tuple[dict[Key, tuple[int | None, int | None]], dict[DifferenceKind, int]]:
         """Every differing key in the differing buckets: (source hash, target hash), None if absent.
 
-        Rows are fetched in batches and only differing keys are kept (at most
-        ``tracked_keys``; more are counted by kind), so memory stays bounded.
+        Only differing keys are kept (at most ``tracked_keys``; more are counted by kind),
+        so memory stays bounded.
         """
-        tracked: dict[Key, tuple[int | None, int | None]] = {}
-        overflow: dict[DifferenceKind, int] = {"missing": 0, "extra": 0, "different": 0}
-
-        def take(source_rows: dict[Key, int], target_rows: dict[Key, int]) -> None:
-            for key in set(source_rows) | set(target_rows):
-                pair = (source_rows.get(key), target_rows.get(key))
-                if pair[0] == pair[1]:
-                    continue
-                if len(tracked) < self.options.tracked_keys:
-                    tracked[key] = pair
-                else:
-                    overflow[_kind(*pair)] += 1
-
+        tally = Tally(self.options.tracked_keys)
         self._rechecking(len(differing), 0, f"naming the rows of {len(differing)} differing bucket(s)")
         if self.shape.method == "key ranges":
-            ranges = []
-            for bucket in differing:
-                counts = (source.get(bucket, _NO_ROWS)[0], target.get(bucket, _NO_ROWS)[0])
-                ranges.append((*self.shape.bucket_bounds(bucket), max(counts), min(counts) == 0))
-            batch: list[tuple[int, int]] = []
-            batch_rows = 0
-            for first, last, rows in self.bisect(ranges):
-                if batch and batch_rows + rows > self.options.fetch_rows:
-                    take(*self._fetch(ranges=batch))
-                    batch, batch_rows = [], 0
-                batch.append((first, last))
-                batch_rows += rows
-            if batch:
-                take(*self._fetch(ranges=batch))
+            ranges = [
+                Span(*self.shape.bucket_bounds(bucket), source.get(bucket, _NO_ROWS)[0],
+                     target.get(bucket, _NO_ROWS)[0])
+                for bucket in differing
+            ]
+            self.listed, self.dense = self.list_ranges(self.bisect(ranges), tally)
         else:
             per_bucket = max(1, self.shape.estimated_rows // (self.shape.mask + 1))
             for batch in _batches(differing, self.options.fetch_rows // per_bucket):
-                take(*self._fetch(buckets=batch))
-        return tracked, overflow
+                source_rows, target_rows = self._fetch(buckets=batch)
+                for key in sorted(set(source_rows) | set(target_rows), key=_key_order):
+                    tally.add(key, source_rows.get(key), target_rows.get(key))
+        return tally.tracked, tally.overflow
 
     def settle_keys(self, tracked: dict[Key, tuple[int | None, int | None]]
                     ) -> tuple[dict[Key, tuple[int | None, int | None]], int]:
@@ -1049,12 +1276,8 @@ class _TableVerifier:
         return {key: (source[key], target[key]) for key in settled.persistent}, len(settled.changing)
 
 
-def _kind(source_hash: int | None, target_hash: int | None) -> DifferenceKind:
-    if target_hash is None:
-        return "missing"
-    if source_hash is None:
-        return "extra"
-    return "different"
+_kind = kind_of
+_KIND_ORDER: Mapping[DifferenceKind, int] = MappingProxyType({"missing": 0, "extra": 1, "different": 2})
 
 
 def _table_sql(table: TableScope, *, inherited: bool) -> sql.Composable:
@@ -1106,23 +1329,40 @@ class _DatabaseRun:
 
 
 class Verifier:
-    """Runs a verification; :meth:`cancel` (from any thread) stops it at the next step."""
+    """Runs a verification. Cancelling its token (:meth:`cancel`, or ``cancel.cancel()`` from any
+    thread) stops it promptly with :class:`VerifyCancelled`, a :class:`Cancelled`."""
 
-    def __init__(self, options: VerifyOptions | None = None, on_event: EventCallback | None = None) -> None:
+    def __init__(self, options: VerifyOptions | None = None, on_event: EventCallback | None = None, *,
+                 cancel: CancelToken | None = None) -> None:
         self.options = options or VerifyOptions()
         self._on_event = on_event
         self._event_lock = threading.Lock()
-        self._cancel = threading.Event()
+        self._cancel = cancel or CancelToken()
         self._pairs: list[_Pair] = []
         self._pairs_lock = threading.Lock()
         self._counter = 0
         self._total = 0
 
+    @property
+    def token(self) -> CancelToken:
+        return self._cancel
+
     def cancel(self) -> None:
-        self._cancel.set()
+        self._cancel.cancel()
+        self._interrupt()
+
+    def _interrupt(self) -> None:
         with self._pairs_lock:
             for pair in self._pairs:
                 pair.interrupt()
+
+    def _watch(self, finished: threading.Event) -> None:
+        """A token cancelled elsewhere only sets a flag: stop the queries running on its behalf."""
+        while not finished.is_set():
+            if self._cancel.wait(0.1):
+                if not finished.is_set():
+                    self._interrupt()
+                return
 
     def _emit(self, event: VerifyEvent) -> None:
         if self._on_event is not None:
@@ -1133,8 +1373,17 @@ class Verifier:
         started = time.monotonic()
         self._total = sum(len(run.tables) for run in runs)
         results: list[TableResult] = []
-        for run in runs:
-            results.extend(self._run_database(run))
+        finished = threading.Event()
+        threading.Thread(target=self._watch, args=(finished,), name="pgtide-verify-cancel", daemon=True).start()
+        try:
+            for run in runs:
+                results.extend(self._run_database(run))
+        except psycopg.OperationalError:
+            if self._cancel.cancelled:  # a query stopped on our behalf, outside any one table
+                raise VerifyCancelled() from None
+            raise
+        finally:
+            finished.set()
         return VerifyReport(
             tables=tuple(results),
             seconds=time.monotonic() - started,
@@ -1142,8 +1391,7 @@ class Verifier:
         )
 
     def _new_pair(self, run: _DatabaseRun) -> _Pair:
-        if self._cancel.is_set():
-            raise Interrupted("verify was cancelled", "Run it again.")
+        _check(self._cancel)
         pair = _Pair(run.source, run.target, self._cancel)
         with self._pairs_lock:
             self._pairs.append(pair)
@@ -1200,8 +1448,7 @@ class Verifier:
             jobs = min(self.options.jobs, len(run.tables))
             if jobs <= 1:
                 for index in order:
-                    if self._cancel.is_set():
-                        raise Interrupted("verify was cancelled", "Run it again.")
+                    _check(self._cancel)
                     one(index)
             else:
                 with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="pgtide-verify") as pool:
@@ -1210,7 +1457,10 @@ class Verifier:
                         for future in futures:
                             future.result()
                     except BaseException:
-                        self.cancel()
+                        # Stop the other tables without cancelling the caller's token: it may be shared.
+                        for each_future in futures:
+                            each_future.cancel()
+                        self._interrupt()
                         raise
         finally:
             for each in opened:
@@ -1232,8 +1482,8 @@ class Verifier:
         try:
             result = self._compare(pair, run, table, source, target, versions, block, where, base)
         except psycopg.OperationalError:
-            if self._cancel.is_set():
-                raise Interrupted("verify was cancelled", "Run it again.") from None
+            if self._cancel.cancelled:
+                raise VerifyCancelled() from None
             raise
         except psycopg.Error as exc:  # this table's problem (privileges, a bad filter): report it
             _rollback(pair)
@@ -1330,12 +1580,13 @@ class Verifier:
         tracked, overflow = verifier.differing_keys(source_buckets, target_buckets, to_name)
         real, still_changing = verifier.settle_keys(tracked)
         counts: dict[DifferenceKind, int] = dict(overflow)
-        differences = []
+        kinds = []
         for row_key, (source_hash, target_hash) in real.items():
-            kind = _kind(source_hash, target_hash)
+            kind = kind_of(source_hash, target_hash)
             counts[kind] += 1
-            differences.append(RowDifference(kind, row_key))
-        differences.sort(key=lambda d: (("missing", "extra", "different").index(d.kind), _key_order(d.key)))
+            kinds.append((_KIND_ORDER[kind], _key_order(row_key), kind, row_key))
+        # Up to tracked_keys differ; only max_keys are reported: no need to sort them all.
+        differences = [RowDifference(kind, row_key) for _, _, kind, row_key in heapq.nsmallest(options.max_keys, kinds)]
         if any(overflow.values()):
             notes.append(f"more than {options.tracked_keys} differing rows: the first {options.tracked_keys} were "
                          "kept (and re-checked when live), the rest are only counted")
@@ -1343,7 +1594,7 @@ class Verifier:
         return self._finish(
             result, waiter, verifier, notes, status="differ" if total else "match",
             missing=counts["missing"], extra=counts["extra"], different=counts["different"],
-            differences=tuple(differences[: options.max_keys]), still_changing=still_changing,
+            differences=tuple(differences), still_changing=still_changing,
         )
 
     def _finish(self, result: TableResult, waiter: _Waiter, verifier: _TableVerifier, notes: list[str],
@@ -1356,7 +1607,7 @@ class Verifier:
             notes.append(f"the target did not catch up within {self.options.recheck_timeout:g} s: the "
                          "differences reported may be changes still in flight")
         return replace(result, resolved_in_flight=verifier.resolved, unsettled=unsettled, notes=tuple(notes),
-                       **changes)
+                       listed_ranges=verifier.listed, dense_ranges=verifier.dense, **changes)
 
 
 def _rollback(pair: _Pair) -> None:
@@ -1443,14 +1694,17 @@ def verify_scope(
     live: Mapping[str, LiveReplication | None] | None = None,
     on_event: EventCallback | None = None,
     verifier: Verifier | None = None,
+    cancel: CancelToken | None = None,
 ) -> VerifyReport:
     """Verify the scope's tables (or ``tables``) of ``source`` against ``target``.
 
     Each database is compared with the database of the same name on the target. ``live``
     maps a database to the subscription keeping it in step (None: a static comparison).
+    ``cancel``: stops the run with :class:`Cancelled` (ignored when ``verifier`` is given:
+    that one's own token applies).
     """
     chosen = list(tables) if tables is not None else [t for db in scope.databases for t in db.tables]
-    verifier = verifier or Verifier(options, on_event)
+    verifier = verifier or Verifier(options, on_event, cancel=cancel)
     runs = []
     for database in scope.databases:
         members = [t for t in chosen if t.database == database.name]
@@ -1480,6 +1734,7 @@ def verify_plan(
     options: VerifyOptions | None = None,
     on_event: EventCallback | None = None,
     verifier: Verifier | None = None,
+    cancel: CancelToken | None = None,
 ) -> VerifyReport:
     """Resolve the plan's selection on the source and verify every table it migrates.
 
@@ -1494,4 +1749,4 @@ def verify_plan(
         for database in sorted({t.database for t in chosen}):
             live[database] = detect_live(plan.source, plan.target, database)
     return verify_scope(scope, plan.source, plan.target, tables=chosen, options=options, live=live,
-                        on_event=on_event, verifier=verifier)
+                        on_event=on_event, verifier=verifier, cancel=cancel)

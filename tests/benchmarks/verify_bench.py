@@ -11,9 +11,12 @@ SCALE: 100,000 rows per scale unit, 10 M at the default), then times in one run:
 - the seeds' method: ``md5(string_agg(t::text ORDER BY aid))`` on both sides at once,
   per 1 M-row key range (one aggregate over 10 M rows passes the 1 GB string limit);
 - pgtide verify, source against target: identical, then with 10 planted differences,
-  which it must name exactly.
+  which it must name exactly;
+- pgtide verify against a target missing 10 % of the rows (every tenth key), then all of
+  them: the missing count must be exact and the first keys named.
 
-Target: pgtide <= 2x the floor while still naming the planted rows.
+Targets: pgtide <= 2x the floor while still naming the planted rows; <= 3x the floor with
+a tenth or all of the rows missing.
 """
 
 from __future__ import annotations
@@ -25,8 +28,13 @@ import threading
 import time
 from pathlib import Path
 
-from _bench import LOGICAL_SETTINGS, PgCluster, machine_bindir, median_time, running_cluster
-
+from _bench import (
+    LOGICAL_SETTINGS,
+    PgCluster,
+    machine_bindir,
+    median_time,
+    running_cluster,
+)
 from pgtide.core.infra.endpoint import Endpoint
 from pgtide.core.model.plan import Plan
 from pgtide.core.model.selection import Selection
@@ -133,17 +141,50 @@ def main() -> None:
         found = set(result.differences)
         assert found == planted, f"expected {sorted(planted, key=str)}, got {sorted(found, key=str)}"
 
+        # Back to identical (pgbench's rows are deterministic), then the dense cases.
+        with target.connect("bench") as conn:
+            for difference in planted:
+                aid = int(difference.key[0])
+                if difference.kind == "different":
+                    conn.execute("UPDATE pgbench_accounts SET abalance = abalance - 1 WHERE aid = %s", [aid])
+                elif difference.kind == "missing":
+                    conn.execute("INSERT INTO pgbench_accounts VALUES (%s, (%s - 1) / 100000 + 1, 0, '')", [aid, aid])
+                else:
+                    conn.execute("DELETE FROM pgbench_accounts WHERE aid = %s", [aid])
+            conn.execute("DELETE FROM pgbench_accounts WHERE aid % 10 = 0")
+            conn.execute("VACUUM pgbench_accounts")  # no autovacuum starting mid-measurement
+        tenth_seconds, report = median_time(
+            lambda: verify_plan(plan, tables=["pgbench_accounts"], options=options), repeat=args.repeat)
+        (tenth,) = report.tables
+        assert (tenth.missing, tenth.extra, tenth.different) == (rows // 10, 0, 0), tenth
+        assert [d.key[0] for d in tenth.differences[:3]] == ["10", "20", "30"], tenth.differences[:3]
+
+        target.execute("TRUNCATE pgbench_accounts", dbname="bench")
+        empty_seconds, report = median_time(
+            lambda: verify_plan(plan, tables=["pgbench_accounts"], options=options), repeat=args.repeat)
+        (empty,) = report.tables
+        assert (empty.missing, empty.extra, empty.different) == (rows, 0, 0), empty
+        assert [d.key[0] for d in empty.differences[:3]] == ["1", "2", "3"], empty.differences[:3]
+
     print()
     timed("count(*), source", count_seconds)
     timed("floor: sum(hashtext(t::text)), source, parallel", floor_seconds, floor_seconds)
     timed("seeds: md5(string_agg ORDER BY) per 1M keys, both", seeds_seconds, floor_seconds)
     timed("pgtide verify, both sides, no differences", clean_seconds, floor_seconds)
     timed("pgtide verify, both sides, 10 planted (all named)", planted_seconds, floor_seconds)
+    timed("pgtide verify, target missing 10 % of the rows", tenth_seconds, floor_seconds)
+    timed("pgtide verify, target missing every row", empty_seconds, floor_seconds)
     target_met = clean_seconds <= 2 * floor_seconds and planted_seconds <= 2 * floor_seconds
+    dense_met = tenth_seconds <= 3 * floor_seconds and empty_seconds <= 3 * floor_seconds
     print(f"\ntarget pgtide <= 2x floor: {'met' if target_met else 'MISSED'}; "
           f"pgtide is {seeds_seconds / clean_seconds:.1f}x faster than the seeds' method")
+    print(f"target pgtide <= 3x floor with rows missing: {'met' if dense_met else 'MISSED'}")
     print(f"planted differences named: {len(found)}/{len(planted)} "
           f"({', '.join(f'{d.kind} {d.key[0]}' for d in sorted(found, key=lambda d: (d.kind, int(d.key[0]))))})")
+    for label, result in (("10 % missing", tenth), ("all missing", empty)):
+        first = ", ".join(d.key[0] for d in result.differences[:3])
+        print(f"{label}: {result.missing:,} of {rows:,} missing (exact), first keys {first}; "
+              f"{result.listed_ranges} range(s) listed, {result.dense_ranges} dense")
 
 
 if __name__ == "__main__":

@@ -13,22 +13,30 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg import sql
-
-from pgharness import HOSTILE_SCHEMA, LONG_NAME, PgCluster, create_fixture_schema, wait_for
+from pgharness import (
+    HOSTILE_SCHEMA,
+    LONG_NAME,
+    PgCluster,
+    create_fixture_schema,
+    wait_for,
+)
 from pgtide.core.infra.endpoint import Endpoint
-from pgtide.core.replication.naming import replication_names
+from pgtide.core.infra.events import Cancelled, CancelToken
 from pgtide.core.model.plan import Plan
 from pgtide.core.model.selection import Selection
+from pgtide.core.replication.naming import replication_names
 from pgtide.core.verify.compare import (
     ChunkVerified,
+    RangesListed,
     RowDifference,
     TableStarted,
     TableVerified,
+    Verifier,
     VerifyOptions,
     VerifyReport,
     verify_plan,
 )
+from psycopg import sql
 
 # Sessions that copy test data pin the output settings, so text COPY round-trips exactly
 # even though the two databases get different defaults below.
@@ -305,18 +313,18 @@ def test_hostile_identifiers_and_cli(source_cluster: PgCluster, target_cluster: 
     pgtide = str(Path(sys.executable).parent / "pgtide")
     base = [pgtide, "verify", "--source", source_cluster.url(db), "--target", target_cluster.url(db),
             "--include-databases", db]
-    out = subprocess.run([*base, "--table", LONG_NAME, "--table", '"quote""d"'], capture_output=True, text=True,
-                         timeout=60)
+    out = subprocess.run([*base, "--table", LONG_NAME, "--table", '"quote""d"'], check=False, capture_output=True,
+                         text=True, timeout=60)
     assert out.returncode == 1, out.stderr
     assert 'different: id=7' in out.stdout and "DIFFERENCES FOUND: 2 table(s)" in out.stdout
-    out = subprocess.run([*base, "--table", LONG_NAME, "--json"], capture_output=True, text=True, timeout=60)
+    out = subprocess.run([*base, "--table", LONG_NAME, "--json"], check=False, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.count("\n") == 2 and '"ok": true' in out.stdout
-    out = subprocess.run([*base, "--table", "no_such_table"], capture_output=True, text=True, timeout=60)
+    out = subprocess.run([*base, "--table", "no_such_table"], check=False, capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "no_such_table" in out.stderr
     bad = f"postgresql://nobody:s3cret-pw@127.0.0.1:1/{db}"
     out = subprocess.run([pgtide, "verify", "--source", source_cluster.url(db), "--target", bad,
-                          "--include-databases", db], capture_output=True, text=True, timeout=60)
+                          "--include-databases", db], check=False, capture_output=True, text=True, timeout=60)
     assert out.returncode == 3 and "s3cret-pw" not in out.stdout + out.stderr
 
 
@@ -410,3 +418,158 @@ def test_live_replication_in_flight_changes_settle_and_real_ones_are_found(
         writer.stop.set()
         writer.join(timeout=10)
     assert writer.error is None and writer.transactions > 100
+
+
+# -- many differences: dense ranges are listed, not bisected -----------------------------------------------
+
+
+DENSE_ROWS = 40_000
+
+
+@pytest.fixture
+def dense_db(source_cluster: PgCluster, target_cluster: PgCluster, db: str) -> str:
+    """The same 40,000 rows on both sides (4 first-pass buckets of 10,000 keys)."""
+    run_both(source_cluster, target_cluster, db, "CREATE TABLE items (id int PRIMARY KEY, v int NOT NULL, note text)")
+    for cluster in (source_cluster, target_cluster):
+        cluster.execute(f"INSERT INTO items SELECT g, g, md5(g::text) FROM generate_series(1, {DENSE_ROWS}) g",
+                        dbname=db)
+    return db
+
+
+def listed(events: list[Any]) -> list[RangesListed]:
+    return [e for e in events if isinstance(e, RangesListed)]
+
+
+def test_target_missing_every_row_is_counted_exactly_and_lists_only_the_first_keys(
+    source_cluster: PgCluster, target_cluster: PgCluster, dense_db: str
+) -> None:
+    target_cluster.execute("TRUNCATE items", dbname=dense_db)
+    events: list[Any] = []
+    # Fewer keys tracked than missing: the rest must still be counted, exactly.
+    options = VerifyOptions(max_keys=5, tracked_keys=1000)
+    (result,) = verify_plan(plan_for(source_cluster, target_cluster, dense_db), options=options,
+                            on_event=events.append).tables
+    assert (result.status, result.method) == ("differ", "key ranges")
+    assert (result.missing, result.extra, result.different) == (DENSE_ROWS, 0, 0)
+    assert (result.source_rows, result.target_rows) == (DENSE_ROWS, 0)
+    assert result.differences == tuple(RowDifference("missing", (str(i),)) for i in range(1, 6))
+    # Four empty buckets side by side: one range, listed whole (never bisected).
+    assert (result.listed_ranges, result.dense_ranges) == (1, 1)
+    assert [(e.ranges, e.dense, e.differences) for e in listed(events)] == [(1, 1, DENSE_ROWS)]
+    assert not any("bisecting" in getattr(e, "reason", "") for e in events)
+    assert any("more than 1000 differing rows" in note for note in result.notes)
+
+
+def test_target_missing_a_tenth_of_its_rows(
+    source_cluster: PgCluster, target_cluster: PgCluster, dense_db: str
+) -> None:
+    target_cluster.execute("DELETE FROM items WHERE id % 10 = 5; INSERT INTO items VALUES (50000, 0, 'x')",
+                           dbname=dense_db)
+    events: list[Any] = []
+    (result,) = verify_plan(plan_for(source_cluster, target_cluster, dense_db), options=VerifyOptions(max_keys=3),
+                            on_event=events.append).tables
+    assert (result.missing, result.extra, result.different) == (DENSE_ROWS // 10, 1, 0)
+    assert result.differences == (RowDifference("missing", ("5",)), RowDifference("missing", ("15",)),
+                                  RowDifference("missing", ("25",)))
+    # Counts 10 % apart in every bucket: listed without bisecting; the extra key's bucket too.
+    assert result.dense_ranges >= 1 and listed(events)[0].differences == DENSE_ROWS // 10 + 1
+    assert not any("bisecting" in getattr(e, "reason", "") for e in events)
+
+
+def test_a_tenth_of_the_rows_changed(source_cluster: PgCluster, target_cluster: PgCluster, dense_db: str) -> None:
+    # Equal counts everywhere, so the counts alone say nothing: one bisection level shows
+    # every sub-range differing, and the buckets are then listed whole.
+    target_cluster.execute("UPDATE items SET v = v + 1 WHERE id % 10 = 3", dbname=dense_db)
+    events: list[Any] = []
+    (result,) = verify_plan(plan_for(source_cluster, target_cluster, dense_db), options=VerifyOptions(max_keys=4),
+                            on_event=events.append).tables
+    assert (result.missing, result.extra, result.different) == (0, 0, DENSE_ROWS // 10)
+    assert [d.key[0] for d in result.differences] == ["3", "13", "23", "33"]
+    assert {d.kind for d in result.differences} == {"different"}
+    assert result.dense_ranges == result.listed_ranges == 1  # the four buckets, joined
+    assert sum(1 for e in events if "bisecting" in getattr(e, "reason", "")) == 1
+
+
+def test_sparse_and_dense_differences_in_one_table(
+    source_cluster: PgCluster, target_cluster: PgCluster, dense_db: str
+) -> None:
+    # Keys 1..10000 gone (one-sided bucket), a single changed row far away (bisected down
+    # to a small leaf), and one extra key beyond the source's last.
+    target_cluster.execute("DELETE FROM items WHERE id <= 10000; UPDATE items SET note = 'x' WHERE id = 31234; "
+                           "INSERT INTO items VALUES (40001, 1, 'extra')", dbname=dense_db)
+    (result,) = verify_plan(plan_for(source_cluster, target_cluster, dense_db),
+                            options=VerifyOptions(max_keys=20_000)).tables
+    assert (result.missing, result.extra, result.different) == (10_000, 1, 1)
+    assert result.differences[0] == RowDifference("missing", ("1",))
+    assert result.differences[9999] == RowDifference("missing", ("10000",))
+    assert result.differences[10_000:] == (RowDifference("extra", ("40001",)), RowDifference("different", ("31234",)))
+    assert result.dense_ranges >= 1 and result.listed_ranges > result.dense_ranges
+
+
+def test_live_dense_differences_are_exact_while_the_source_keeps_changing(
+    source_cluster: PgCluster, target_cluster: PgCluster, db: str
+) -> None:
+    run_both(source_cluster, target_cluster, db, """
+        CREATE TABLE items (id int PRIMARY KEY, v int NOT NULL, note text);
+        CREATE TABLE filtered (id int PRIMARY KEY, v int NOT NULL);
+    """)
+    subscribe(source_cluster, target_cluster, db, "items, filtered")
+    source_cluster.execute("""
+        INSERT INTO items SELECT g, 0, 'n' || g FROM generate_series(1, 20000) g;
+        INSERT INTO filtered SELECT g, 0 FROM generate_series(1, 2000) g;
+    """, dbname=db)
+    wait_for(lambda: target_cluster.execute("SELECT count(*) FROM items", dbname=db)[0][0] == 20000,
+             what="the initial rows to replicate")
+    # A tenth of the rows the writer never touches, lost on the target only.
+    target_cluster.execute("DELETE FROM items WHERE id > 10000 AND id <= 20000 AND id % 10 = 5", dbname=db)
+    writer = Writer(source_cluster, db)
+    writer.start()
+    try:
+        wait_for(lambda: writer.transactions > 50, what="the writer to get going")
+        events: list[Any] = []
+        report = verify_plan(plan_for(source_cluster, target_cluster, db), tables=["items"], on_event=events.append)
+        (items,) = report.tables
+        assert report.live_databases == (db,)
+        assert (items.missing, items.extra, items.different) == (1000, 0, 0), items.notes
+        assert items.differences[:2] == (RowDifference("missing", ("10005",)), RowDifference("missing", ("10015",)))
+        assert not items.unsettled and items.dense_ranges >= 1 and listed(events)
+    finally:
+        writer.stop.set()
+        writer.join(timeout=10)
+    assert writer.error is None
+
+
+# -- cancelling -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["token", "verifier"])
+def test_cancel_stops_a_running_verify(source_cluster: PgCluster, target_cluster: PgCluster, dense_db: str,
+                                       how: str) -> None:
+    """A verify blocked in a query on the target (a lock held elsewhere) stops with Cancelled."""
+    token = CancelToken()
+    verifier = Verifier(VerifyOptions(live=False), cancel=token if how == "token" else None)
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            verify_plan(plan_for(source_cluster, target_cluster, dense_db), verifier=verifier)
+            outcome.append(None)
+        except BaseException as exc:  # noqa: BLE001 - examined by the test
+            outcome.append(exc)
+
+    with target_cluster.connect(dense_db, autocommit=False) as blocker:
+        blocker.execute("LOCK TABLE items IN ACCESS EXCLUSIVE MODE")
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        wait_for(lambda: target_cluster.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgtide-verify' AND wait_event_type = 'Lock'",
+        )[0][0] > 0, what="verify to wait on the lock")
+        if how == "token":
+            token.cancel()
+        else:
+            verifier.cancel()
+        thread.join(timeout=25)
+        blocker.rollback()
+    assert not thread.is_alive()
+    assert len(outcome) == 1 and isinstance(outcome[0], Cancelled), outcome
+    assert verifier.token.cancelled

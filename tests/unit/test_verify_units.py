@@ -7,13 +7,17 @@ from collections import deque
 from typing import Any
 
 import pytest
-from psycopg import sql
-
 from pgtide.core.catalog.discovery import TableInfo
-from pgtide.core.infra.errors import InputError
-from pgtide.core.monitor.poll import _eta, extract_worker_error, format_lsn, lsn_reached, parse_lsn
 from pgtide.core.catalog.scope import TableScope
+from pgtide.core.infra.errors import InputError
 from pgtide.core.model.selection import parse_table_pattern
+from pgtide.core.monitor.poll import (
+    _eta,
+    extract_worker_error,
+    format_lsn,
+    lsn_reached,
+    parse_lsn,
+)
 from pgtide.core.verify.compare import (
     RowDifference,
     TableResult,
@@ -27,6 +31,7 @@ from pgtide.core.verify.compare import (
     _Shape,
     _Side,
 )
+from psycopg import sql
 
 
 def test_lsn_round_trip_and_page_boundary() -> None:
