@@ -250,6 +250,8 @@ class FakeServices:
         self.saved_modified = FIXED_NOW
         self.monitors: list[FakeMonitor] = []
         self.torn_down: list[str] = []
+        #: Every cancel token handed to the app, to see whether a run was asked to stop.
+        self.cancel_tokens: list[CancelToken] = []
         self.passwords: dict[str, str] = {}
 
     # -- servers ----------------------------------------------------------------------------
@@ -368,7 +370,9 @@ class FakeServices:
     # -- running -------------------------------------------------------------------------------------
 
     def cancel_token(self) -> CancelToken:
-        return CancelToken()
+        token = CancelToken()
+        self.cancel_tokens.append(token)
+        return token
 
     def init(self, plan: Plan, scope: Scope | None, emit: Emit, cancel: CancelToken) -> list[DatabaseResult]:
         assert scope is not None
