@@ -38,14 +38,14 @@ def package_version() -> str:
 class _Parser(argparse.ArgumentParser):
     """argparse exits with 2 on bad usage, which is our code for bad input too."""
 
-    def error(self, message: str) -> Any:  # type: ignore[override]
+    def error(self, message: str) -> Any:
         self.print_usage(sys.stderr)
         self.exit(EXIT_USAGE, f"pgtide: error: {message}\n")
 
 
 def _cmd_ping(args: argparse.Namespace) -> int:
-    from ..core.infra.endpoint import Endpoint
     from ..core.catalog.server import probe
+    from ..core.infra.endpoint import Endpoint
 
     status = EXIT_OK
     for text in args.endpoints:
@@ -131,8 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(handler=_cmd_demo)
 
-    from .profile_cmd import register
     from .migrations_cmd import register as register_migrations
+    from .profile_cmd import register
     from .watch_cmd import register as register_watch
 
     register(sub)
@@ -172,8 +172,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _terminate)
     install_cleanup_handlers()
     as_json = bool(getattr(args, "json", False))
+    from ..core.infra.db import connection_pools
+
     try:
-        return handler(args)
+        # One small pool per server and database for the command's short queries.
+        with connection_pools():
+            return handler(args)
     except PgtideError as exc:
         log.info("%s", exc)
         _report(exc, as_json)
@@ -187,7 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_BROKEN_PIPE
-    except Exception:  # noqa: BLE001 - a traceback may hold secrets: it goes to the log only
+    except Exception:
         log.exception("unexpected error")
         print(f"error: unexpected internal error; details are in {logs.log_file()}", file=sys.stderr)
         return EXIT_FAILED

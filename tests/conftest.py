@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from pgharness import LOGICAL_SETTINGS, BinariesMissing, PgCluster, bindir_for, machine_bindir
 
 _all_clusters: list[PgCluster] = []
@@ -40,6 +39,16 @@ def private_dirs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
 
     forget_resolved()
     return root
+
+
+@pytest.fixture(autouse=True)
+def pooled_connections() -> Iterator[None]:
+    """Every test runs with the per-command connection pools the CLI uses, so a helper that
+    leaves a session changed for the next borrower shows up here, not at a user's."""
+    from pgtide.core.infra.db import connection_pools
+
+    with connection_pools():
+        yield
 
 
 @pytest.fixture

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
+from psycopg import sql
+from psycopg.pq import TransactionStatus
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from .endpoint import Endpoint
 from .errors import ConnectError, InputError
@@ -71,6 +77,10 @@ _CONNECT_FAILURES: list[tuple[str, str, str]] = [
 ]
 
 
+#: What psycopg's execute() takes from pgtide: composed SQL, never a bare string of user text.
+Query = sql.SQL | sql.Composed
+
+
 def describe_connect_failure(endpoint: Endpoint, exc: BaseException) -> ConnectError:
     """A ConnectError with a specific cause and remedy, and nothing secret in it."""
     message = endpoint.redact(str(exc))
@@ -85,13 +95,29 @@ def describe_connect_failure(endpoint: Endpoint, exc: BaseException) -> ConnectE
     )
 
 
-def connect(endpoint: Endpoint, *, autocommit: bool = True, **extra: Any) -> psycopg.Connection[Any]:
-    """Open a connection, with keepalives and a connect timeout, or raise a ConnectError."""
+def connect(endpoint: Endpoint, *, autocommit: bool = True, pooled: bool = True,
+            **extra: Any) -> psycopg.Connection[Any]:
+    """A connection with keepalives and a connect timeout, or a ConnectError.
+
+    Inside :func:`connection_pools` (every CLI command, the app), a plain autocommit
+    connection comes from that command's pool for this server and database, and closing it
+    (``with connect(...) as conn:``) hands it back. Long-lived or special sessions — the
+    monitor's, verify's, the copy's, anything with ``extra`` settings — pass ``pooled=False``
+    or are never pooled.
+    """
+    pools = _active_pools
+    if pools is not None and pooled and autocommit and not extra:
+        return pools.connection(endpoint)
+    return _open(endpoint, autocommit=autocommit, **extra)
+
+
+def _open(endpoint: Endpoint, *, autocommit: bool = True, connection_class: type[psycopg.Connection[Any]] | None = None,
+          **extra: Any) -> psycopg.Connection[Any]:
     try:
         # UTF8 whatever the database's encoding: pgtide's own text (names, filters) is
         # Unicode, and JSON results (EXPLAIN) are decoded as UTF-8; the server converts.
-        return psycopg.connect(**endpoint.connect_kwargs(**{"client_encoding": "utf8", **extra}),
-                               autocommit=autocommit)
+        return (connection_class or psycopg.Connection).connect(
+            **endpoint.connect_kwargs(**{"client_encoding": "utf8", **extra}), autocommit=autocommit)
     except psycopg.ProgrammingError as exc:
         raise InputError(
             f"{endpoint.redacted()}: {endpoint.redact(str(exc)).splitlines()[0]}",
@@ -100,3 +126,130 @@ def connect(endpoint: Endpoint, *, autocommit: bool = True, **extra: Any) -> psy
         ) from None
     except psycopg.OperationalError as exc:
         raise describe_connect_failure(endpoint, exc) from None
+
+
+# -- pooled connections ----------------------------------------------------------------------------
+
+
+class _PooledConnection(psycopg.Connection[Any]):
+    """A pool member used the way every helper uses a connection, ``with connect(...) as conn:``.
+
+    psycopg leaves a pooled connection open at the end of a ``with`` block (it expects
+    ``pool.connection()``); closing it here hands it back, since the pools close_returns.
+    """
+
+    def __exit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
+        super().__exit__(exc_type, exc_val, exc_tb)
+        if self.closed:
+            return
+        try:
+            if self.info.transaction_status != TransactionStatus.IDLE:
+                self.rollback()
+            # A borrower may have changed session settings (search_path, quoting pins): the
+            # next one starts from the connection's defaults. Done here, not by the pool's
+            # reset hook, so the member is back (and seen as available) before we return.
+            self.execute("RESET ALL")
+        except psycopg.Error:
+            pass  # broken: the pool discards it when it comes back
+        self.close()
+
+
+class ConnectionPools:
+    """One small pool per server and database, for the short queries of one command.
+
+    Over TLS to a distant provider each new session costs one to three round trips before
+    its first query; one init used to open a session per helper (version, existence,
+    objects, catalog, each check). A pool's new members are opened here, in the borrowing
+    thread, and handed to the pool as it grows: a server that refuses says why at once
+    (a pool left to connect on its own retries until its timeout), and nothing connects in
+    the background. A member that broke is discarded when it comes back.
+    """
+
+    def __init__(self, *, max_size: int = 4, max_idle: float = 60.0) -> None:
+        self.max_size = max_size
+        self.max_idle = max_idle
+        self._pools: dict[str, tuple[ConnectionPool[psycopg.Connection[Any]], list[psycopg.Connection[Any]]]] = {}
+        self._lock = threading.Lock()
+        #: Connections opened for the pools (what connections_bench and the tests count).
+        self.opened = 0
+
+    def connection(self, endpoint: Endpoint) -> psycopg.Connection[Any]:
+        key = endpoint.conninfo(include_password=True, client_encoding="utf8")
+        with self._lock:
+            if key not in self._pools:
+                self._pools[key] = self._new_pool(key)
+            pool, seeds = self._pools[key]
+        for _attempt in range(self.max_size + 1):
+            if not pool.get_stats().get("pool_available", 0):
+                fresh = _open(endpoint, connection_class=_PooledConnection)
+                with self._lock:
+                    self.opened += 1
+                    seeds.append(fresh)
+            try:
+                conn = pool.getconn(timeout=_connect_timeout(endpoint) + 2.0)
+            except PoolTimeout:
+                break
+            # One round trip proves an idle member still works: DROP DATABASE ... WITH (FORCE),
+            # a restart or an idle timeout may have ended it since it came back.
+            try:
+                conn.execute("")
+            except psycopg.Error:
+                conn.close()  # back to the pool, which discards it as broken
+                continue
+            return conn
+        # Every member busy (or broken) for that long: do not wait longer, use one of its own.
+        conn = _open(endpoint)
+        with self._lock:
+            self.opened += 1
+        return conn
+
+    def _new_pool(self, key: str) -> tuple[ConnectionPool[psycopg.Connection[Any]], list[psycopg.Connection[Any]]]:
+        seeds: list[psycopg.Connection[Any]] = []
+        lock = self._lock
+
+        class _Seeded(_PooledConnection):
+            """The pool grows by the connections :meth:`connection` opened for it."""
+
+            @classmethod
+            def connect(cls, conninfo: str = "", **kwargs: Any) -> Any:  # type: ignore[override]
+                with lock:
+                    if seeds:
+                        return seeds.pop()
+                # Only when a member was discarded while nobody was borrowing: connect then.
+                return _PooledConnection.connect(conninfo, **kwargs)
+
+        pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
+            key, connection_class=_Seeded, kwargs={"autocommit": True}, min_size=0, max_size=self.max_size,
+            max_idle=self.max_idle, close_returns=True, open=True, name="pgtide")
+        return pool, seeds
+
+    def close(self) -> None:
+        with self._lock:
+            pools, self._pools = list(self._pools.values()), {}
+        for pool, seeds in pools:
+            pool.close(timeout=5.0)
+            for spare in seeds:
+                spare.close()
+
+
+def _connect_timeout(endpoint: Endpoint) -> float:
+    try:
+        return float(endpoint.connect_kwargs().get("connect_timeout") or 10)
+    except ValueError:
+        return 10.0
+
+
+_active_pools: ConnectionPools | None = None
+
+
+@contextmanager
+def connection_pools(**settings: Any) -> Iterator[ConnectionPools]:
+    """Pool the short-lived connections opened inside this block (one command, or the app)."""
+    global _active_pools
+    previous, pools = _active_pools, ConnectionPools(**settings)
+    _active_pools = pools
+    try:
+        yield pools
+    finally:
+        _active_pools = previous
+        pools.close()

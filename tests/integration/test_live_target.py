@@ -13,19 +13,20 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from psycopg import sql
-
 from engine_support import replication_objects, wait_until_identical
 from pgharness import PgCluster
+from psycopg import sql
+
 from pgtide.core.engine import migrate
-from pgtide.core.replication import naming
+from pgtide.core.engine.migrate import MigrationFailed
+from pgtide.core.engine.validate import validate
+from pgtide.core.infra.db import connection_pools
 from pgtide.core.infra.endpoint import Endpoint
 from pgtide.core.infra.errors import InputError
-from pgtide.core.engine.migrate import MigrationFailed
 from pgtide.core.jobs.store import JobStore
 from pgtide.core.model.plan import Options, Plan
 from pgtide.core.model.selection import Selection
-from pgtide.core.engine.validate import validate
+from pgtide.core.replication import naming
 
 PGTIDE = str(Path(sys.executable).parent / "pgtide")
 DB = "live_shop"
@@ -130,7 +131,8 @@ def test_teardown_with_the_target_database_refusing_connections_reports_and_keep
     plan = _plan(source, target)
     names = naming.replication_names(plan.source, plan.target, DB)
     target.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(sql.Identifier(DB)))
-    with pytest.raises(MigrationFailed) as info:
+    # A new command (new connection pools): nothing already connected to that database.
+    with connection_pools(), pytest.raises(MigrationFailed) as info:
         migrate.teardown(plan)
     assert names.subscription in info.value.cause and "could not remove" in info.value.cause
     assert "the slot is gone" in info.value.remedy  # this run did drop the slot
