@@ -9,21 +9,15 @@ import time
 from collections.abc import Sequence
 from typing import IO, Any
 
-from ..core.catalog.estimate import Estimate, human_bytes, human_seconds
+from ..core.catalog.estimate import Estimate
 from ..core.infra.events import CheckReported, Event, Log, PhaseFinished, PhaseStarted, TableCopied, TableProgress
+from ..core.infra.formatting import human_bytes, human_seconds, text_table
 
 _MARK = {"ok": "ok", "warning": "WARN", "error": "FAIL"}
 
 
 def table(rows: Sequence[Sequence[str]], headers: Sequence[str]) -> str:
-    """A plain aligned text table (no box drawing: it must read well in CI logs)."""
-    widths = [len(h) for h in headers]
-    for row in rows:
-        widths = [max(w, len(str(cell))) for w, cell in zip(widths, row, strict=True)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip(),
-             "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
-    return "\n".join(lines)
+    return text_table(rows, headers)
 
 
 class EventPrinter:

@@ -14,10 +14,12 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from datetime import timezone
+from datetime import UTC
 from typing import IO, Any
 
 from ..core.infra.errors import InputError
+from ..core.infra.formatting import human_bytes, human_seconds
+from ..core.infra.formatting import text_table as shared_text_table
 from .args import add_endpoint_arguments, add_selection_arguments, session_from_args
 
 EXIT_OK = 0
@@ -88,34 +90,8 @@ def register(sub: Any) -> None:
 # -- formatting helpers -------------------------------------------------------------------------------
 
 
-def human_bytes(value: int | None) -> str:
-    if value is None:
-        return "-"
-    amount = float(value)
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(amount) < 1024 or unit == "TB":
-            return f"{int(amount)} {unit}" if unit == "B" else f"{amount:.1f} {unit}"
-        amount /= 1024
-    return f"{value} B"
-
-
-def human_seconds(value: float | None) -> str:
-    if value is None:
-        return "-"
-    if value < 60:
-        return f"{value:.1f} s"
-    if value < 3600:
-        return f"{int(value // 60)} min {int(value % 60)} s"
-    return f"{int(value // 3600)} h {int(value % 3600 // 60)} min"
-
-
 def text_table(rows: Sequence[Sequence[str]], headers: Sequence[str]) -> str:
-    widths = [len(h) for h in headers]
-    for row in rows:
-        widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
-    return "\n".join(lines)
+    return shared_text_table(rows, headers, rule=False)
 
 
 # -- status -----------------------------------------------------------------------------------------
@@ -189,7 +165,7 @@ def _print_status(status: Any, as_json: bool, out: IO[str], *, clear: bool) -> N
         out.flush()
         return
     text = text_table(status_rows(status), STATUS_HEADERS)
-    stamp = status.polled_at.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    stamp = status.polled_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     if clear:
         out.write("\033[H\033[2J")
     print(f"{stamp}\n{text}", file=out, flush=True)

@@ -1,8 +1,14 @@
-"""Small renderers shared by the widgets: sizes, durations, text progress bars, status marks."""
+"""Small renderers shared by the widgets: text progress bars, status marks; sizes and durations
+as core.infra.formatting writes them for the CLI too."""
 
 from __future__ import annotations
 
 from rich.text import Text
+
+# One formatting module for the CLI and the app (pure: it imports neither psycopg nor textual).
+from ..core.infra.formatting import human_bytes as _human_bytes
+from ..core.infra.formatting import human_count  # noqa: F401 - the widgets import it from here
+from ..core.infra.formatting import human_seconds as _human_seconds
 
 #: Marks for ok / warning / error, with the style that colours them.
 STATUS_MARKS: dict[str, tuple[str, str]] = {
@@ -17,28 +23,11 @@ STATUS_MARKS: dict[str, tuple[str, str]] = {
 
 
 def human_bytes(size: float | None) -> str:
-    if size is None:
-        return "?"
-    # core's formatter, so the CLI and the app print sizes the same way; imported on first use
-    # because core.estimate pulls in psycopg, which app start-up must not wait for.
-    from ..core.catalog.estimate import human_bytes as core_human_bytes
-
-    return core_human_bytes(size)
+    return _human_bytes(size, missing="?")
 
 
 def human_seconds(seconds: float | None) -> str:
-    if seconds is None:
-        return "?"
-    from ..core.catalog.estimate import human_seconds as core_human_seconds
-
-    return core_human_seconds(seconds)
-
-
-def human_count(count: int | None, *, approximate: bool = False) -> str:
-    if count is None or count < 0:
-        return "?"
-    text = f"{count:,}"
-    return f"~{text}" if approximate else text
+    return _human_seconds(seconds, missing="?")
 
 
 def mark(status: str) -> Text:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..jobs.store import DEFAULT_THROUGHPUT_BYTES_PER_SECOND, measured_throughput
-from .scope import Scope
 from ..model.selection import format_qualified_name
+from .scope import Scope
 
 
 @dataclass(frozen=True)
@@ -70,24 +70,3 @@ def estimate(scope: Scope, *, bytes_per_second: float | None = None) -> Estimate
         size = sum(t.bytes for t in tables)
         databases.append(DatabaseEstimate(db.name, size, size / rate, tables))
     return Estimate(tuple(databases), rate, rate != DEFAULT_THROUGHPUT_BYTES_PER_SECOND)
-
-
-def human_bytes(size: float) -> str:
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(size) < 1024 or unit == "TB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} TB"
-
-
-def human_seconds(seconds: float) -> str:
-    seconds = max(0.0, seconds)
-    if seconds < 1:
-        return "<1s"
-    if seconds < 60:
-        return f"{seconds:.0f}s"
-    minutes, secs = divmod(int(seconds), 60)
-    if minutes < 60:
-        return f"{minutes}m {secs:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h {minutes:02d}m"
