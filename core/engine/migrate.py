@@ -1,4 +1,4 @@
-"""init, sync and teardown: the zero-gap protocol of ARCHITECTURE §3, per source database.
+"""init, sync and teardown: the zero-gap protocol (docs/architecture.md §1), per source database.
 
 init, per selected database:
  1. the publication on the source (pgoutput looks it up at decode time, so it must exist
@@ -28,21 +28,21 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from ..replication import naming
+from ..catalog.predicate import deparsed, execute_parsed, pin_quoting
+from ..catalog.scope import CHECK_PUBLICATION_PREFIX, DatabaseScope, Scope, TableScope, build_scope
+from ..copy.roles import copy_roles
+from ..copy.snapshot import Snapshot, copy_tables, exported_snapshot
 from ..infra.db import connect
 from ..infra.endpoint import Endpoint
 from ..infra.errors import InputError, PgtideError
 from ..infra.events import Cancelled, CancelToken, Emit, Log, PhaseFinished, PhaseStarted, discard
+from ..infra.tools import run_tool
 from ..jobs.state import DatabaseState
 from ..jobs.store import JobStore, jobs_dir, record_throughput
-from .target import TargetAction, TargetDecision, decide_target, target_facts
-from ..infra.tools import run_tool
 from ..model.plan import Plan
-from ..catalog.predicate import deparsed, execute_parsed, pin_quoting
-from ..copy.roles import copy_roles
-from ..catalog.scope import CHECK_PUBLICATION_PREFIX, DatabaseScope, Scope, TableScope, build_scope
 from ..model.selection import format_qualified_name
-from ..copy.snapshot import Snapshot, copy_tables, exported_snapshot
+from ..replication import naming
+from .target import TargetAction, TargetDecision, decide_target, target_facts
 
 STATUS_STREAMING = DatabaseState.STREAMING.value
 
@@ -290,7 +290,7 @@ WHERE c.relkind = 'S'
 
 def copy_sequences(plan: Plan, db: DatabaseScope, *, margin: int = 0) -> int:
     """Set every selected sequence on the target to the source's value (+ margin)."""
-    wanted = [s for s in db.catalog.sequences]
+    wanted = list(db.catalog.sequences)
     if not wanted:
         return 0
     included_tables = {t.info.qualified for t in db.tables}
@@ -563,7 +563,7 @@ def _undo(plan: Plan, database: str, created: list[str], emit: Emit, *, interrup
         return
     try:
         removed = teardown_database(plan, database, emit)
-    except Exception as exc:  # noqa: BLE001 - the original failure is what the user must see
+    except Exception as exc:
         reason = str(exc) if isinstance(exc, PgtideError) else type(exc).__name__
         emit(Log("error", f"could not clean up after the failure: {reason}; run `pgtide teardown` once the "
                           "servers are reachable", database))

@@ -6,7 +6,7 @@ stay open between polls. The answer is a typed, frozen :class:`MigrationStatus` 
 :class:`DatabaseStatus` per database: the raw facts from both sides, and what they mean
 (state, reason, lag, retained WAL, time to catch up).
 
-Definitions (ARCHITECTURE.md section 4):
+Definitions (docs/architecture.md §5):
 
 - lag in bytes = the source's current WAL position - the slot's ``confirmed_flush_lsn``:
   everything the target has not confirmed, including WAL not even sent yet (measuring
@@ -27,6 +27,7 @@ the TUI polls it from a worker thread and re-arms its timer after each poll.
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 import time
@@ -44,8 +45,8 @@ from psycopg import sql
 from ..infra.db import connect
 from ..infra.endpoint import Endpoint
 from ..infra.errors import ConnectError, InputError
-from ..replication.naming import ReplicationNames, replication_names
 from ..model.plan import Plan
+from ..replication.naming import ReplicationNames, replication_names
 
 # -- LSNs ---------------------------------------------------------------------------------
 
@@ -200,7 +201,8 @@ class DatabaseStatus:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data (LSNs as 'X/Y' text, times ISO 8601)."""
-        return _jsonable(self)
+        data: dict[str, Any] = _jsonable(self)
+        return data
 
 
 @dataclass(frozen=True)
@@ -263,7 +265,7 @@ class MonitorSettings:
 # -- version-aware SQL (every query of this module) ---------------------------------------------
 
 
-def _source_sql(version: int) -> sql.Composable:
+def _source_sql(version: int) -> sql.Composed:
     if version >= 170000:
         invalidation = "s.invalidation_reason"
     elif version >= 160000:
@@ -302,7 +304,7 @@ _CONFLICT_COLUMNS = (
 )
 
 
-def _target_sql(version: int) -> sql.Composable:
+def _target_sql(version: int) -> sql.Composed:
     if version >= 170000:
         apply_worker = "w.worker_type = 'apply'"
         sync_worker = "x.worker_type = 'table synchronization'"
@@ -538,7 +540,7 @@ class Monitor:
             statuses = []
             for database in self.databases:
                 names = self.names[database]
-                target_status = self._with_retry(lambda db=database: self._read_target(db))
+                target_status = self._with_retry(functools.partial(self._read_target, database))
                 statuses.append(self._interpret(database, slots[names.slot], target_status, polled_at))
             return MigrationStatus(tuple(statuses), polled_at)
 
@@ -607,9 +609,9 @@ class Monitor:
         row = conn.execute(_target_sql(version), {"name": name, "limit": self.settings.pending_table_limit}).fetchone()
         if row is None:
             return SubscriptionStatus(subscription_name=name, exists=False, server_version_num=version)
-        (oid, enabled, slot, pid, received, send_time, receipt_time, latest_end, latest_end_time,
+        (_oid, enabled, slot, pid, received, send_time, receipt_time, latest_end, latest_end_time,
          sync_workers, apply_errors, sync_errors, conflicts, state_counts, pending) = row
-        counts = {label: 0 for label in TABLE_STATES.values()}
+        counts = dict.fromkeys(TABLE_STATES.values(), 0)
         for code, count in state_counts or ():
             counts[TABLE_STATES.get(code, code)] = int(count)
         conflict_counts = (

@@ -1,6 +1,6 @@
 """Prove the target holds the same rows as the source: per table, per key range, per row.
 
-How one table is compared (ARCHITECTURE.md section 5):
+How one table is compared (docs/architecture.md §6):
 
 1. **One pass per side, at the same time.** Source and target each run (on their own
    connection, in parallel threads) one aggregate over the table in a single
@@ -54,6 +54,7 @@ resolved predicate when the publication exists.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import logging
 import math
@@ -72,7 +73,7 @@ from psycopg.pq import TransactionStatus
 
 from ..catalog.predicate import QUOTING_SETTINGS, deparsed, pin_quoting
 from ..catalog.scope import Scope, TableScope, build_scope
-from ..infra.db import connect
+from ..infra.db import Query, connect
 from ..infra.endpoint import Endpoint
 from ..infra.errors import InputError, Interrupted
 from ..infra.events import Cancelled, CancelToken, Event
@@ -255,7 +256,8 @@ class TableResult:
         return self.status in ("match", "skipped")
 
     def to_dict(self) -> dict[str, Any]:
-        return _plain(self) | {"table": self.display}
+        data: dict[str, Any] = _plain(self)
+        return data | {"table": self.display}
 
 
 @dataclass(frozen=True)
@@ -589,7 +591,7 @@ def _shape(table: TableScope, source: _Relation, target: _Relation, where: str |
         low, high = bounds
         if low is None or high is None:
             low = high = 0
-        if -_INT8_SAFE < low and high < _INT8_SAFE:
+        if low > -_INT8_SAFE and high < _INT8_SAFE:
             span = high - low + 1
             buckets = max(1, math.ceil(min(span, max(estimated, 1)) / options.rows_per_bucket))
             width = max(1, math.ceil(span / buckets))
@@ -624,7 +626,7 @@ class _Pair:
             _cancel_quietly(self.target)
             try:
                 future.result()
-            except BaseException as exc:  # noqa: BLE001 - the source's error is the one to report
+            except BaseException as exc:
                 log.debug("target read failed after the source read did: %s", exc)
             raise
         return first, future.result()
@@ -676,7 +678,8 @@ class _Prefetch(Iterator[list[Any]]):
         if item is _END:
             self._future.result()  # the producer's error, if it failed
             raise StopIteration
-        return item
+        rows: list[Any] = item
+        return rows
 
     def close(self) -> None:
         """Stop reading ahead (the consumer gave up early) and wait for the producer."""
@@ -689,7 +692,7 @@ class _Prefetch(Iterator[list[Any]]):
                     pass
         try:
             self._future.result()
-        except BaseException as exc:  # noqa: BLE001 - the consumer's own error is the one to report
+        except BaseException as exc:
             log.debug("read-ahead stopped: %s", exc)
 
 
@@ -783,7 +786,7 @@ def _merge_rows(into: Buckets, rows: Iterable[tuple[Any, ...]]) -> None:
         into[int(bucket)] = (old[0] + int(count), old[1] + int(total or 0))
 
 
-def _buckets(conn: psycopg.Connection[Any], query: sql.Composable) -> Buckets:
+def _buckets(conn: psycopg.Connection[Any], query: Query) -> Buckets:
     out: Buckets = {}
     _merge_rows(out, conn.execute(query))
     return out
@@ -848,7 +851,7 @@ class _TableVerifier:
         return [(i * size, None if i == count - 1 else (i + 1) * size) for i in range(count)]
 
     def aggregate_sql(self, side: Literal["source", "target"], first: int | None = None, last: int | None = None,
-                      buckets: Sequence[int] | None = None) -> sql.Composable:
+                      buckets: Sequence[int] | None = None) -> Query:
         """count and sum of row hashes per bucket (a physical slice, or some buckets only)."""
         shape = self.shape
         conditions = [shape.where]
@@ -959,7 +962,7 @@ class _TableVerifier:
     # -- key ranges: re-reading and bisecting ------------------------------------------------------
 
     def _ranges_sql(self, side: Literal["source", "target"], ranges: Sequence[tuple[int, int, int, int]]
-                    ) -> sql.Composable:
+                    ) -> Query:
         """Sub-bucket aggregates of key ranges, (id, first, last, width) each, via the key's index."""
         shape = self.shape
         values = sql.SQL(", ").join(
@@ -1040,7 +1043,7 @@ class _TableVerifier:
             if not split:
                 break
             self._rechecking(len(split), 0, f"bisecting {len(split)} differing key range(s)")
-            sub_source = _in_snapshot(self.pair.source, lambda split=split: self._collect_ranges("source", split))
+            sub_source = _in_snapshot(self.pair.source, functools.partial(self._collect_ranges, "source", split))
             self.waiter.wait(self.waiter.source_position())
             sub_target = self._collect_ranges("target", split)
             children: dict[int, list[Span]] = {}
@@ -1068,7 +1071,7 @@ class _TableVerifier:
 
     # -- listing key ranges: both sides in key order, merged ------------------------------------
 
-    def _chunk_sql(self, side: Literal["source", "target"], first: int, last: int, limit: int) -> sql.Composable:
+    def _chunk_sql(self, side: Literal["source", "target"], first: int, last: int, limit: int) -> Query:
         """(key, row hash) of one key range in key order, through the primary key's index."""
         shape = self.shape
         key = sql.Identifier("t", shape.key[0])
@@ -1079,7 +1082,7 @@ class _TableVerifier:
         ).format(k=key, h=shape.side(side).row_hash, tab=shape.table_sql, w=shape.where,
                  lo=sql.Literal(first), hi=sql.Literal(last), n=sql.Literal(limit))
 
-    def _count_sql(self, first: int, last: int) -> sql.Composable:
+    def _count_sql(self, first: int, last: int) -> Query:
         shape = self.shape
         key = sql.Identifier("t", shape.key[0])
         return sql.SQL("SELECT count(*) FROM {tab} AS t WHERE {k} >= {lo}::int8 AND {k} <= {hi}::int8 AND {w}").format(
@@ -1182,7 +1185,7 @@ class _TableVerifier:
     # -- naming keys ------------------------------------------------------------------------------
 
     def _rows_sql(self, side: Literal["source", "target"], *, buckets: Sequence[int] | None = None,
-                  keys: Sequence[Key] | None = None) -> sql.Composable:
+                  keys: Sequence[Key] | None = None) -> Query:
         """(key as text..., row hash) for some hash buckets or keys."""
         shape = self.shape
         row_hash = shape.side(side).row_hash
@@ -1291,9 +1294,11 @@ def _key_bounds(pair: _Pair, table_sql: sql.Composable, key: str, where: str | N
                 ) -> tuple[int | None, int | None]:
     query = sql.SQL("SELECT min(t.{k})::int8, max(t.{k})::int8 FROM {t} AS t WHERE {w}").format(
         k=sql.Identifier(key), t=table_sql, w=_where_sql(where))
-    (s_low, s_high), (t_low, t_high) = pair.both(
-        lambda conn: conn.execute(query).fetchone(), lambda conn: conn.execute(query).fetchone()
-    )
+    def bounds(conn: psycopg.Connection[Any]) -> tuple[Any, Any]:
+        row = conn.execute(query).fetchone()
+        return (row[0], row[1]) if row else (None, None)
+
+    (s_low, s_high), (t_low, t_high) = pair.both(bounds, bounds)
     lows = [v for v in (s_low, t_low) if v is not None]
     highs = [v for v in (s_high, t_high) if v is not None]
     return (min(lows) if lows else None, max(highs) if highs else None)
