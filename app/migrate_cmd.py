@@ -5,9 +5,16 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import asdict
+from typing import Any
 
 from ..core.infra.errors import CheckFailed, InputError
-from .args import add_endpoint_arguments, add_option_arguments, add_selection_arguments, plan_from_args, session_from_args
+from .args import (
+    add_endpoint_arguments,
+    add_option_arguments,
+    add_selection_arguments,
+    plan_from_args,
+    session_from_args,
+)
 from .render import EventPrinter, estimate_table, print_json, table
 
 
@@ -49,8 +56,8 @@ def _cmd_estimate(args: argparse.Namespace) -> int:
 
 
 def _cmd_init(args: argparse.Namespace) -> int:
-    from ..core.engine import migrate
     from ..core.catalog.estimate import estimate
+    from ..core.engine import migrate
     from ..core.engine.validate import validate
 
     plan = plan_from_args(args)
@@ -115,9 +122,9 @@ def _cmd_teardown(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(sub: Any) -> None:
     def command(name: str, help_text: str, *, options: bool = True, target: bool = True) -> argparse.ArgumentParser:
-        parser = sub.add_parser(name, help=help_text, description=help_text)
+        parser: argparse.ArgumentParser = sub.add_parser(name, help=help_text, description=help_text)
         add_endpoint_arguments(parser, target=target)
         add_selection_arguments(parser)
         if options:

@@ -67,7 +67,7 @@ def _cmd_migrations(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(sub: Any) -> None:
     parser = sub.add_parser(
         "migrations", help="list the migrations recorded on this machine",
         description="List every migration recorded on this machine (started by the CLI or the app): id, "

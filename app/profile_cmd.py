@@ -14,11 +14,10 @@ import sys
 from dataclasses import replace
 from typing import Any
 
-from ..core.model import profiles
-
 from ..core.infra import secrets
 from ..core.infra.endpoint import Endpoint
 from ..core.infra.errors import EnvironmentProblem, InputError
+from ..core.model import profiles
 from ..core.model.selection import Selection
 from .args import add_endpoint_arguments, add_option_arguments, add_selection_arguments, plan_from_args
 

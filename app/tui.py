@@ -59,9 +59,9 @@ from ..screens.state import DashboardModel, EndpointFields, RunModel, Side, Wiza
 from ..widgets.modals import ConfirmModal, ErrorModal
 
 if TYPE_CHECKING:
+    from ..core.catalog.scope import Scope
     from ..core.infra.events import CancelToken
     from ..core.model.plan import Plan
-    from ..core.catalog.scope import Scope
 
 log = logging.getLogger("pgtide.tui")
 
@@ -324,7 +324,7 @@ class PgtideApp(App[int]):
             # and a rerun continues. Tearing down here made the rerun refuse ("not empty").
             self.post_message(MigrationStopped(None, [], cancelled=True))
             return
-        except Exception as exc:  # noqa: BLE001 - every failure becomes a MigrationStopped, logged if unknown
+        except Exception as exc:
             self.post_message(MigrationStopped(as_user_error(exc), [], cancelled=False))
             return
         self.post_message(MigrationFinished(results))
@@ -450,7 +450,7 @@ class PgtideApp(App[int]):
     def _poll(self, monitor: StatusSource) -> None:
         try:
             status = monitor.poll()
-        except Exception as exc:  # noqa: BLE001 - a failed poll is shown on the dashboard and retried
+        except Exception as exc:
             self.post_message(PollFailed(as_user_error(exc)))
             return
         self.post_message(StatusPolled(status))
@@ -481,7 +481,7 @@ class PgtideApp(App[int]):
             return
         model.verify_state = "running"
         model.verify_done = 0
-        model.verify_total = len([t for t in model.tables])
+        model.verify_total = len(list(model.tables))
         model.verify_current = ""
         self._tell_dashboard("verify")
         self._verify(model.plan)
@@ -500,7 +500,7 @@ class PgtideApp(App[int]):
         self._verify_run = run
         try:
             report = run.run()
-        except Exception as exc:  # noqa: BLE001 - shown in the error modal, logged if unknown
+        except Exception as exc:
             self.post_message(VerifyFinished(None, as_user_error(exc)))
             return
         finally:

@@ -241,7 +241,8 @@ class ReviewScreen(PgtideScreen):
         report = message.report
         self.report = report
         self.plan = message.plan
-        checks = [(c.status, c.name, c.observed, c.remedy, c.database) for c in report.checks]
+        checks: list[tuple[str, str, str, str, str | None]] = [
+            (c.status, c.name, c.observed, c.remedy, c.database) for c in report.checks]
         self._checks = checks
         self.query_one("#checks", CheckList).show_checks(checks)
         errors = sum(1 for c in report.checks if c.status == "error")

@@ -8,9 +8,8 @@ import time
 from typing import Any
 
 import psycopg
-from psycopg import sql
-
 from pgharness import PgCluster, wait_for
+from psycopg import sql
 
 
 class Writer:
@@ -65,7 +64,7 @@ class Writer:
                     with self._lock:
                         self.operations += 1
                     time.sleep(self.pause)
-        except BaseException as exc:  # noqa: BLE001 - reported by stop()
+        except BaseException as exc:
             self.errors.append(exc)
 
     def _orders(self, conn: psycopg.Connection[Any], rng: random.Random, op: float) -> None:

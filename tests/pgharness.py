@@ -25,8 +25,20 @@ from psycopg import sql
 from pgtide.core.infra.errors import EnvironmentProblem
 from pgtide.core.infra.localcluster import LocalCluster, find_server_binaries, free_port
 
-__all__ = ["LOGICAL_SETTINGS", "PASSWORD_ROLE", "BinariesMissing", "PgCluster", "free_port", "machine_bindir",
-           "bindir_for", "running_cluster", "wait_for", "create_fixture_schema", "HOSTILE_TABLES", "LONG_NAME"]
+__all__ = [
+    "HOSTILE_TABLES",
+    "LOGICAL_SETTINGS",
+    "LONG_NAME",
+    "PASSWORD_ROLE",
+    "BinariesMissing",
+    "PgCluster",
+    "bindir_for",
+    "create_fixture_schema",
+    "free_port",
+    "machine_bindir",
+    "running_cluster",
+    "wait_for",
+]
 
 # Generous enough for the engine's tests: a slot + walsender per database under test.
 LOGICAL_SETTINGS: Mapping[str, str] = {
@@ -161,7 +173,7 @@ class PgCluster(LocalCluster):
         deadline = time.monotonic() + 20
         while True:
             slots = self.execute("SELECT slot_name, active_pid FROM pg_replication_slots")
-            for slot, pid in slots:
+            for _slot, pid in slots:
                 if pid:
                     self.execute("SELECT pg_terminate_backend(%s)", [pid])
             remaining = [slot for slot, pid in slots if not pid]

@@ -267,9 +267,7 @@ class TablePicker(Vertical):
         self.action_toggle_row()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action in ("toggle_row", "select_matches", "toggle_group") and not self.checkable:
-            return False
-        return True
+        return not (action in ("toggle_row", "select_matches", "toggle_group") and not self.checkable)
 
     def action_toggle_row(self) -> None:
         key = self.highlighted_key

@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from . import scope as scope_checks
-from .discovery import DatabaseCatalog, TableInfo
 from ..infra.db import connect
 from ..infra.endpoint import Endpoint
 from ..infra.errors import InputError, PgtideError
-from .scope import DatabaseScope, ExcludedTable, TableScope
 from ..model.selection import TimeFilter, check_predicate_syntax, format_qualified_name
+from . import scope as scope_checks
+from .discovery import DatabaseCatalog, TableInfo
+from .scope import DatabaseScope, ExcludedTable, TableScope
 
 __all__ = ["ChosenTable", "FilterCheck", "check_table_filter", "selection_problem"]
 

@@ -66,7 +66,7 @@ class CheckedPredicate:
     columns: tuple[str, ...]
 
 
-def execute_parsed(conn: psycopg.Connection[Any], query: str | sql.Composable,
+def execute_parsed(conn: psycopg.Connection[Any], query: str | sql.SQL | sql.Composed,
                    params: Sequence[Any] | None = None) -> psycopg.Cursor[Any]:
     """Run ``query`` through the extended protocol: the server refuses a second command in it.
 
@@ -76,7 +76,7 @@ def execute_parsed(conn: psycopg.Connection[Any], query: str | sql.Composable,
     return conn.execute(query, params, prepare=True)  # type: ignore[arg-type]
 
 
-def deparsed(text: str) -> sql.Composable:
+def deparsed(text: str) -> sql.SQL:
     """A predicate the server printed (:func:`canonical_predicate`, ``pg_publication_tables``), as SQL.
 
     Only for text that came back from the server's deparser, never for a user's text: that

@@ -26,32 +26,15 @@ import re
 import secrets as random_names
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import psycopg
 from psycopg import sql
 
-from .discovery import (
-    DatabaseCatalog,
-    ServerCatalog,
-    TableInfo,
-    base_type,
-    discover_database,
-    list_databases,
-)
 from ..infra.db import connect
 from ..infra.endpoint import Endpoint
 from ..infra.errors import InputError
-from .predicate import (
-    FILTER_TITLE,
-    canonical_predicate,
-    deparsed,
-    execute_parsed,
-    limit_transaction,
-    pin_quoting,
-    rejection_for,
-)
 from ..model.selection import (
     DatabaseRule,
     NameIndex,
@@ -60,6 +43,23 @@ from ..model.selection import (
     TimeFilter,
     format_qualified_name,
     quote_ident,
+)
+from .discovery import (
+    DatabaseCatalog,
+    ServerCatalog,
+    TableInfo,
+    base_type,
+    discover_database,
+    list_databases,
+)
+from .predicate import (
+    FILTER_TITLE,
+    canonical_predicate,
+    deparsed,
+    execute_parsed,
+    limit_transaction,
+    pin_quoting,
+    rejection_for,
 )
 
 #: Publications that only ever exist inside a rolled-back check transaction start with this.
@@ -253,7 +253,7 @@ def cutoff_literal(cutoff: datetime, column_type: str) -> str:
         return sql.quote(cutoff.date().isoformat())
     if column_type == "timestamp without time zone":
         return sql.quote(cutoff.replace(tzinfo=None).isoformat(sep=" "))
-    return sql.quote(cutoff.astimezone(timezone.utc).isoformat(sep=" "))
+    return sql.quote(cutoff.astimezone(UTC).isoformat(sep=" "))
 
 
 def time_predicate(column: str, literal: str) -> str:

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 from ..infra.db import connect
 from ..infra.endpoint import Endpoint
 
+
 @dataclass(frozen=True)
 class ServerInfo:
     version_num: int

@@ -28,13 +28,13 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from ..catalog.predicate import deparsed, session_statements
+from ..catalog.scope import TableScope
 from ..infra.db import connect
 from ..infra.endpoint import Endpoint
 from ..infra.errors import PgtideError
 from ..infra.events import CancelToken, Emit, TableCopied, TableProgress
 from ..infra.tools import ToolFailed, open_tool
-from ..catalog.predicate import deparsed, session_statements
-from ..catalog.scope import TableScope
 
 #: Tables larger than this are split into primary-key ranges copied in parallel...
 SPLIT_THRESHOLD_BYTES = 512 * 1024 * 1024
@@ -197,7 +197,8 @@ def plan_tasks(
             binary, columns = layout.get(table.info.oid, (True, tuple(c.name for c in table.info.columns)))
             size = table.estimated_bytes
             key = table.info.primary_key
-            key_type = table.info.column(key[0]).type if len(key) == 1 and table.info.column(key[0]) else ""
+            key_column = table.info.column(key[0]) if len(key) == 1 else None
+            key_type = key_column.type if key_column is not None else ""
             pieces = math.ceil(size / split_bytes) if split_bytes > 0 else 1
             if (os.cpu_count() or 1) < MIN_CORES_TO_SPLIT:
                 pieces = 1
@@ -432,7 +433,7 @@ def _report_progress(
 ) -> None:
     """Once a second: bytes and rows the target's COPYs have taken so far, per table."""
     try:
-        conn = connect(target)
+        conn = connect(target, pooled=False)  # held for the whole copy
     except PgtideError:
         return
     with conn:

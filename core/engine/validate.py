@@ -13,13 +13,13 @@ from typing import Any, Literal
 import psycopg
 from psycopg import sql
 
+from ..catalog.scope import Scope, build_scope
 from ..infra.db import connect
 from ..infra.endpoint import Endpoint
 from ..infra.errors import ConnectError, EnvironmentProblem, InputError, PgtideError
 from ..infra.events import CheckReported, Emit, discard
 from ..infra.tools import find_tool
 from ..model.plan import Plan
-from ..catalog.scope import Scope, build_scope
 from ..model.selection import format_qualified_name
 
 Status = Literal["ok", "warning", "error"]

@@ -268,7 +268,7 @@ class Endpoint:
         return Endpoint(MappingProxyType(params), self.defaults)
 
     def without_password(self) -> Endpoint:
-        return self.with_params(**{key: None for key in SECRET_KEYS})
+        return self.with_params(**dict.fromkeys(SECRET_KEYS))
 
     # -- connecting -----------------------------------------------------------------------
 

@@ -73,7 +73,7 @@ def _backend() -> tuple[KeyringBackend | None, str]:
     try:
         configured = keyring.get_keyring()
         candidates = list(configured.backends) if isinstance(configured, chainer.ChainerBackend) else [configured]
-    except Exception as exc:  # noqa: BLE001 - a misconfigured keyring (bad PYTHON_KEYRING_BACKEND, broken
+    except Exception as exc:
         # plugin) must read as "no keyring", never crash pgtide: libpq's own files still work.
         return None, f"the keyring cannot be loaded ({type(exc).__name__})"
     if isinstance(configured, chainer.ChainerBackend):

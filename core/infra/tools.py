@@ -171,10 +171,10 @@ def sweep_stale_passfiles(directory: str | None = None) -> int:
                 if pid.isdigit() and not _pid_alive(int(pid)):
                     shutil.rmtree(entry, ignore_errors=True)
                     removed += 1
-            elif _LEGACY_PASSFILE.fullmatch(entry.name) and entry.is_file():
-                if not _named_in_a_live_environment(entry):
-                    entry.unlink()
-                    removed += 1
+            elif (_LEGACY_PASSFILE.fullmatch(entry.name) and entry.is_file()
+                  and not _named_in_a_live_environment(entry)):
+                entry.unlink()
+                removed += 1
         except OSError:
             continue
     return removed
@@ -414,7 +414,7 @@ def open_tool(
             env.update(extra_env)
         argv = [str(tool.path), f"--dbname={conninfo}", *args]
         proc = subprocess.Popen(argv, env=env, stdin=stdin, stdout=stdout, stderr=stderr, pass_fds=pass_fds,
-                                preexec_fn=_die_with_parent())  # noqa: PLW1509 - one system call
+                                preexec_fn=_die_with_parent())
         with _live_lock:
             _live_processes.add(proc)
         try:

@@ -13,8 +13,8 @@ import os
 import tempfile
 import threading
 import time
-from pathlib import Path
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..infra.paths import state_dir
@@ -64,7 +64,7 @@ class JobStore:
 
     def _read(self) -> dict[str, Any]:
         try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
+            data: dict[str, Any] = json.loads(self.path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return {"migration_id": self.migration_id, "databases": {}}
         except (OSError, ValueError):
@@ -80,7 +80,8 @@ class JobStore:
     def database(self, name: str) -> dict[str, Any]:
         """A copy of what is recorded for ``name`` (empty when nothing is)."""
         with self._lock:
-            return json.loads(json.dumps(self._data["databases"].get(name, {})))
+            copied: dict[str, Any] = json.loads(json.dumps(self._data["databases"].get(name, {})))
+            return copied
 
     def state(self, name: str) -> DatabaseState | None:
         with self._lock:
@@ -119,7 +120,8 @@ class JobStore:
 
     def databases(self) -> dict[str, dict[str, Any]]:
         with self._lock:
-            return json.loads(json.dumps(self._data["databases"]))
+            copied: dict[str, dict[str, Any]] = json.loads(json.dumps(self._data["databases"]))
+            return copied
 
     # -- the migration itself --------------------------------------------------------------------
 
@@ -159,7 +161,8 @@ class JobStore:
     def meta(self) -> dict[str, Any]:
         """Everything recorded but the per-database progress."""
         with self._lock:
-            return json.loads(json.dumps({k: v for k, v in self._data.items() if k != "databases"}))
+            copied: dict[str, Any] = json.loads(json.dumps({k: v for k, v in self._data.items() if k != "databases"}))
+            return copied
 
     def recorded_plan(self) -> Plan | None:
         """The plan this migration was recorded with (passwords from libpq or the keyring, as

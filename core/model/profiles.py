@@ -44,7 +44,7 @@ import re
 import tempfile
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -53,9 +53,7 @@ from tomlkit.exceptions import ParseError
 from tomlkit.items import AoT, Comment, Null, Table, Trivia
 from tomlkit.toml_document import TOMLDocument
 
-from ..infra import paths
-
-from ..infra import secrets
+from ..infra import paths, secrets
 from ..infra.endpoint import SECRET_KEYS, Endpoint
 from ..infra.errors import InputError
 from .plan import Options, Plan
@@ -104,7 +102,7 @@ class Profile:
     @property
     def modified(self) -> datetime | None:
         try:
-            return datetime.fromtimestamp(self.path.stat().st_mtime, tz=timezone.utc)
+            return datetime.fromtimestamp(self.path.stat().st_mtime, tz=UTC)
         except OSError:
             return None
 
@@ -580,7 +578,7 @@ def list_profiles() -> list[ProfileSummary]:
         if path.name.startswith(".") or not path.is_file():
             continue
         try:
-            modified = datetime.fromtimestamp(path.stat().st_mtime, tz=timezone.utc)
+            modified = datetime.fromtimestamp(path.stat().st_mtime, tz=UTC)
         except OSError:
             continue  # deleted while we were listing
         name = path.stem

@@ -87,7 +87,7 @@ class _Positions:
         self._aot: dict[Path, int] = {}
         try:
             self._scan()
-        except Exception:  # noqa: BLE001 - line numbers are a courtesy, never a new failure
+        except Exception:
             # tomllib accepted the file; if this small scanner trips on some corner of
             # TOML, report errors without line numbers rather than refuse a valid file
             # (and drop partial results: they may be out of step).
@@ -330,7 +330,7 @@ class _Reader:
         if len(name.encode("utf-8")) > MAX_NAME_BYTES:
             raise self.error(path, f"the {what} {name!r} is longer than {MAX_NAME_BYTES} bytes",
                              "PostgreSQL names are at most 63 bytes; use the name as the server lists it.")
-        return name
+        return str(name)
 
     def reraise(self, path: Path, exc: InputError) -> InputError:
         return InputError(f"{self.where(path)}: {exc.cause}", exc.remedy, title=exc.title)

@@ -22,10 +22,10 @@ import string
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
-from datetime import datetime, timedelta, timezone
 from types import MappingProxyType
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 from ..infra.errors import InputError
 
@@ -65,18 +65,7 @@ DEFAULT_SCHEMA = "public"
 # type/function-name keywords). Used only when rendering a name back, so that what we
 # show can be pasted into SQL unchanged.
 _KEYWORDS = frozenset(
-    """
-    all analyse analyze and any array as asc asymmetric both case cast check collate
-    column constraint create current_catalog current_date current_role current_time
-    current_timestamp current_user default deferrable desc distinct do else end except
-    false fetch for foreign from grant group having in initially intersect into lateral
-    leading limit localtime localtimestamp not null offset on only or order placing
-    primary references returning select session_user some symmetric system_user table
-    then to trailing true union unique user using variadic when where window with
-    authorization binary collation concurrently cross current_schema freeze full ilike
-    inner is isnull join left like natural notnull outer overlaps right similar
-    tablesample verbose
-    """.split()
+    ["all", "analyse", "analyze", "and", "any", "array", "as", "asc", "asymmetric", "both", "case", "cast", "check", "collate", "column", "constraint", "create", "current_catalog", "current_date", "current_role", "current_time", "current_timestamp", "current_user", "default", "deferrable", "desc", "distinct", "do", "else", "end", "except", "false", "fetch", "for", "foreign", "from", "grant", "group", "having", "in", "initially", "intersect", "into", "lateral", "leading", "limit", "localtime", "localtimestamp", "not", "null", "offset", "on", "only", "or", "order", "placing", "primary", "references", "returning", "select", "session_user", "some", "symmetric", "system_user", "table", "then", "to", "trailing", "true", "union", "unique", "user", "using", "variadic", "when", "where", "window", "with", "authorization", "binary", "collation", "concurrently", "cross", "current_schema", "freeze", "full", "ilike", "inner", "is", "isnull", "join", "left", "like", "natural", "notnull", "outer", "overlaps", "right", "similar", "tablesample", "verbose"]
 )
 
 _PLAIN_NAME = re.compile(r"[a-z_][a-z0-9_]*")
@@ -307,7 +296,7 @@ class UnresolvedName:
         return (1, self.first, self.second)
 
 
-TablePattern = Union[TableRef, UnresolvedName]
+TablePattern = TableRef | UnresolvedName
 
 
 def parse_table_pattern(text: str, *, what: str = "table name") -> TablePattern:
@@ -475,7 +464,7 @@ class TimeWindow:
             if self.unit in ("days", "weeks"):
                 return now - timedelta(days=self.amount * (7 if self.unit == "weeks" else 1))
             delta = timedelta(**{self.unit: self.amount})
-            return (now.astimezone(timezone.utc) - delta).astimezone(now.tzinfo)
+            return (now.astimezone(UTC) - delta).astimezone(now.tzinfo)
         except (OverflowError, ValueError) as exc:
             raise InputError(
                 f"time window {self} reaches before year 1",
@@ -989,7 +978,8 @@ class Selection:
         if specific and general and kind in ("row_filter", "time_filter"):
             notes.append(f"{general[0].describe()} is replaced here by the rule for this database: "
                          f"{specific[0].describe()}")
-        return (specific or general or [None])[0]
+        chosen = specific or general
+        return chosen[0] if chosen else None
 
     def treatment(
         self, database: str, schema: str, table: str, *, included_by_default: bool = True

@@ -84,8 +84,10 @@ def merge_differences(source: Iterable[Sequence[Row]], target: Iterable[Sequence
         # An open side holds rows here; keys up to its last one are all read on that side.
         if src_open and tgt_open:
             bound = min(src[-1][0], tgt[-1][0])
+        elif src_open:
+            bound = src[-1][0]
         else:
-            bound = src[-1][0] if src_open else tgt[-1][0]
+            bound = tgt[-1][0]
         cut_src = bisect_right(src, bound, key=_first)
         cut_tgt = bisect_right(tgt, bound, key=_first)
         yield from _window(src[:cut_src], tgt[:cut_tgt])

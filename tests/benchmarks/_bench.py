@@ -11,7 +11,7 @@ from typing import TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ for pgharness
 
-from pgharness import LOGICAL_SETTINGS, PgCluster, machine_bindir, running_cluster  # noqa: E402
+from pgharness import LOGICAL_SETTINGS, PgCluster, machine_bindir, running_cluster
 
 T = TypeVar("T")
 

@@ -133,10 +133,11 @@ class FrameClock:
 
 
 async def picker_keystrokes() -> tuple[float, float, float, float]:
-    from pgtide.widgets.table_picker import TablePicker
     from textual import events
     from tui_fakes import FakeServices, wide_catalog, wizard_state
     from tui_support import make_app, open_pick, settle
+
+    from pgtide.widgets.table_picker import TablePicker
 
     fake = FakeServices(catalogs={"shop": wide_catalog("shop", 10_000)})
     app = make_app(services=fake)
@@ -175,11 +176,12 @@ async def picker_keystrokes() -> tuple[float, float, float, float]:
 
 
 async def dashboard_ticks(ticks: int = 20) -> tuple[float, float, float]:
+    from tui_fakes import FakeServices, demo_plan, wide_catalog
+    from tui_support import make_app, settle, wait_until
+
     from pgtide.core.monitor.poll import TableSyncState
     from pgtide.screens.dashboard import DashboardScreen, table_cells
     from pgtide.screens.state import table_key_text
-    from tui_fakes import FakeServices, demo_plan, wide_catalog
-    from tui_support import make_app, settle, wait_until
 
     catalog = replace(wide_catalog("shop", 1_000, schemas=5), database="shop")
     fake = FakeServices(catalogs={"shop": catalog}, lag=(0,))

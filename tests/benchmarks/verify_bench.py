@@ -35,6 +35,7 @@ from _bench import (
     median_time,
     running_cluster,
 )
+
 from pgtide.core.infra.endpoint import Endpoint
 from pgtide.core.model.plan import Plan
 from pgtide.core.model.selection import Selection
@@ -99,7 +100,7 @@ def main() -> None:
 
         def seeds() -> bool:
             results: tuple[list[str], list[str]] = ([], [])
-            threads = [threading.Thread(target=seeds_side, args=(c, r)) for c, r in zip((source, target), results)]
+            threads = [threading.Thread(target=seeds_side, args=(c, r)) for c, r in zip((source, target), results, strict=False)]
             for thread in threads:
                 thread.start()
             for thread in threads:

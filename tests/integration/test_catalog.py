@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pgharness import HOSTILE_TABLES, PgCluster, create_fixture_schema
+
 from pgtide.core.catalog.discovery import discover_database, list_databases
 from pgtide.core.infra.endpoint import Endpoint
 

@@ -8,13 +8,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pgharness import PASSWORD_ROLE, PgCluster, free_port
 from psycopg import sql
 
-from pgharness import PASSWORD_ROLE, PgCluster, free_port
+from pgtide.core.catalog.server import probe
 from pgtide.core.infra.db import connect
 from pgtide.core.infra.endpoint import Endpoint
 from pgtide.core.infra.errors import ConnectError
-from pgtide.core.catalog.server import probe
 
 SECRET = "s3cr3t:pw@x"
 

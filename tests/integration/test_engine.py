@@ -14,19 +14,19 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from psycopg import sql
-
 from engine_support import Writer, differences, replication_objects, wait_until_identical
 from pgharness import HOSTILE_TABLES, PASSWORD_ROLE, PgCluster, create_fixture_schema, wait_for
-from pgtide.core.engine import migrate
-from pgtide.core.replication import naming
+from psycopg import sql
+
 from pgtide.core.copy import snapshot as snapshot_copy
+from pgtide.core.engine import migrate
 from pgtide.core.infra.endpoint import Endpoint
 from pgtide.core.infra.errors import InputError, PgtideError
 from pgtide.core.infra.events import Event, PhaseStarted, TableCopied
 from pgtide.core.jobs.store import JobStore
 from pgtide.core.model.plan import Options, Plan
 from pgtide.core.model.selection import Selection
+from pgtide.core.replication import naming
 
 DB = "shop"
 

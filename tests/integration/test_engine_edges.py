@@ -6,16 +6,16 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
-
 from engine_support import replication_objects, wait_until_identical
 from pgharness import PgCluster
+
 from pgtide.core.engine import migrate
+from pgtide.core.engine.validate import validate
 from pgtide.core.infra.endpoint import Endpoint
 from pgtide.core.infra.errors import InputError, PgtideError
 from pgtide.core.infra.events import Event, PhaseStarted
 from pgtide.core.model.plan import Options, Plan
 from pgtide.core.model.selection import Selection
-from pgtide.core.engine.validate import validate
 
 DB = "edge"
 
@@ -145,7 +145,7 @@ def test_idle_timeout_on_the_source_does_not_kill_the_snapshot(cluster_factory: 
 
 
 def test_both_ends_of_a_foreign_key_filtered_are_proven_by_the_server(pair: tuple[PgCluster, PgCluster]) -> None:
-    source, target = pair
+    source, _target = pair
     endpoint = Endpoint.parse(source.url(dbname=DB), env={})
     with pytest.raises(InputError) as info:
         migrate.build_scope(endpoint, Selection.from_cli(table_filters=["customers:id <= 50", "orders:id <= 500"]))
@@ -156,7 +156,7 @@ def test_both_ends_of_a_foreign_key_filtered_are_proven_by_the_server(pair: tupl
 
 
 def test_time_filter_on_timestamp_with_precision_and_on_a_partitioned_parent(pair: tuple[PgCluster, PgCluster]) -> None:
-    source, target = pair
+    source, _target = pair
     source.execute(
         """
         CREATE TABLE posts (id int PRIMARY KEY, created_at timestamp(6) without time zone NOT NULL);

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import psycopg
 import pytest
-from psycopg import sql
-
 from pgharness import HOSTILE_TABLES, PgCluster, create_fixture_schema, wait_for
+from psycopg import sql
 
 
 def _replicate_one_row(source: PgCluster, source_db: str, target: PgCluster, target_db: str, slot: str) -> None:

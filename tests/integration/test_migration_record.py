@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from psycopg import sql
-
 from engine_support import replication_objects, wait_until_identical
 from pgharness import PgCluster
+from psycopg import sql
+
 from pgtide.app.tui import PgtideApp
 from pgtide.core.catalog.scope import build_scope
 from pgtide.core.engine import migrate

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from pgharness import PgCluster, wait_for
 from psycopg import sql
 
-from pgharness import PgCluster, wait_for
 from pgtide.core.infra.endpoint import Endpoint
-from pgtide.core.monitor.poll import MigrationStatus, Monitor, ReplicationState
-from pgtide.core.replication.naming import ReplicationNames, replication_names
 from pgtide.core.model.plan import Plan
 from pgtide.core.model.selection import Selection
+from pgtide.core.monitor.poll import MigrationStatus, Monitor, ReplicationState
+from pgtide.core.replication.naming import ReplicationNames, replication_names
 from pgtide.core.verify.compare import VerifyOptions, verify_plan
 
 TABLES = ("alpha", "beta", "gamma")

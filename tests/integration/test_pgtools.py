@@ -13,9 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pgharness import PASSWORD_ROLE, PgCluster, wait_for
 from psycopg import sql
 
-from pgharness import PASSWORD_ROLE, PgCluster, wait_for
 from pgtide.core.infra.endpoint import Endpoint
 from pgtide.core.infra.errors import EnvironmentProblem
 from pgtide.core.infra.tools import ToolFailed, escape_passfile_field, find_tool, open_tool, run_tool

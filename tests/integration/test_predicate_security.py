@@ -20,21 +20,21 @@ from pathlib import Path
 import psycopg
 import pytest
 import tomlkit
+from engine_support import replication_objects
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pgharness import LOGICAL_SETTINGS, PgCluster, running_cluster
 from psycopg import sql
 
-from engine_support import replication_objects
-from pgharness import LOGICAL_SETTINGS, PgCluster, running_cluster
-from pgtide.core.engine import migrate
-from pgtide.core.model import profiles
 from pgtide.core.catalog.discovery import TableInfo, discover_database
+from pgtide.core.catalog.scope import TableScope, check_table_filter
+from pgtide.core.engine import migrate
+from pgtide.core.engine.validate import validate
 from pgtide.core.infra.endpoint import Endpoint
 from pgtide.core.infra.errors import EnvironmentProblem, InputError, PgtideError
+from pgtide.core.model import profiles
 from pgtide.core.model.plan import Options, Plan
-from pgtide.core.catalog.scope import TableScope, check_table_filter
 from pgtide.core.model.selection import Selection
-from pgtide.core.engine.validate import validate
 
 PGTIDE = str(Path(sys.executable).parent / "pgtide")
 

@@ -18,16 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from psycopg import sql
-
 from keyring_support import MemoryKeyring
 from pgharness import PASSWORD_ROLE, PgCluster
-from pgtide.core.infra import paths
-from pgtide.core.model import profiles
-from pgtide.core.infra import secrets
-from pgtide.core.infra.errors import ConnectError
-from pgtide.core.model.seed_config import load_seed_config
+from psycopg import sql
+
 from pgtide.core.catalog.server import probe
+from pgtide.core.infra import paths, secrets
+from pgtide.core.infra.errors import ConnectError
+from pgtide.core.model import profiles
+from pgtide.core.model.seed_config import load_seed_config
 
 # ':' and '\' must be escaped in .pgpass; '@' and '/' in a URL.
 SECRET = "s3cr3t:with\\back@sl/ash"

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
-
 from pgharness import PgCluster, create_fixture_schema
+
+from pgtide.core.catalog.scope import build_scope
 from pgtide.core.infra.endpoint import Endpoint
 from pgtide.core.infra.errors import InputError
-from pgtide.core.catalog.scope import build_scope
 from pgtide.core.model.selection import Selection
 
 
@@ -91,7 +91,7 @@ def test_two_part_name_resolves_as_schema_table(source: Endpoint, source_db: str
 
 
 def test_time_filters_resolve_to_literals_of_the_column_type(source: Endpoint, source_db: str) -> None:
-    now = datetime(2026, 4, 11, 12, 30, tzinfo=timezone.utc)
+    now = datetime(2026, 4, 11, 12, 30, tzinfo=UTC)
     selection = Selection.from_cli(
         include_databases=source_db,
         time_filters=["orders:created_at:6 months", "readings:at:30 days"],

@@ -11,9 +11,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from pgharness import PgCluster
 from psycopg import sql
 
-from pgharness import PgCluster
 from pgtide.core.engine import migrate
 from pgtide.core.engine.validate import validate
 from pgtide.core.infra.endpoint import Endpoint

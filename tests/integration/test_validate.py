@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-
 from pgharness import PgCluster, create_fixture_schema, free_port
+
+from pgtide.core.engine.validate import Check, Report, validate
 from pgtide.core.infra.endpoint import Endpoint
 from pgtide.core.model.plan import Options, Plan
 from pgtide.core.model.selection import Selection
-from pgtide.core.engine.validate import Check, Report, validate
 
 
 def _validate(source: str, target: str, **flags: object) -> Report:

@@ -20,6 +20,8 @@ from pgharness import (
     create_fixture_schema,
     wait_for,
 )
+from psycopg import sql
+
 from pgtide.core.infra.endpoint import Endpoint
 from pgtide.core.infra.events import Cancelled, CancelToken
 from pgtide.core.model.plan import Plan
@@ -36,7 +38,6 @@ from pgtide.core.verify.compare import (
     VerifyReport,
     verify_plan,
 )
-from psycopg import sql
 
 # Sessions that copy test data pin the output settings, so text COPY round-trips exactly
 # even though the two databases get different defaults below.
@@ -204,7 +205,7 @@ def test_every_type_round_trips_and_every_column_change_is_found(
     report = verify_plan(plan)
     (result,) = report.tables
     expected = {RowDifference("different", (str(100 + i),)) for i in range(len(changes))}
-    assert set(result.differences) == expected, [d for d in result.differences]
+    assert set(result.differences) == expected, list(result.differences)
     assert result.different == len(changes) and result.missing == result.extra == 0
 
 
@@ -376,7 +377,7 @@ class Writer(threading.Thread):
                     next_id += 1
                     self.transactions += 1
                     time.sleep(0.002)
-        except BaseException as exc:  # noqa: BLE001 - reported by the test
+        except BaseException as exc:
             self.error = exc
 
 
@@ -554,7 +555,7 @@ def test_cancel_stops_a_running_verify(source_cluster: PgCluster, target_cluster
         try:
             verify_plan(plan_for(source_cluster, target_cluster, dense_db), verifier=verifier)
             outcome.append(None)
-        except BaseException as exc:  # noqa: BLE001 - examined by the test
+        except BaseException as exc:
             outcome.append(exc)
 
     with target_cluster.connect(dense_db, autocommit=False) as blocker:

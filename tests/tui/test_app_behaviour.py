@@ -8,6 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from textual.pilot import Pilot
+from tui_fakes import FakeServices, demo_plan, wizard_state
+from tui_support import make_app, open_pick, settle, wait_until
+
 from pgtide.app.tui import PgtideApp
 from pgtide.core.catalog.server import ServerInfo
 from pgtide.core.infra.endpoint import Endpoint
@@ -16,9 +20,6 @@ from pgtide.screens.run import RunScreen
 from pgtide.screens.start import StartScreen
 from pgtide.screens.state import TimeFilterChoice
 from pgtide.widgets.modals import ConfirmModal, ErrorModal
-from textual.pilot import Pilot
-from tui_fakes import FakeServices, demo_plan, wizard_state
-from tui_support import make_app, open_pick, settle, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from pgtide.app import cli
 from pgtide.core.infra import localcluster
 from pgtide.core.infra import tools as pgtools

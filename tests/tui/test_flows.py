@@ -13,6 +13,11 @@ from typing import Any
 import pytest
 from keyring.backend import KeyringBackend
 from pgharness import PASSWORD_ROLE, PgCluster
+from psycopg import sql
+from textual.pilot import Pilot
+from textual.widgets import Button, Input, Select, Static
+from tui_support import make_app, settle, wait_until
+
 from pgtide.app.tui import PgtideApp
 from pgtide.screens.connect import ConnectScreen
 from pgtide.screens.dashboard import DashboardScreen
@@ -24,10 +29,6 @@ from pgtide.screens.start import StartScreen
 from pgtide.widgets.endpoint_form import EndpointForm
 from pgtide.widgets.modals import ErrorModal, NamePrompt
 from pgtide.widgets.table_picker import TablePicker
-from psycopg import sql
-from textual.pilot import Pilot
-from textual.widgets import Button, Input, Select, Static
-from tui_support import make_app, settle, wait_until
 
 SECRET = "s3cret-Tide!"
 

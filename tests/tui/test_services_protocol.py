@@ -5,6 +5,11 @@ from __future__ import annotations
 import inspect
 
 import pytest
+from test_app_behaviour import ExplodingServices
+from test_stale_results import GatedFilterCheck, GatedProbe, GatedValidation
+from tui_fakes import FakeServices, wizard_state
+from tui_support import SNAPSHOT_SIZE, make_app, open_pick, settle, wait_until
+
 from pgtide.screens.services import (
     CoreServices,
     Services,
@@ -12,10 +17,6 @@ from pgtide.screens.services import (
     service_methods,
 )
 from pgtide.widgets.modals import ErrorModal
-from test_app_behaviour import ExplodingServices
-from test_stale_results import GatedFilterCheck, GatedProbe, GatedValidation
-from tui_fakes import FakeServices, wizard_state
-from tui_support import SNAPSHOT_SIZE, make_app, open_pick, settle, wait_until
 
 #: Every stand-in the TUI tests hand to the app.
 FAKES: tuple[type, ...] = (FakeServices, ExplodingServices, GatedValidation, GatedFilterCheck, GatedProbe)

@@ -10,15 +10,16 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from textual.pilot import Pilot
+from textual.widgets import Input, Select
+from tui_fakes import FakeServices, demo_plan, wide_catalog, wizard_state
+from tui_support import SNAPSHOT_SIZE, make_app, open_pick, settle, wait_until
+
 from pgtide.app.tui import PgtideApp
 from pgtide.core.infra.errors import ConnectError
 from pgtide.screens.filters import FiltersScreen
 from pgtide.screens.state import TimeFilterChoice
 from pgtide.widgets.table_picker import TablePicker
-from textual.pilot import Pilot
-from textual.widgets import Input, Select
-from tui_fakes import FakeServices, demo_plan, wide_catalog, wizard_state
-from tui_support import SNAPSHOT_SIZE, make_app, open_pick, settle, wait_until
 
 Snap = Callable[..., bool]
 

@@ -10,6 +10,11 @@ from __future__ import annotations
 
 import threading
 
+from textual.message import Message
+from textual.widgets import Button, Checkbox, Input, Static
+from tui_fakes import FakeServices, wizard_state
+from tui_support import SNAPSHOT_SIZE, make_app, open_pick, settle, wait_until
+
 from pgtide.core.catalog.discovery import TableInfo
 from pgtide.core.catalog.filtercheck import FilterCheck
 from pgtide.core.catalog.server import ServerInfo
@@ -30,10 +35,6 @@ from pgtide.screens.messages import (
 from pgtide.screens.review import ReviewScreen
 from pgtide.widgets.check_list import CheckList
 from pgtide.widgets.endpoint_form import EndpointForm
-from textual.message import Message
-from textual.widgets import Button, Checkbox, Input, Static
-from tui_fakes import FakeServices, wizard_state
-from tui_support import SNAPSHOT_SIZE, make_app, open_pick, settle, wait_until
 
 #: The sample's table without a primary key (an error check unless it is schema-only).
 NO_KEY = ("shop", "public", "audit_log")

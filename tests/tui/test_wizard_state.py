@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from tui_fakes import SOURCE_URL, TARGET_URL, shop_catalog
+
 from pgtide.core.infra.endpoint import Endpoint
 from pgtide.core.infra.errors import InputError
 from pgtide.core.model.plan import Plan
 from pgtide.core.model.profiles import Profile
 from pgtide.core.model.selection import Selection
 from pgtide.screens.state import TimeFilterChoice, WizardState
-from tui_fakes import SOURCE_URL, TARGET_URL, shop_catalog
 
 ALL = {(t.schema, t.name) for t in shop_catalog().tables}
 

@@ -6,8 +6,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from pgtide.app.tui import PgtideApp
 from textual.pilot import Pilot
+
+from pgtide.app.tui import PgtideApp
 
 #: Every snapshot is taken at this size.
 SNAPSHOT_SIZE = (120, 34)

@@ -11,13 +11,12 @@ from pathlib import Path
 import pytest
 from keyring.backends import chainer, fail
 from keyring.errors import KeyringError
-
 from keyring_support import MemoryKeyring
-from pgtide.core.infra import paths
-from pgtide.core.model import profiles
-from pgtide.core.infra import secrets
+
+from pgtide.core.infra import paths, secrets
 from pgtide.core.infra.endpoint import Endpoint
 from pgtide.core.infra.errors import EnvironmentProblem, InputError
+from pgtide.core.model import profiles
 from pgtide.core.model.plan import Options, Plan
 from pgtide.core.model.seed_config import load_seed_config
 from pgtide.core.model.selection import Selection

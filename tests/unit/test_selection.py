@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -30,7 +30,7 @@ from pgtide.core.model.selection import (
     split_outside_quotes,
 )
 
-UTC = timezone.utc
+UTC = UTC
 
 
 # --- qualified names ---------------------------------------------------------------

@@ -6,6 +6,7 @@ import random
 from collections.abc import Iterator, Sequence
 
 import pytest
+
 from pgtide.core.infra.errors import Interrupted
 from pgtide.core.infra.events import Cancelled, Event
 from pgtide.core.verify.compare import (

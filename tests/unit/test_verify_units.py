@@ -7,6 +7,8 @@ from collections import deque
 from typing import Any
 
 import pytest
+from psycopg import sql
+
 from pgtide.core.catalog.discovery import TableInfo
 from pgtide.core.catalog.scope import TableScope
 from pgtide.core.infra.errors import InputError
@@ -31,7 +33,6 @@ from pgtide.core.verify.compare import (
     _Shape,
     _Side,
 )
-from psycopg import sql
 
 
 def test_lsn_round_trip_and_page_boundary() -> None:
