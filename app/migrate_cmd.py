@@ -105,16 +105,14 @@ def _cmd_sync(args: argparse.Namespace) -> int:
 
 
 def _cmd_teardown(args: argparse.Namespace) -> int:
-    from ..core.engine import migrate
 
     session = session_from_args(args)
-    plan = session.plan
     databases = args.database or None
     what = ", ".join(databases) if databases else f"every database of migration {session.migration_id}"
     if not _confirm(f"Drop pgtide's subscription, slot and publication for {what}?", args):
         print("nothing done")
         return 0
-    removed = migrate.teardown(plan, databases, emit=EventPrinter(as_json=args.json))
+    removed = session.teardown(databases, emit=EventPrinter(as_json=args.json))
     if args.json:
         print_json({"event": "summary", "removed": removed})
     elif not removed:

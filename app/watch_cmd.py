@@ -128,7 +128,6 @@ def _status_ok(status: Any) -> bool:
 
 def cmd_status(args: argparse.Namespace, *, out: IO[str] | None = None) -> int:
     from ..core.infra.errors import ConnectError
-    from ..core.monitor.poll import Monitor
 
     out = out or sys.stdout
     # nan compares false with everything and inf never wakes up: neither is an interval.
@@ -136,9 +135,8 @@ def cmd_status(args: argparse.Namespace, *, out: IO[str] | None = None) -> int:
         raise InputError(f"--watch needs a positive number of seconds up to {MAX_WATCH_SECONDS:g}, "
                          f"not {args.watch:g}", "Pass e.g. --watch 2.")
     session = session_from_args(args)
-    plan = session.plan
     tty = bool(getattr(out, "isatty", lambda: False)()) and not args.json
-    with Monitor.from_plan(plan, session.databases()) as monitor:
+    with session.monitor() as monitor:
         if args.watch is None:
             status = monitor.poll()
             _print_status(status, args.json, out, clear=False)
@@ -210,18 +208,17 @@ class _Progress:
 
 
 def cmd_verify(args: argparse.Namespace, *, out: IO[str] | None = None) -> int:
-    from ..core.verify.compare import VerifyOptions, verify_plan
+    from ..core.verify.compare import VerifyOptions
 
     out = out or sys.stdout
     if args.max_keys < 0:
         raise InputError(f"--max-keys must be 0 or more, not {args.max_keys}", "Pass e.g. --max-keys 20.")
     session = session_from_args(args)
-    plan = session.plan
     options = VerifyOptions(
         max_keys=args.max_keys, jobs=args.jobs, recheck_timeout=args.recheck_timeout, live=not args.static,
     )
     progress = _Progress(sys.stderr) if not args.json else None
-    report = verify_plan(plan, tables=args.table, options=options, on_event=progress)
+    report = session.verify(tables=args.table, options=options, on_event=progress)
     if progress is not None and progress.enabled:
         sys.stderr.write("\r\033[K")
         sys.stderr.flush()
@@ -232,8 +229,6 @@ def cmd_verify(args: argparse.Namespace, *, out: IO[str] | None = None) -> int:
         out.flush()
     else:
         print(render_report(report, args.max_keys), file=out, flush=True)
-    if not args.table:  # a verify of some tables only says nothing about the migration as a whole
-        session.store.record_verify({"ok": report.ok, **report.summary()})
     return EXIT_OK if report.ok else EXIT_FAILED
 
 

@@ -16,15 +16,25 @@ are reached through here by the commands.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 from .infra.errors import InputError
+from .infra.events import discard
 from .jobs.state import DatabaseState, parse_state
 from .jobs.store import JobStore
 from .model.plan import Plan
 from .model.selection import Selection
 from .replication import naming
+
+if TYPE_CHECKING:
+    from .catalog.scope import Scope
+    from .engine.migrate import DatabaseResult
+    from .engine.validate import Report
+    from .infra.events import CancelToken, Emit
+    from .monitor.poll import Monitor
+    from .verify.compare import VerifyOptions, VerifyReport
 
 
 @dataclass
@@ -45,6 +55,9 @@ class MigrationSession:
         session = cls(plan, migration, store)
         recorded = store.recorded_plan()
         if recorded is None:
+            if JobStore.exists(migration):
+                session.notes.append(f"migration {migration} was recorded by pgtide 0.1 (no plan kept): acting on "
+                                     "the servers and selection given; the next init or sync records the plan")
             return session
         if not selection_given:
             session.plan = replace(plan, selection=recorded.selection)
@@ -83,6 +96,49 @@ class MigrationSession:
         wanted = with_database_from_url(self.plan.source, self.plan.selection)
         chosen = tuple(name for name in recorded if wanted.includes_database(name))
         return chosen or selected_databases(self.plan)
+
+    # -- the commands, as methods of the migration they act on --------------------------------
+    # The CLI and the app's services call these; the policies they follow live in core (the
+    # databases above, the target rule in engine/target.py, teardown's in engine/migrate.py),
+    # never in app/ or screens/.
+
+    def validate(self, *, emit: Emit = discard) -> Report:
+        from .engine.validate import validate as run
+
+        return run(self.plan, emit=emit)
+
+    def init(self, *, scope: Scope | None = None, emit: Emit = discard,
+             cancel: CancelToken | None = None) -> list[DatabaseResult]:
+        from .engine import migrate
+
+        return migrate.init(self.plan, scope=scope, emit=emit, cancel=cancel)
+
+    def sync(self, *, scope: Scope | None = None, emit: Emit = discard,
+             copy_data: bool = True) -> list[DatabaseResult]:
+        from .engine import migrate
+
+        return migrate.sync(self.plan, scope=scope, emit=emit, copy_data=copy_data)
+
+    def monitor(self, databases: Sequence[str] | None = None, **settings: Any) -> Monitor:
+        from .monitor.poll import Monitor
+
+        return Monitor.from_plan(self.plan, self.databases(databases), **settings)
+
+    def verify(self, *, tables: Sequence[str] | None = None, options: VerifyOptions | None = None,
+               on_event: Callable[[Any], None] | None = None, cancel: CancelToken | None = None) -> VerifyReport:
+        """Verify the recorded migration; a verify of every table is recorded as its last one."""
+        from .verify.compare import verify_plan
+
+        report = verify_plan(self.plan, tables=tables or (), options=options, on_event=on_event, cancel=cancel)
+        if not tables:
+            self.store.record_verify({"ok": report.ok, **report.summary()})
+        return report
+
+    def teardown(self, databases: Sequence[str] | None = None, *,
+                 emit: Emit = discard) -> list[str]:
+        from .engine import migrate
+
+        return migrate.teardown(self.plan, list(databases) if databases else None, emit=emit)
 
 
 def _rules(selection: Selection) -> list[dict[str, object]]:

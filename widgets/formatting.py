@@ -7,7 +7,7 @@ from rich.text import Text
 
 # One formatting module for the CLI and the app (pure: it imports neither psycopg nor textual).
 from ..core.infra.formatting import human_bytes as _human_bytes
-from ..core.infra.formatting import human_count  # noqa: F401 - the widgets import it from here
+from ..core.infra.formatting import human_count as human_count  # re-exported: the screens import it from here
 from ..core.infra.formatting import human_seconds as _human_seconds
 
 #: Marks for ok / warning / error, with the style that colours them.
