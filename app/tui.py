@@ -124,6 +124,7 @@ class PgtideApp(App[int]):
         self._welcome = welcome
         self._cancel: CancelToken | None = None
         self._monitor: StatusSource | None = None
+        self._dashboard_request = 0
         self._poll_timer: Timer | None = None
         self._verify_run: VerifyRun | None = None
         self._exit_when_idle = False
@@ -386,19 +387,26 @@ class PgtideApp(App[int]):
     def open_dashboard(self, plan: Plan) -> None:
         self._stop_polling()
         self.dashboard = None
-        self._prepare_dashboard(plan)
+        self._dashboard_request += 1
+        self._prepare_dashboard(plan, self._dashboard_request)
         self.show_start()
         self.push_screen(DashboardScreen())
 
     @work(thread=True, exit_on_error=False, exclusive=True, group="dashboard", description="Opening the dashboard")
-    def _prepare_dashboard(self, plan: Plan) -> None:
+    def _prepare_dashboard(self, plan: Plan, request: int) -> None:
         scope = self.services.migration_scope(plan)
         monitor = self.services.open_monitor(plan, [db.name for db in scope.databases],
                                              tables=sum(len(db.tables) for db in scope.databases))
-        self.post_message(DashboardOpened(plan, scope, monitor))
+        self.post_message(DashboardOpened(plan, scope, monitor, request))
 
     @on(DashboardOpened)
     def _dashboard_opened(self, message: DashboardOpened) -> None:
+        if message.request != self._dashboard_request:
+            # A dashboard opened since: this late answer's monitor is closed, never shown.
+            self._close_monitor(message.monitor)
+            return
+        if self._monitor is not None and self._monitor is not message.monitor:
+            self._close_monitor(self._monitor)
         self.dashboard = DashboardModel.for_scope(message.plan, message.scope)
         self.keep_long_lived()
         self._monitor = message.monitor
@@ -570,7 +578,8 @@ class PgtideApp(App[int]):
     def _busy(self) -> list[str]:
         busy = []
         if self.migration_running:
-            busy.append("a migration is copying (it will be cancelled and its replication objects removed)")
+            busy.append("a migration is copying (it will be cancelled: what this run created is removed, and "
+                        "running it again continues)")
         if self.dashboard is not None and self.dashboard.verify_state == "running":
             busy.append("verify is running (it will be stopped)")
         return busy

@@ -248,11 +248,13 @@ class MigrationStopped(Message):
 class DashboardOpened(Message):
     """The migration's tables are known and a monitor is connected: polling can start."""
 
-    def __init__(self, plan: Plan, scope: Scope, monitor: StatusSource) -> None:
+    def __init__(self, plan: Plan, scope: Scope, monitor: StatusSource, request: int = 0) -> None:
         super().__init__()
         self.plan = plan
         self.scope = scope
         self.monitor = monitor
+        #: Which open_dashboard() this answers: an older one's monitor is closed, not shown.
+        self.request = request
 
 
 class StatusPolled(Message):
