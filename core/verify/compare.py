@@ -13,10 +13,12 @@ How one table is compared (docs/architecture.md §6):
    ranges and a mismatching range is bisected (16 sub-ranges a level, through the primary
    key index) until listing it is cheaper: it holds few rows, or its mismatch is dense
    (one side empty, counts far apart, most sub-ranges differing; see :mod:`.merge`). Then
-   ``(key, row hash)`` lists are read from both sides at once in key order, in chunks, and
-   merged to name each differing key as missing (only on the source), extra (only on the
-   target) or different; a range only one side has rows in is counted on the server and
-   only the keys kept are listed. Other keys are bucketed by a hash of the key;
+   the source packs the range's ``(key, row hash)`` pairs, a chunk at a time, into two
+   binary int8 arrays, and the target's server joins each chunk with its own rows: it
+   returns exact counts of the keys missing (only on the source), extra (only on the
+   target) and different, and only the first keys kept, so rows never become Python
+   objects; a range only one side has rows in is counted on the server and only the
+   keys kept are listed. Other keys are bucketed by a hash of the key;
    mismatching buckets are re-read in one scan.
 3. **Live replication.** When the target is subscribed to the source, a difference may be
    a change still in flight. The source's WAL insert position is recorded with each
@@ -69,7 +71,8 @@ from typing import Any, Literal, TypeVar
 
 import psycopg
 from psycopg import sql
-from psycopg.pq import TransactionStatus
+from psycopg.adapt import Dumper
+from psycopg.pq import Format, TransactionStatus
 
 from ..catalog.predicate import QUOTING_SETTINGS, deparsed, pin_quoting
 from ..catalog.scope import Scope, TableScope, build_scope
@@ -99,7 +102,6 @@ from .merge import (
     coalesce,
     counts_dense,
     kind_of,
-    merge_differences,
     mostly_differing,
 )
 
@@ -696,6 +698,20 @@ class _Prefetch(Iterator[list[Any]]):
             log.debug("read-ahead stopped: %s", exc)
 
 
+class _PackedInt8s(bytes):
+    """An int8[] already in PostgreSQL's binary send form (``array_send`` output)."""
+
+
+class _PackedInt8sDumper(Dumper):
+    """Passes :class:`_PackedInt8s` through as a binary int8[] parameter, untouched."""
+
+    format = Format.BINARY
+    oid = 1016  # int8[]
+
+    def dump(self, obj: Any) -> bytes:
+        return bytes(obj)
+
+
 def _cancel_quietly(conn: psycopg.Connection[Any]) -> None:
     try:
         conn.cancel_safe(timeout=5)
@@ -1116,16 +1132,100 @@ class _TableVerifier:
             if left is not None and left <= 0:
                 return
 
+    def _packed_sql(self, first: int, last: int, limit: int) -> Query:
+        """The source's next chunk of a key range, packed on the server: (rows, last key, keys, hashes).
+
+        Keys and row hashes come back as two int8 arrays in their binary send form: bytes
+        this process never decodes, only hands to the target (see :meth:`_join_sql`).
+        """
+        shape = self.shape
+        key = sql.Identifier("t", shape.key[0])
+        return sql.SQL(
+            "SELECT count(*), max(s.k), pg_catalog.array_send(coalesce(pg_catalog.array_agg(s.k), '{{}}')), "
+            "pg_catalog.array_send(coalesce(pg_catalog.array_agg(s.h), '{{}}')) "
+            "FROM (SELECT {k}::int8 AS k, {h} AS h FROM {tab} AS t "
+            "WHERE {k} >= {lo}::int8 AND {k} <= {hi}::int8 AND {w} ORDER BY {k} LIMIT {n}) AS s"
+        ).format(k=key, h=shape.source.row_hash, tab=shape.table_sql, w=shape.where,
+                 lo=sql.Literal(first), hi=sql.Literal(last), n=sql.Literal(limit))
+
+    def _packed_chunks(self, spans: Sequence[Span]) -> Iterator[list[Any]]:
+        """The source's rows of ``spans`` (sorted, disjoint), packed a key interval at a time.
+
+        Keyset pagination in the caller's snapshot; the intervals tile each span, so every
+        target key of a span falls in exactly one of them. Yields [first, last, keys, hashes].
+        """
+        cursor = self.pair.source.cursor(binary=True)
+        size = self.options.stream_rows
+        for span in spans:
+            first = span.first
+            while True:
+                _check(self.pair.cancel)
+                row = cursor.execute(self._packed_sql(first, span.last, size)).fetchone()
+                assert row is not None
+                rows, top, keys, hashes = row
+                last = span.last if rows < size or top >= span.last else int(top)
+                yield [first, last, bytes(keys), bytes(hashes)]
+                if last >= span.last:
+                    break
+                first = last + 1
+
+    def _join_sql(self, first: int, last: int, room: int) -> Query:
+        """The target compares a source chunk (parameters $1 keys, $2 hashes) with its own rows.
+
+        One row of exact counts (missing, extra, different) with NULL key, then the first
+        ``room`` differing keys in key order: (key, source hash, target hash, NULLs).
+        """
+        shape = self.shape
+        key = sql.Identifier("t", shape.key[0])
+        counts = sql.SQL(
+            "SELECT NULL::int8, NULL::int8, NULL::int8, count(*) FILTER (WHERE d.th IS NULL), "
+            "count(*) FILTER (WHERE d.sh IS NULL), count(*) FILTER (WHERE d.sh IS NOT NULL AND d.th IS NOT NULL) "
+            "FROM d"
+        )
+        listing = sql.SQL(
+            " UNION ALL (SELECT d.k, d.sh, d.th, NULL::int8, NULL::int8, NULL::int8 FROM d ORDER BY d.k LIMIT {})"
+        ).format(sql.Literal(room)) if room > 0 else sql.SQL("")
+        return sql.SQL(
+            "WITH d AS MATERIALIZED (SELECT coalesce(s.k, o.k) AS k, s.h AS sh, o.h AS th "
+            "FROM ROWS FROM (pg_catalog.unnest($1::int8[]), pg_catalog.unnest($2::int8[])) AS s(k, h) "
+            "FULL JOIN (SELECT {k}::int8 AS k, {h} AS h FROM {tab} AS t "
+            "WHERE {k} >= {lo}::int8 AND {k} <= {hi}::int8 AND {w}) AS o ON s.k = o.k "
+            "WHERE s.k IS NULL OR o.k IS NULL OR s.h <> o.h) "
+            "{counts}{listing}"
+        ).format(k=key, h=shape.target.row_hash, tab=shape.table_sql, w=shape.where,
+                 lo=sql.Literal(first), hi=sql.Literal(last), counts=counts, listing=listing)
+
     def _merge(self, spans: Sequence[Span], tally: Tally) -> None:
-        """Name every differing key of ``spans``: both sides listed ahead on their own threads."""
-        source = _Prefetch(self.pair, lambda: self._chunks("source", spans))
-        target = _Prefetch(self.pair, lambda: self._chunks("target", spans))
+        """Name every differing key of ``spans``, comparing on the target's server.
+
+        The source packs each chunk of its (key, row hash) pairs into two binary int8
+        arrays (read ahead on the pair's executor); the target joins them with its own
+        rows of the same key interval and returns exact counts by kind plus only the first
+        keys the tally still has room for. No row becomes a Python object unless it is
+        kept, so dense differences cost about two index scans, one per side, in parallel.
+        """
+        source = _Prefetch(self.pair, lambda: self._packed_chunks(spans))
+        # Native $n placeholders: the filter is the server's deparsed text and may hold '%'.
+        cursor = psycopg.RawCursor(self.pair.target)
+        cursor.adapters.register_dumper(_PackedInt8s, _PackedInt8sDumper)
         try:
-            for key, source_hash, target_hash in merge_differences(source, target):
-                tally.add((str(key),), source_hash, target_hash)
+            for first, last, keys, hashes in source:
+                _check(self.pair.cancel)
+                rows = cursor.execute(self._join_sql(first, last, tally.room),
+                                      [_PackedInt8s(keys), _PackedInt8s(hashes)], binary=True).fetchall()
+                counted: dict[DifferenceKind, int] = {"missing": 0, "extra": 0, "different": 0}
+                for key, source_hash, target_hash, missing, extra, different in rows:
+                    if key is None:
+                        counted = {"missing": int(missing), "extra": int(extra), "different": int(different)}
+                        continue
+                    kind = kind_of(source_hash, target_hash)
+                    counted[kind] -= 1
+                    tally.add((str(key),), source_hash, target_hash)
+                for counted_kind, left in counted.items():
+                    tally.count(counted_kind, left)
         finally:
             source.close()
-            target.close()
+            cursor.close()
 
     def _one_sided(self, span: Span, kind: DifferenceKind, tally: Tally) -> bool:
         """A range only one side has rows in: count them there, list only as many as are kept.

@@ -469,7 +469,7 @@ def test_target_missing_a_tenth_of_its_rows(
     events: list[Any] = []
     (result,) = verify_plan(plan_for(source_cluster, target_cluster, dense_db), options=VerifyOptions(max_keys=3),
                             on_event=events.append).tables
-    assert (result.missing, result.extra, result.different) == (DENSE_ROWS // 10, 1, 0)
+    assert (result.missing, result.extra, result.different) == (DENSE_ROWS // 10, 1, 0), result
     assert result.differences == (RowDifference("missing", ("5",)), RowDifference("missing", ("15",)),
                                   RowDifference("missing", ("25",)))
     # Counts 10 % apart in every bucket: listed without bisecting; the extra key's bucket too.
@@ -574,3 +574,18 @@ def test_cancel_stops_a_running_verify(source_cluster: PgCluster, target_cluster
     assert not thread.is_alive()
     assert len(outcome) == 1 and isinstance(outcome[0], Cancelled), outcome
     assert verifier.token.cancelled
+
+
+def test_dense_mixed_differences_are_counted_exactly_beyond_the_keys_tracked(
+    source_cluster: PgCluster, target_cluster: PgCluster, dense_db: str
+) -> None:
+    # Every kind in the same dense range, compared on the target's server chunk by chunk
+    # (small chunks: many of them), with far fewer keys tracked than differ.
+    target_cluster.execute("DELETE FROM items WHERE id % 10 = 1; UPDATE items SET note = '%' WHERE id % 10 = 2; "
+                           "INSERT INTO items SELECT g, g, 'x' FROM generate_series(40001, 40100) g", dbname=dense_db)
+    options = VerifyOptions(max_keys=4, tracked_keys=50, stream_rows=777, live=False)
+    (result,) = verify_plan(plan_for(source_cluster, target_cluster, dense_db), options=options).tables
+    assert (result.missing, result.extra, result.different) == (DENSE_ROWS // 10, 100, DENSE_ROWS // 10), result
+    assert [(d.kind, d.key[0]) for d in result.differences] == [
+        ("missing", "1"), ("missing", "11"), ("missing", "21"), ("missing", "31")]
+    assert any("more than 50 differing rows" in note for note in result.notes)
