@@ -140,18 +140,21 @@ class _PooledConnection(psycopg.Connection[Any]):
 
     def __exit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
         super().__exit__(exc_type, exc_val, exc_tb)
-        if self.closed:
-            return
-        try:
-            if self.info.transaction_status != TransactionStatus.IDLE:
-                self.rollback()
-            # A borrower may have changed session settings (search_path, quoting pins): the
-            # next one starts from the connection's defaults. Done here, not by the pool's
-            # reset hook, so the member is back (and seen as available) before we return.
-            self.execute("RESET ALL")
-        except psycopg.Error:
-            pass  # broken: the pool discards it when it comes back
         self.close()
+
+    def close(self) -> None:
+        if not self.closed and getattr(self, "_pool", None) is not None:
+            try:
+                if self.info.transaction_status != TransactionStatus.IDLE:
+                    self.rollback()
+                # A borrower may have changed session settings (search_path, timeouts,
+                # quoting pins): the next one starts from the connection's defaults. Done here,
+                # not by the pool's reset hook, so the member is back (and counted available)
+                # before close() returns.
+                self.execute("RESET ALL")
+            except psycopg.Error:
+                pass  # broken: the pool discards it when it comes back
+        super().close()
 
 
 class ConnectionPools:

@@ -271,10 +271,12 @@ class Monitor:
     # -- connections ------------------------------------------------------------------------
 
     def _open(self, endpoint: Endpoint) -> psycopg.Connection[Any]:
-        conn = connect(endpoint, application_name="pgtide-monitor")
-        conn.execute(
-            sql.SQL("SET statement_timeout = {}").format(sql.Literal(self.settings.statement_timeout_ms))
-        )
+        # From the command's pool when there is one (the app's dashboard, status --watch):
+        # the settings below are reset when the monitor hands the connection back.
+        conn = connect(endpoint)
+        conn.execute("SELECT pg_catalog.set_config('application_name', 'pgtide-monitor', false), "
+                     "pg_catalog.set_config('statement_timeout', %s, false)",
+                     [str(self.settings.statement_timeout_ms)])
         return conn
 
     def _source(self) -> psycopg.Connection[Any]:
