@@ -196,22 +196,6 @@ def database_exists(endpoint: Endpoint, name: str) -> bool:
         return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone() is not None
 
 
-def user_objects(target: Endpoint) -> list[str]:
-    with connect(target) as conn:
-        rows = conn.execute(
-            """
-            SELECT format('%s %I.%I', CASE c.relkind WHEN 'r' THEN 'table' WHEN 'p' THEN 'table'
-                          WHEN 'v' THEN 'view' WHEN 'm' THEN 'materialized view' ELSE 'relation' END,
-                          n.nspname, c.relname)
-            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-            WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-              AND n.nspname !~ '^pg_toast'
-            ORDER BY 1 LIMIT 6
-            """
-        ).fetchall()
-    return [row[0] for row in rows]
-
-
 def _create_database(plan: Plan, database: str) -> None:
     with connect(plan.source.with_dbname(database)) as conn:
         encoding, collate, ctype = conn.execute(
@@ -482,36 +466,16 @@ def _init_database(plan: Plan, db: DatabaseScope, store: JobStore, emit: Emit, c
             created = prepare_target(plan, database, decision, emit)
     store.transition(database, DatabaseState.COPYING,
                      created_database=created or bool(state.get("created_database")),
-                 slot=names.slot, started_at=time.time(), tables={}, schema="done" if in_place else None,
-                 post_data=None)
+                     slot=names.slot, started_at=time.time(), tables={}, schema="done" if in_place else None,
+                     post_data=None)
     workdir = workdir_for(plan, database)
     try:
         with _phase(emit, database, "publication"):
             ensure_publication(source_db, names.publication, replicated_tables(db))
             created_here.append("publication")
-        copied_bytes = 0
-        copy_seconds = 0.0
-        with exported_snapshot(source_db, names.slot, server_version) as snapshot:
-            created_here.append("slot")
-            emit(Log("info", f"slot {names.slot} at {snapshot.consistent_point}, snapshot {snapshot.name}", database))
-            with _phase(emit, database, "schema"):
-                schema_file = workdir / "schema.dump"
-                dump_schema(plan, db, snapshot.name, schema_file, server_version // 10000)
-                if not in_place:
-                    restore_section(plan, database, schema_file, "pre-data")
-                    store.update(database, schema="done")
-            cancel.check()
-            with _phase(emit, database, "data"):
-                copied_bytes, copy_seconds = copy_tables(
-                    plan.source.with_dbname(database), target_db, database, snapshot, db.tables,
-                    jobs=plan.options.jobs, emit=emit, cancel=cancel,
-                    on_table_done=lambda table, rows: store.table_done(
-                        database, format_qualified_name(table.info.qualified), rows, table.estimated_bytes),
-                )
-                if db.catalog.large_objects:
-                    copy_large_objects(plan, database, snapshot.name, workdir, server_version // 10000)
-                    emit(Log("warning", f"{db.catalog.large_objects} large objects copied; later changes to them "
-                                        "are not replicated", database))
+        copied_bytes, copy_seconds, schema_file = _copy_under_snapshot(
+            plan, db, names.slot, store, emit, cancel, in_place=in_place, server_version=server_version,
+            workdir=workdir, on_slot=lambda: created_here.append("slot"))
         # The snapshot is released here; the slot keeps every change since it for the subscription.
         record_throughput(copied_bytes, copy_seconds)
         cancel.check()
@@ -534,6 +498,40 @@ def _init_database(plan: Plan, db: DatabaseScope, store: JobStore, emit: Emit, c
         raise
     rows = sum(entry.get("rows", 0) for entry in store.database(database).get("tables", {}).values())
     return DatabaseResult(database, STATUS_STREAMING, len(db.tables), rows, copied_bytes, time.monotonic() - started)
+
+
+def _copy_under_snapshot(plan: Plan, db: DatabaseScope, slot: str, store: JobStore, emit: Emit,
+                         cancel: CancelToken, *, in_place: bool, server_version: int, workdir: Path,
+                         on_slot: Callable[[], None]) -> tuple[int, float, Path]:
+    """The slot with its exported snapshot, then schema and rows under exactly that snapshot.
+
+    Returns (bytes copied, seconds the copy took, the schema dump for the post-data step).
+    The snapshot is released on return; the slot keeps every change since it.
+    """
+    database = db.name
+    source_db = plan.source.with_dbname(database)
+    with exported_snapshot(source_db, slot, server_version) as snapshot:
+        on_slot()
+        emit(Log("info", f"slot {slot} at {snapshot.consistent_point}, snapshot {snapshot.name}", database))
+        with _phase(emit, database, "schema"):
+            schema_file = workdir / "schema.dump"
+            dump_schema(plan, db, snapshot.name, schema_file, server_version // 10000)
+            if not in_place:
+                restore_section(plan, database, schema_file, "pre-data")
+                store.update(database, schema="done")
+        cancel.check()
+        with _phase(emit, database, "data"):
+            copied_bytes, copy_seconds = copy_tables(
+                source_db, plan.target.with_dbname(database), database, snapshot, db.tables,
+                jobs=plan.options.jobs, emit=emit, cancel=cancel,
+                on_table_done=lambda table, rows: store.table_done(
+                    database, format_qualified_name(table.info.qualified), rows, table.estimated_bytes),
+            )
+            if db.catalog.large_objects:
+                copy_large_objects(plan, database, snapshot.name, workdir, server_version // 10000)
+                emit(Log("warning", f"{db.catalog.large_objects} large objects copied; later changes to them "
+                                    "are not replicated", database))
+    return copied_bytes, copy_seconds, schema_file
 
 
 class MigrationFailed(PgtideError):
