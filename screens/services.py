@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from ..core.model.profiles import Profile, ProfileSummary
     from ..core.model.selection import Selection, TimeFilter
     from ..core.monitor.poll import MigrationStatus
+    from ..core.session import MigrationSession
     from ..core.verify.compare import VerifyEvent, VerifyReport
 
 
@@ -230,9 +231,7 @@ class CoreServices:
         return Plan(source, target, selection, Options.from_dict(dict(options or {}), source="options"))
 
     def validate(self, plan: Plan, emit: Emit) -> Report:
-        from ..core.engine.validate import validate
-
-        return validate(plan, emit=emit)
+        return _session(plan).validate(emit=emit)
 
     def estimate(self, scope: Scope) -> Estimate:
         from ..core.catalog.estimate import estimate
@@ -247,14 +246,10 @@ class CoreServices:
         return CancelToken()
 
     def init(self, plan: Plan, scope: Scope | None, emit: Emit, cancel: CancelToken) -> list[DatabaseResult]:
-        from ..core.engine.migrate import init
-
-        return init(plan, scope=scope, emit=emit, cancel=cancel)
+        return _session(plan).init(scope=scope, emit=emit, cancel=cancel)
 
     def teardown(self, plan: Plan, databases: Sequence[str] | None, emit: Emit) -> list[str]:
-        from ..core.engine.migrate import teardown
-
-        return teardown(plan, list(databases) if databases is not None else None, emit=emit)
+        return _session(plan).teardown(databases, emit=emit)
 
     def migration_scope(self, plan: Plan) -> Scope:
         """The tables a running migration covers (for the dashboard's per-table view)."""
@@ -278,6 +273,13 @@ class CoreServices:
         from ..core.infra.logs import log_file
 
         return log_file()
+
+
+def _session(plan: Plan) -> MigrationSession:
+    """The migration the wizard's plan forms: the app acts through the same session as the CLI."""
+    from ..core.session import MigrationSession
+
+    return MigrationSession.open(plan, selection_given=True)
 
 
 class _CoreVerifyRun:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -160,4 +161,18 @@ def replication_objects(source: PgCluster, target: PgCluster) -> dict[str, list[
     }
     for (db,) in source.execute("SELECT datname FROM pg_database WHERE datallowconn"):
         found["publications"] += [r[0] for r in source.execute("SELECT pubname FROM pg_publication", dbname=db)]
+    return found
+
+
+def files_holding(secret: bytes, *roots: Path) -> list[Path]:
+    """Plain files under ``roots`` (up to 1 MiB each) whose bytes contain ``secret``."""
+    found = []
+    for root in roots:
+        for path in root.rglob("*") if root.is_dir() else ():
+            try:
+                if path.is_file() and not path.is_symlink() and path.stat().st_size < 1 << 20 \
+                        and secret in path.read_bytes():
+                    found.append(path)
+            except OSError:
+                continue
     return found

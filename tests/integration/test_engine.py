@@ -14,7 +14,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from engine_support import Writer, differences, replication_objects, wait_until_identical
+from engine_support import Writer, differences, files_holding, replication_objects, wait_until_identical
 from pgharness import HOSTILE_TABLES, PASSWORD_ROLE, PgCluster, create_fixture_schema, wait_for
 from psycopg import sql
 
@@ -224,19 +224,6 @@ def _running(pid: int) -> bool:
         return False
 
 
-def _files_holding(secret: bytes, *roots: Path) -> list[Path]:
-    found = []
-    for root in roots:
-        for path in root.rglob("*") if root.is_dir() else ():
-            try:
-                if path.is_file() and not path.is_symlink() and path.stat().st_size < 1 << 20 \
-                        and secret in path.read_bytes():
-                    found.append(path)
-            except OSError:
-                continue
-    return found
-
-
 def test_kill_9_mid_copy_leaves_no_password_on_disk_and_no_child(shop: tuple[PgCluster, PgCluster],
                                                                   tmp_path: Path) -> None:
     source, target = shop
@@ -269,12 +256,12 @@ def test_kill_9_mid_copy_leaves_no_password_on_disk_and_no_child(shop: tuple[PgC
         while any(_running(pid) for pid in children) and time.monotonic() < deadline:
             time.sleep(0.02)
         assert not [pid for pid in children if _running(pid)], "a psql child outlived pgtide by a second"
-        assert _files_holding(CRASH_PASSWORD.encode(), *roots) == []
+        assert files_holding(CRASH_PASSWORD.encode(), *roots) == []
 
         rerun = subprocess.run(args, capture_output=True, text=True, env=env, timeout=240)
         assert rerun.returncode == 0, rerun.stderr
         assert CRASH_PASSWORD not in rerun.stdout + rerun.stderr
-        assert _files_holding(CRASH_PASSWORD.encode(), *roots) == []
+        assert files_holding(CRASH_PASSWORD.encode(), *roots) == []
         source.execute("INSERT INTO slow_rows VALUES (5001, 5001)", dbname=DB)
         wait_until_identical(source, target, DB, {("public", "slow_rows"): None, ("public", "orders"): None})
     finally:

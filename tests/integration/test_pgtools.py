@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from engine_support import files_holding
 from pgharness import PASSWORD_ROLE, PgCluster, wait_for
 from psycopg import sql
 
@@ -134,19 +135,6 @@ _CHILD_SCRIPT = textwrap.dedent(
 )
 
 
-def _files_holding(secret: str, *roots: Path) -> list[Path]:
-    found = []
-    for root in roots:
-        for path in root.rglob("*") if root.is_dir() else ():
-            try:
-                if path.is_file() and not path.is_symlink() and path.stat().st_size < 1 << 20 \
-                        and secret.encode() in path.read_bytes():
-                    found.append(path)
-            except OSError:
-                continue
-    return found
-
-
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL])
 def test_no_passfile_on_disk_and_child_dies_with_us(
     tmp_path: Path, source_cluster: PgCluster, source_db: str, password_endpoint: Endpoint, signum: int
@@ -171,7 +159,7 @@ def test_no_passfile_on_disk_and_child_dies_with_us(
                 what="pg_dump to authenticate with the password and wait for the lock",
             )
             assert _environ(pg_dump_pid)["PGPASSFILE"].startswith("/dev/fd/")
-            assert _files_holding(PASSWORD, private_tmp) == []
+            assert files_holding(PASSWORD.encode(), private_tmp) == []
             script.send_signal(signum)
             assert script.wait(timeout=30) == -signum
         finally:
@@ -182,7 +170,7 @@ def test_no_passfile_on_disk_and_child_dies_with_us(
         while _alive(pg_dump_pid) and time.monotonic() < deadline:
             time.sleep(0.02)
         assert not _alive(pg_dump_pid), "pg_dump outlived its parent by more than a second"
-        assert _files_holding(PASSWORD, private_tmp) == []
+        assert files_holding(PASSWORD.encode(), private_tmp) == []
 
 
 def _alive(pid: int) -> bool:

@@ -14,12 +14,12 @@ from pgtide.core.catalog.scope import TableScope
 from pgtide.core.infra.errors import InputError
 from pgtide.core.model.selection import parse_table_pattern
 from pgtide.core.monitor.poll import (
-    _eta,
     extract_worker_error,
     format_lsn,
     lsn_reached,
     parse_lsn,
 )
+from pgtide.core.monitor.state import lag_eta as _eta
 from pgtide.core.verify.compare import (
     RowDifference,
     TableResult,
