@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -202,7 +203,8 @@ def test_crash_mid_copy_then_rerun(shop: tuple[PgCluster, PgCluster], tmp_path: 
                                               ("public", "big"): None, ("My Schema", "Order.Items"): None})
 
 
-CRASH_PASSWORD = "kill-9-s3cret:@/%"
+# Made per run: a fixed one would be found in this very file when the checkout is under /tmp.
+CRASH_PASSWORD = f"kill-9-{secrets.token_hex(8)}:@/%"
 
 
 def _children(parent: int) -> list[int]:
