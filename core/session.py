@@ -103,6 +103,8 @@ class MigrationSession:
     # never in app/ or screens/.
 
     def validate(self, *, emit: Emit = discard) -> Report:
+        """validate needs no session to run (it reports unreachable servers as checks); this is
+        the same for a session already open."""
         from .engine.validate import validate as run
 
         return run(self.plan, emit=emit)

@@ -231,7 +231,11 @@ class CoreServices:
         return Plan(source, target, selection, Options.from_dict(dict(options or {}), source="options"))
 
     def validate(self, plan: Plan, emit: Emit) -> Report:
-        return _session(plan).validate(emit=emit)
+        # Not through a session: finding the migration needs both servers, and validate's
+        # job is to report, check by check, the one that cannot be reached.
+        from ..core.engine.validate import validate
+
+        return validate(plan, emit=emit)
 
     def estimate(self, scope: Scope) -> Estimate:
         from ..core.catalog.estimate import estimate

@@ -239,3 +239,14 @@ def test_a_record_of_pgtide_0_1_is_found_under_its_spelling_and_listed(shop: tup
     (entry,) = _migrations()
     assert entry["id"] == legacy and entry["recorded_by"].startswith("pgtide 0.1")
     assert os.path.exists(path)
+
+
+def test_the_app_validates_an_unreachable_target_as_a_failed_check(source_cluster: PgCluster) -> None:
+    from pgtide.core.infra.localcluster import free_port
+    from pgtide.screens.services import CoreServices
+
+    plan = Plan(Endpoint.parse(source_cluster.url(), env={}),
+                Endpoint.parse(f"postgresql://postgres@127.0.0.1:{free_port()}/nowhere", env={}))
+    report = CoreServices().validate(plan, lambda event: None)  # no exception: a check says it
+    target = next(c for c in report.checks if c.name == "target reachable")
+    assert target.status == "error" and not report.ok
