@@ -183,7 +183,10 @@ class ConnectionPools:
                 self._pools[key] = self._new_pool(key)
             pool, seeds = self._pools[key]
         for _attempt in range(self.max_size + 1):
-            if not pool.get_stats().get("pool_available", 0):
+            stats = pool.get_stats()
+            if not stats.get("pool_available", 0):
+                if stats.get("pool_size", 0) >= self.max_size:
+                    break  # every member is out: waiting for one would stall the borrower
                 fresh = _open(endpoint, connection_class=_PooledConnection)
                 with self._lock:
                     self.opened += 1
@@ -200,7 +203,7 @@ class ConnectionPools:
                 conn.close()  # back to the pool, which discards it as broken
                 continue
             return conn
-        # Every member busy (or broken) for that long: do not wait longer, use one of its own.
+        # Every member busy (or broken): the borrower gets a connection of its own, closed after use.
         conn = _open(endpoint)
         with self._lock:
             self.opened += 1
