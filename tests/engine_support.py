@@ -176,3 +176,24 @@ def files_holding(secret: bytes, *roots: Path) -> list[Path]:
             except OSError:
                 continue
     return found
+
+
+def add_slow_table(cluster: PgCluster, dbname: str, rows: int, *, seconds_per_row: float = 0.003) -> None:
+    """``slow_rows``: each row costs ``seconds_per_row`` to check on the target (not on the
+    source, where the session setting skips it): a copy slow enough to interrupt."""
+    cluster.execute(
+        f"""
+        CREATE FUNCTION slow_check(int) RETURNS boolean LANGUAGE plpgsql AS $$
+        BEGIN
+            IF current_setting('pgtide_test.fast', true) IS DISTINCT FROM 'on' THEN
+                PERFORM pg_sleep({float(seconds_per_row)});
+            END IF;
+            RETURN true;
+        END $$;
+        CREATE DOMAIN slow_int AS int CHECK (slow_check(VALUE));
+        CREATE TABLE slow_rows (id int PRIMARY KEY, v slow_int);
+        SET pgtide_test.fast = 'on';
+        INSERT INTO slow_rows SELECT g, g FROM generate_series(1, {int(rows)}) g;
+        """,
+        dbname=dbname,
+    )

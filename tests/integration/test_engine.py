@@ -15,7 +15,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from engine_support import Writer, differences, files_holding, replication_objects, wait_until_identical
+from engine_support import Writer, add_slow_table, differences, files_holding, replication_objects, wait_until_identical
 from pgharness import HOSTILE_TABLES, PASSWORD_ROLE, PgCluster, create_fixture_schema, wait_for
 from psycopg import sql
 
@@ -125,21 +125,7 @@ def test_zero_gap_under_a_live_writer(shop: tuple[PgCluster, PgCluster], monkeyp
 
 
 def _add_slow_table(cluster: PgCluster, rows: int) -> None:
-    """Each row costs 3 ms to check on the target (not on the source): a copy slow enough to interrupt."""
-    cluster.execute(
-        f"""
-        CREATE FUNCTION slow_check(int) RETURNS boolean LANGUAGE plpgsql AS $$
-        BEGIN
-            IF current_setting('pgtide_test.fast', true) IS DISTINCT FROM 'on' THEN PERFORM pg_sleep(0.003); END IF;
-            RETURN true;
-        END $$;
-        CREATE DOMAIN slow_int AS int CHECK (slow_check(VALUE));
-        CREATE TABLE slow_rows (id int PRIMARY KEY, v slow_int);
-        SET pgtide_test.fast = 'on';
-        INSERT INTO slow_rows SELECT g, g FROM generate_series(1, {rows}) g;
-        """,
-        dbname=DB,
-    )
+    add_slow_table(cluster, DB, rows)
 
 
 def _start_cli_init(source: PgCluster, target: PgCluster, env: dict[str, str], *,

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from engine_support import replication_objects, wait_until_identical
+from engine_support import add_slow_table, replication_objects, wait_until_identical
 from pgharness import PgCluster
 from psycopg import sql
 
@@ -51,19 +51,10 @@ def _populate(cluster: PgCluster) -> None:
         INSERT INTO items SELECT g, 'n' || g FROM generate_series(1, 400) g;
         CREATE TABLE notes (id int PRIMARY KEY, body text);
         INSERT INTO notes VALUES (1, 'schema only');
-        -- Each row costs 2 ms to check on the target only: a copy slow enough to interrupt.
-        CREATE FUNCTION slow_check(int) RETURNS boolean LANGUAGE plpgsql AS $$
-        BEGIN
-            IF current_setting('pgtide_test.fast', true) IS DISTINCT FROM 'on' THEN PERFORM pg_sleep(0.002); END IF;
-            RETURN true;
-        END $$;
-        CREATE DOMAIN slow_int AS int CHECK (slow_check(VALUE));
-        CREATE TABLE slow_rows (id int PRIMARY KEY, v slow_int);
-        SET pgtide_test.fast = 'on';
-        INSERT INTO slow_rows SELECT g, g FROM generate_series(1, 2500) g;
         """,
         dbname=DB,
     )
+    add_slow_table(cluster, DB, 2500, seconds_per_row=0.002)
 
 
 @pytest.fixture

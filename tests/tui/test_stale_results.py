@@ -9,6 +9,7 @@ must come from the second request only. Nothing is timed: the order is forced, n
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 from textual.message import Message
 from textual.widgets import Button, Checkbox, Input, Static
@@ -97,19 +98,26 @@ class GatedValidation(FakeServices):
         return Report([*report.checks, marker], report.scope)
 
 
+async def _review_with_request_one_waiting(pilot: Any, fake: GatedValidation) -> ReviewScreen:
+    """Open Review on a selection request 2 will pass, with request 1 held inside validate."""
+    app = pilot.app
+    await open_pick(pilot, wizard_state())
+    app.wizard.set_mode(NO_KEY, "schema_only")  # so that request 2 passes every check
+    app.show_filters()
+    await settle(pilot)
+    app.show_review()
+    await wait_until(pilot, lambda: fake.gate.calls == 1, what="request 1 inside validate")
+    screen = app.screen
+    assert isinstance(screen, ReviewScreen)
+    return screen
+
+
 async def test_a_recheck_drops_the_checks_and_the_plan_of_the_validation_it_replaced() -> None:
     fake = GatedValidation()
     finished = Recorder(ValidationFinished)
     app = make_app(services=fake)
     async with app.run_test(size=SNAPSHOT_SIZE, message_hook=finished) as pilot:
-        await open_pick(pilot, wizard_state())
-        app.wizard.set_mode(NO_KEY, "schema_only")  # so that request 2 passes every check
-        app.show_filters()
-        await settle(pilot)
-        app.show_review()
-        await wait_until(pilot, lambda: fake.gate.calls == 1, what="request 1 inside validate")
-        screen = app.screen
-        assert isinstance(screen, ReviewScreen)
+        screen = await _review_with_request_one_waiting(pilot, fake)
 
         # Request 2: the user ticks drop-existing while request 1 (without it) is still running.
         screen.query_one("#drop-existing", Checkbox).value = True
@@ -152,14 +160,7 @@ async def test_a_recheck_started_mid_validation_keeps_late_checks_out_of_the_cle
     finished = Recorder(ValidationFinished)
     app = make_app(services=fake)
     async with app.run_test(size=SNAPSHOT_SIZE, message_hook=finished) as pilot:
-        await open_pick(pilot, wizard_state())
-        app.wizard.set_mode(NO_KEY, "schema_only")  # so that request 2 passes every check
-        app.show_filters()
-        await settle(pilot)
-        app.show_review()
-        await wait_until(pilot, lambda: fake.gate.calls == 1, what="request 1 inside validate")
-        screen = app.screen
-        assert isinstance(screen, ReviewScreen)
+        screen = await _review_with_request_one_waiting(pilot, fake)
         screen.query_one("#drop-existing", Checkbox).value = True
         await wait_until(pilot, lambda: fake.second.calls == 1, what="request 2 inside validate")
 

@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import random
-from collections.abc import Iterator, Sequence
-
-import pytest
-
 from pgtide.core.infra.errors import Interrupted
 from pgtide.core.infra.events import Cancelled, Event
 from pgtide.core.verify.compare import (
@@ -17,54 +12,13 @@ from pgtide.core.verify.compare import (
     VerifyCancelled,
 )
 from pgtide.core.verify.merge import (
-    Row,
     Span,
     Tally,
     coalesce,
     counts_dense,
     kind_of,
-    merge_differences,
     mostly_differing,
 )
-
-
-def chunked(rows: Sequence[Row], rng: random.Random) -> Iterator[list[Row]]:
-    """Random chunk sizes, empty chunks included: the merge must not depend on how rows arrive."""
-    at = 0
-    while at < len(rows):
-        size = rng.choice([0, 1, 2, 5, 50, 500])
-        yield list(rows[at:at + size])
-        at += size
-    if rng.random() < 0.5:
-        yield []
-
-
-def brute_force(source: dict[int, int], target: dict[int, int]) -> list[tuple[int, int | None, int | None]]:
-    keys = sorted(set(source) | set(target))
-    return [(k, source.get(k), target.get(k)) for k in keys if source.get(k) != target.get(k)]
-
-
-@pytest.mark.parametrize("seed", range(40))
-def test_merge_matches_a_brute_force_comparison(seed: int) -> None:
-    rng = random.Random(seed)
-    keys = rng.sample(range(-500, 3000), rng.randint(0, 800))
-    source = {k: rng.randint(0, 3) for k in keys if rng.random() < 0.9}
-    target = {k: (h if rng.random() < 0.8 else rng.randint(0, 3)) for k, h in source.items() if rng.random() < 0.85}
-    target.update({k: 1 for k in keys if k not in source and rng.random() < 0.5})
-    found = list(merge_differences(chunked(sorted(source.items()), rng), chunked(sorted(target.items()), rng)))
-    assert found == brute_force(source, target)
-
-
-def test_merge_edge_cases() -> None:
-    rows = [(1, 10), (2, 20), (3, 30)]
-    assert list(merge_differences([rows], [rows])) == []
-    assert list(merge_differences([rows], [])) == [(1, 10, None), (2, 20, None), (3, 30, None)]
-    assert list(merge_differences([], [[], rows[:1], []])) == [(1, None, 10)]
-    assert list(merge_differences([[]], [[]])) == []
-    # One side's keys all below the other's: the windows still line up.
-    assert list(merge_differences([[(1, 1)], [(2, 2)]], [[(5, 5)], [(6, 6)]])) == [
-        (1, 1, None), (2, 2, None), (5, None, 5), (6, None, 6)]
-    assert list(merge_differences([[(1, 1), (9, 9)]], [[(1, 2)], [(9, 9)]])) == [(1, 1, 2)]
 
 
 def test_density_rules() -> None:
