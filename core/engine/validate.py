@@ -13,7 +13,7 @@ from typing import Any, Literal
 import psycopg
 from psycopg import sql
 
-from ..catalog.scope import Scope, build_scope
+from ..catalog.scope import DatabaseScope, Scope, build_scope
 from ..infra.db import connect
 from ..infra.endpoint import Endpoint
 from ..infra.errors import ConnectError, EnvironmentProblem, InputError, PgtideError
@@ -117,25 +117,47 @@ def _reach(name: str, endpoint: Endpoint, checks: list[Check]) -> ServerFacts | 
 
 
 def _server_checks(plan: Plan, source: ServerFacts, target: ServerFacts, databases: int) -> list[Check]:
-    checks: list[Check] = []
-    if source.version_num < 120000:
-        checks.append(Check("source version", "error", f"PostgreSQL {source.major}",
-                            "pgtide needs PostgreSQL 12 or newer on the source."))
-    else:
-        checks.append(Check("source version", "ok", f"PostgreSQL {source.major}"))
-    if target.major < source.major:
-        checks.append(Check("target version", "error", f"PostgreSQL {target.major} < source {source.major}",
-                            "Logical replication needs a target of the same major version or newer."))
-    else:
-        checks.append(Check("target version", "ok", f"PostgreSQL {target.major} (source {source.major})"))
+    """The servers' checks, in the order the report lists them."""
+    return [
+        *_version_checks(source, target),
+        _wal_level_check(source),
+        *_source_capacity_checks(source, databases),
+        *_target_worker_checks(plan, target, databases),
+        _replication_role_check(source),
+        _create_database_role_check(target),
+        _create_subscription_role_check(target),
+        _distinct_servers_check(plan, source, target),
+    ]
 
+
+def _version_checks(source: ServerFacts, target: ServerFacts) -> list[Check]:
+    source_check = (
+        Check("source version", "error", f"PostgreSQL {source.major}",
+              "pgtide needs PostgreSQL 12 or newer on the source.") if source.version_num < 120000 else
+        Check("source version", "ok", f"PostgreSQL {source.major}")
+    )
+    target_check = (
+        Check("target version", "error", f"PostgreSQL {target.major} < source {source.major}",
+              "Logical replication needs a target of the same major version or newer.")
+        if target.major < source.major else
+        Check("target version", "ok", f"PostgreSQL {target.major} (source {source.major})")
+    )
+    return [source_check, target_check]
+
+
+def _wal_level_check(source: ServerFacts) -> Check:
     wal_level = source.settings.get("wal_level", "?")
-    checks.append(
+    return (
         Check("source wal_level", "ok", "logical") if wal_level == "logical" else
         Check("source wal_level", "error", f"wal_level is {wal_level!r}",
               "Set wal_level = logical on the source and restart it (RDS: rds.logical_replication = 1 in "
               "the parameter group; Neon: enable logical replication in the project settings).")
     )
+
+
+def _source_capacity_checks(source: ServerFacts, databases: int) -> list[Check]:
+    """A slot and a walsender per database, beyond the ones already in use."""
+    checks = []
     for setting, used, need in (
         ("max_replication_slots", source.replication_slots_used, databases),
         ("max_wal_senders", source.wal_senders_used, databases),
@@ -147,45 +169,62 @@ def _server_checks(plan: Plan, source: ServerFacts, target: ServerFacts, databas
                             "" if status == "ok" else
                             f"Raise {setting} on the source to at least {used + need} and restart it, or drop "
                             "unused replication slots."))
+    return checks
+
+
+def _target_worker_checks(plan: Plan, target: ServerFacts, databases: int) -> list[Check]:
+    """An apply worker per database (plus table-sync workers when the server copies the rows)."""
     workers = int(target.settings.get("max_logical_replication_workers", "0"))
     need_workers = databases * (1 + (int(target.settings.get("max_sync_workers_per_subscription", "2"))
                                      if plan.options.copy_mode == "server" else 0))
-    checks.append(Check("target max_logical_replication_workers",
-                        "ok" if workers >= need_workers else "error", f"{workers} (need {need_workers})",
-                        "" if workers >= need_workers else
-                        f"Raise max_logical_replication_workers on the target to {need_workers} and restart it."))
     processes = int(target.settings.get("max_worker_processes", "0"))
-    checks.append(Check("target max_worker_processes", "ok" if processes > need_workers else "error",
-                        f"{processes} (need more than {need_workers})",
-                        "" if processes > need_workers else
-                        f"Raise max_worker_processes on the target to at least {need_workers + 1} and restart it."))
-    checks.append(
+    return [
+        Check("target max_logical_replication_workers",
+              "ok" if workers >= need_workers else "error", f"{workers} (need {need_workers})",
+              "" if workers >= need_workers else
+              f"Raise max_logical_replication_workers on the target to {need_workers} and restart it."),
+        Check("target max_worker_processes", "ok" if processes > need_workers else "error",
+              f"{processes} (need more than {need_workers})",
+              "" if processes > need_workers else
+              f"Raise max_worker_processes on the target to at least {need_workers + 1} and restart it."),
+    ]
+
+
+def _replication_role_check(source: ServerFacts) -> Check:
+    return (
         Check("source role can replicate", "ok", "REPLICATION") if source.can_replicate else
         Check("source role can replicate", "error", "the source role has neither REPLICATION nor rds_replication",
               "Run on the source: ALTER ROLE <user> WITH REPLICATION (RDS: GRANT rds_replication TO <user>).")
     )
-    checks.append(
+
+
+def _create_database_role_check(target: ServerFacts) -> Check:
+    return (
         Check("target role can create databases", "ok", "CREATEDB") if target.can_create_database else
         Check("target role can create databases", "error", "the target role lacks CREATEDB",
               "Run on the target: ALTER ROLE <user> CREATEDB, or create the databases beforehand.")
     )
-    checks.append(
+
+
+def _create_subscription_role_check(target: ServerFacts) -> Check:
+    return (
         Check("target role can create subscriptions", "ok", "yes") if target.can_create_subscription else
         Check("target role can create subscriptions", "error",
               "creating subscriptions needs superuser" + (" or pg_create_subscription" if target.major >= 16 else ""),
               "Connect to the target as a superuser" + (", or GRANT pg_create_subscription TO <user>"
                                                           if target.major >= 16 else "") + ".")
     )
+
+
+def _distinct_servers_check(plan: Plan, source: ServerFacts, target: ServerFacts) -> Check:
     same_server = (source.system_identifier is not None and source.system_identifier == target.system_identifier) or (
         plan.source.host == plan.target.host and plan.source.port == plan.target.port)
     if same_server:
-        checks.append(Check("source and target differ", "error",
-                            "source and target are the same PostgreSQL server",
-                            "Point --target at another server: migrating a database onto itself would "
-                            "overwrite it."))
-    else:
-        checks.append(Check("source and target differ", "ok", "different servers"))
-    return checks
+        return Check("source and target differ", "error",
+                     "source and target are the same PostgreSQL server",
+                     "Point --target at another server: migrating a database onto itself would "
+                     "overwrite it.")
+    return Check("source and target differ", "ok", "different servers")
 
 
 def _tool_checks(source: ServerFacts) -> list[Check]:
@@ -200,71 +239,115 @@ def _tool_checks(source: ServerFacts) -> list[Check]:
 
 
 def _database_checks(plan: Plan, scope: Scope, target: Endpoint, source: ServerFacts) -> list[Check]:
-    checks: list[Check] = []
     with connect(target) as conn:
         available = {row[0] for row in conn.execute("SELECT name FROM pg_available_extensions")}
+    checks: list[Check] = []
     for db in scope.databases:
-        name = db.name
-        missing = [ext for ext, _ in db.catalog.extensions if ext not in available]
-        checks.append(
-            Check("extensions available on target", "ok",
-                  ", ".join(ext for ext, _ in db.catalog.extensions) or "none", database=name) if not missing else
-            Check("extensions available on target", "error", "missing on the target: " + ", ".join(missing),
-                  "Install those extensions' packages on the target server (or ask the provider to enable them).",
-                  database=name)
-        )
-        no_identity = [t for t in db.tables if t.copies_rows and not t.info.is_partitioned
-                       and not t.info.unlogged and not t.info.has_usable_identity]
-        if no_identity:
-            statements = "; ".join(
-                f"ALTER TABLE {sql.Identifier(*t.info.qualified).as_string()} REPLICA IDENTITY FULL"
-                for t in no_identity[:5])
-            checks.append(Check(
-                "tables have a primary key or replica identity", "error",
-                f"{len(no_identity)} table(s) without one: "
-                + ", ".join(format_qualified_name(t.info.qualified) for t in no_identity[:5])
-                + (" ..." if len(no_identity) > 5 else ""),
-                "Once published, UPDATE and DELETE on these tables fail on the source. Add a primary key, or run on "
-                f"the source: {statements}; (or exclude them / make them schema-only).",
-                database=name))
-        else:
-            checks.append(Check("tables have a primary key or replica identity", "ok",
-                                 f"{len(db.tables)} table(s)", database=name))
-        policed = [t for t in db.tables if t.copies_rows and t.info.row_security]
-        if policed and not source.bypasses_rls:
-            checks.append(Check(
-                "row-level security", "error",
-                "policies would filter what the source role reads in: "
-                + ", ".join(format_qualified_name(t.info.qualified) for t in policed[:5]),
-                "Copying such a table would stop with an error (pgtide turns row_security off so that no row is "
-                "silently left out). Use a role with BYPASSRLS or a superuser on the source "
-                "(ALTER ROLE <user> BYPASSRLS), or exclude those tables.", database=name))
-        unlogged = [t for t in db.tables if t.info.unlogged and t.copies_rows]
-        if unlogged:
-            checks.append(Check("unlogged tables", "warning",
-                                ", ".join(format_qualified_name(t.info.qualified) for t in unlogged[:5]),
-                                "Unlogged tables are copied once but cannot be replicated: changes after the copy "
-                                "are lost unless you copy them again at cutover.", database=name))
-        sequences = len(db.catalog.sequences)
-        if sequences:
-            checks.append(Check("sequences", "warning", f"{sequences} sequence(s)",
-                                "Sequences are not replicated: pgtide sets them from the source at init and again "
-                                "at cutover (with a safety margin).", database=name))
-        if db.catalog.large_objects:
-            checks.append(Check("large objects", "warning", f"{db.catalog.large_objects} large object(s)",
-                                "Large objects are copied once and not replicated afterwards: avoid changing them "
-                                "until cutover.", database=name))
-        if db.catalog.unpublishable:
-            kinds = sorted({o.kind for o in db.catalog.unpublishable})
-            checks.append(Check("objects without replication", "warning",
-                                f"{len(db.catalog.unpublishable)} {', '.join(kinds)}(s)",
-                                "Views are recreated from their definition; materialized views need REFRESH "
-                                "MATERIALIZED VIEW on the target at cutover; foreign tables point at the same "
-                                "foreign server.", database=name))
-        checks.append(Check("schema changes (DDL)", "warning", "not replicated",
-                            "Avoid schema changes on the source until cutover; pgtide reports drift in status.",
-                            database=name))
+        checks += _checks_for_database(db, available, source)
     return checks
+
+
+def _checks_for_database(db: DatabaseScope, available: set[str], source: ServerFacts) -> list[Check]:
+    """One source database's checks, in the order the report lists them (None: nothing to say)."""
+    found = [
+        _extensions_check(db, available),
+        _replica_identity_check(db),
+        _row_security_check(db, source),
+        _unlogged_check(db),
+        _sequences_check(db),
+        _large_objects_check(db),
+        _unpublishable_check(db),
+        _ddl_check(db),
+    ]
+    return [check for check in found if check is not None]
+
+
+def _extensions_check(db: DatabaseScope, available: set[str]) -> Check:
+    missing = [ext for ext, _ in db.catalog.extensions if ext not in available]
+    if missing:
+        return Check("extensions available on target", "error", "missing on the target: " + ", ".join(missing),
+                     "Install those extensions' packages on the target server (or ask the provider to enable them).",
+                     database=db.name)
+    return Check("extensions available on target", "ok",
+                 ", ".join(ext for ext, _ in db.catalog.extensions) or "none", database=db.name)
+
+
+def _replica_identity_check(db: DatabaseScope) -> Check:
+    """Once published, a table without one refuses UPDATE and DELETE on the source."""
+    no_identity = [t for t in db.tables if t.copies_rows and not t.info.is_partitioned
+                   and not t.info.unlogged and not t.info.has_usable_identity]
+    if not no_identity:
+        return Check("tables have a primary key or replica identity", "ok",
+                     f"{len(db.tables)} table(s)", database=db.name)
+    statements = "; ".join(
+        f"ALTER TABLE {sql.Identifier(*t.info.qualified).as_string()} REPLICA IDENTITY FULL"
+        for t in no_identity[:5])
+    return Check(
+        "tables have a primary key or replica identity", "error",
+        f"{len(no_identity)} table(s) without one: "
+        + ", ".join(format_qualified_name(t.info.qualified) for t in no_identity[:5])
+        + (" ..." if len(no_identity) > 5 else ""),
+        "Once published, UPDATE and DELETE on these tables fail on the source. Add a primary key, or run on "
+        f"the source: {statements}; (or exclude them / make them schema-only).",
+        database=db.name)
+
+
+def _row_security_check(db: DatabaseScope, source: ServerFacts) -> Check | None:
+    policed = [t for t in db.tables if t.copies_rows and t.info.row_security]
+    if not policed or source.bypasses_rls:
+        return None
+    return Check(
+        "row-level security", "error",
+        "policies would filter what the source role reads in: "
+        + ", ".join(format_qualified_name(t.info.qualified) for t in policed[:5]),
+        "Copying such a table would stop with an error (pgtide turns row_security off so that no row is "
+        "silently left out). Use a role with BYPASSRLS or a superuser on the source "
+        "(ALTER ROLE <user> BYPASSRLS), or exclude those tables.", database=db.name)
+
+
+def _unlogged_check(db: DatabaseScope) -> Check | None:
+    unlogged = [t for t in db.tables if t.info.unlogged and t.copies_rows]
+    if not unlogged:
+        return None
+    return Check("unlogged tables", "warning",
+                 ", ".join(format_qualified_name(t.info.qualified) for t in unlogged[:5]),
+                 "Unlogged tables are copied once but cannot be replicated: changes after the copy "
+                 "are lost unless you copy them again at cutover.", database=db.name)
+
+
+def _sequences_check(db: DatabaseScope) -> Check | None:
+    sequences = len(db.catalog.sequences)
+    if not sequences:
+        return None
+    return Check("sequences", "warning", f"{sequences} sequence(s)",
+                 "Sequences are not replicated: pgtide sets them from the source at init and again "
+                 "at cutover (with a safety margin).", database=db.name)
+
+
+def _large_objects_check(db: DatabaseScope) -> Check | None:
+    if not db.catalog.large_objects:
+        return None
+    return Check("large objects", "warning", f"{db.catalog.large_objects} large object(s)",
+                 "Large objects are copied once and not replicated afterwards: avoid changing them "
+                 "until cutover.", database=db.name)
+
+
+def _unpublishable_check(db: DatabaseScope) -> Check | None:
+    """Views, materialized views and foreign tables: in the schema, never in the publication."""
+    if not db.catalog.unpublishable:
+        return None
+    kinds = sorted({o.kind for o in db.catalog.unpublishable})
+    return Check("objects without replication", "warning",
+                 f"{len(db.catalog.unpublishable)} {', '.join(kinds)}(s)",
+                 "Views are recreated from their definition; materialized views need REFRESH "
+                 "MATERIALIZED VIEW on the target at cutover; foreign tables point at the same "
+                 "foreign server.", database=db.name)
+
+
+def _ddl_check(db: DatabaseScope) -> Check:
+    return Check("schema changes (DDL)", "warning", "not replicated",
+                 "Avoid schema changes on the source until cutover; pgtide reports drift in status.",
+                 database=db.name)
 
 
 def _target_database_checks(plan: Plan, scope: Scope) -> list[Check]:
