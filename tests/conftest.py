@@ -125,3 +125,25 @@ def cluster_factory() -> Iterator[Callable[..., PgCluster]]:
     yield make
     for cluster in started:
         cluster.destroy()
+
+
+@pytest.fixture
+def pgbouncer_factory() -> Iterator[Callable[..., Any]]:
+    """Start throwaway PgBouncers (tests/pgbouncer_harness.py): ``pgbouncer_factory({"app": (cluster, dbname)})``;
+    skipped when pgbouncer is not installed. Stopped and removed afterwards."""
+    from pgbouncer_harness import PgBouncer, PgBouncerMissing
+
+    started: list[PgBouncer] = []
+
+    def make(databases: Any = None, **options: Any) -> PgBouncer:
+        try:
+            bouncer = PgBouncer(databases, **options)
+        except PgBouncerMissing as exc:
+            pytest.skip(str(exc))
+        started.append(bouncer)
+        bouncer.start()
+        return bouncer
+
+    yield make
+    for bouncer in started:
+        bouncer.destroy()
