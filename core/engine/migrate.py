@@ -585,6 +585,8 @@ def sync(plan: Plan, *, scope: Scope | None = None, emit: Emit = discard, copy_d
 
 def _sync_database(plan: Plan, db: DatabaseScope, store: JobStore, emit: Emit, *, initial_copy: bool,
                    schema: bool = True, replicate: bool = True) -> DatabaseResult:
+    """One database without a slot snapshot: the schema (unless ``schema`` is False: it is already
+    on the target), then publication and subscription (unless ``replicate`` is False)."""
     database = db.name
     names = naming.replication_names(plan.source, plan.target, database)
     source_db = plan.source.with_dbname(database)
@@ -601,19 +603,7 @@ def _sync_database(plan: Plan, db: DatabaseScope, store: JobStore, emit: Emit, *
         store.transition(database, DatabaseState.COPYING, created_database=created, slot=names.slot)
         workdir = workdir_for(plan, database)
         with _phase(emit, database, "schema"):
-            schema_file = workdir / "schema.dump"
-            with connect(source_db) as conn:
-                conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
-                snapshot_name = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]  # type: ignore[index]
-                dump_schema(plan, db, snapshot_name, schema_file, server_version // 10000)
-                restore_section(plan, database, schema_file, "pre-data")
-                if not replicate and any(t.copies_rows for t in db.tables):
-                    # Nothing replicates here (e.g. only unlogged tables): copy their rows once, same snapshot.
-                    copy_tables(source_db, plan.target.with_dbname(database), database,
-                                Snapshot(slot="", consistent_point="", name=snapshot_name), db.tables,
-                                jobs=plan.options.jobs, emit=emit, cancel=CancelToken())
-                conn.execute("COMMIT")
-            restore_section(plan, database, schema_file, "post-data", jobs=plan.options.jobs)
+            _copy_schema(plan, db, workdir / "schema.dump", server_version, emit, copy_rows=not replicate)
     elif not database_exists(plan.target, database):
         raise InputError(f"target database {database!r} does not exist",
                          "sync expects the schema on the target already; use `pgtide init --copy server` to "
@@ -621,19 +611,48 @@ def _sync_database(plan: Plan, db: DatabaseScope, store: JobStore, emit: Emit, *
     if not replicate:
         store.transition(database, DatabaseState.COPIED, finished_at=time.time())
         return DatabaseResult(database, DatabaseState.COPIED.value, len(db.tables), 0, 0, time.monotonic() - started)
+    _replicate(plan, db, names, store, emit, initial_copy=initial_copy)
+    return DatabaseResult(database, STATUS_STREAMING, len(db.tables), 0, 0, time.monotonic() - started)
+
+
+def _copy_schema(plan: Plan, db: DatabaseScope, schema_file: Path, server_version: int, emit: Emit, *,
+                 copy_rows: bool) -> None:
+    """The schema under a snapshot exported by a plain transaction: no slot needs to match it,
+    since the subscription's own initial copy moves the rows.
+
+    With ``copy_rows`` (nothing replicates, e.g. only unlogged tables) the rows are copied
+    once here, under that same snapshot, before the post-data section builds the indexes.
+    """
+    database = db.name
+    source_db = plan.source.with_dbname(database)
+    with connect(source_db) as conn:
+        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        snapshot_name = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]  # type: ignore[index]
+        dump_schema(plan, db, snapshot_name, schema_file, server_version // 10000)
+        restore_section(plan, database, schema_file, "pre-data")
+        if copy_rows and any(t.copies_rows for t in db.tables):
+            copy_tables(source_db, plan.target.with_dbname(database), database,
+                        Snapshot(slot="", consistent_point="", name=snapshot_name), db.tables,
+                        jobs=plan.options.jobs, emit=emit, cancel=CancelToken())
+        conn.execute("COMMIT")
+    restore_section(plan, database, schema_file, "post-data", jobs=plan.options.jobs)
+
+
+def _replicate(plan: Plan, db: DatabaseScope, names: naming.ReplicationNames, store: JobStore, emit: Emit, *,
+               initial_copy: bool) -> None:
+    """Publication, then a new subscription (or the running one refreshed); the database is streaming."""
+    database = db.name
     created_here: list[str] = []
     subscribed = _subscription_exists(plan, database, names.subscription)
     try:
         with _phase(emit, database, "publication"):
-            action = ensure_publication(source_db, names.publication, replicated_tables(db))
+            action = ensure_publication(plan.source.with_dbname(database), names.publication, replicated_tables(db))
             if action == "created":
                 created_here.append("publication")
             emit(Log("info", f"publication {names.publication} {action}", database))
         with _phase(emit, database, "sync"):
             if subscribed:
-                with connect(plan.target.with_dbname(database)) as conn:
-                    conn.execute(sql.SQL("ALTER SUBSCRIPTION {} REFRESH PUBLICATION WITH (copy_data = {})").format(
-                        sql.Identifier(names.subscription), sql.SQL("true" if initial_copy else "false")))
+                _refresh_subscription(plan, database, names.subscription, copy_data=initial_copy)
                 emit(Log("info", f"subscription {names.subscription} refreshed", database))
             else:
                 create_subscription(plan, database, names, copy_data=initial_copy, create_slot=True, emit=emit)
@@ -647,4 +666,10 @@ def _sync_database(plan: Plan, db: DatabaseScope, store: JobStore, emit: Emit, *
         if isinstance(exc, psycopg.Error):
             raise server_failure(plan, database, exc) from None
         raise
-    return DatabaseResult(database, STATUS_STREAMING, len(db.tables), 0, 0, time.monotonic() - started)
+
+
+def _refresh_subscription(plan: Plan, database: str, name: str, *, copy_data: bool) -> None:
+    """Let a running subscription pick up the publication's current tables."""
+    with connect(plan.target.with_dbname(database)) as conn:
+        conn.execute(sql.SQL("ALTER SUBSCRIPTION {} REFRESH PUBLICATION WITH (copy_data = {})").format(
+            sql.Identifier(name), sql.SQL("true" if copy_data else "false")))
