@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import stat
 import threading
@@ -195,7 +196,9 @@ def test_redirect_lands_clients_on_the_second_cluster(source_cluster: PgCluster,
             existing = bouncer.connect("app")
             assert landed(existing)[0] == "source"
             with admin.paused("app", timeout=10):
+                started = time.monotonic()
                 moved = admin.redirect("app", "127.0.0.1", target_cluster.port, target_db)
+                redirect_took = time.monotonic() - started
             assert moved.changed
             assert moved.previous == Route("127.0.0.1", source_cluster.port, source_db)
             assert moved.current == Route("127.0.0.1", target_cluster.port, target_db)
@@ -219,6 +222,7 @@ def test_redirect_lands_clients_on_the_second_cluster(source_cluster: PgCluster,
                 admin.redirect("app", moved.previous.host or "", moved.previous.port, moved.previous.dbname)
             assert landed(existing)[0] == "source"
             existing.close()
+        print(f"\nredirect (checks, file rewrite, RELOAD, check) took {redirect_took * 1000:.1f} ms")
     finally:
         target_cluster.drop_database(target_db)
 
@@ -334,3 +338,42 @@ def test_a_user_outside_admin_users_is_told_so(pgbouncer_factory: Any) -> None:
         PgBouncerAdmin.connect(endpoint)
     assert "admin_users" in caught.value.remedy, caught.value
     assert bouncer.client_password not in str(caught.value)
+
+
+class _Interrupt(BaseException):
+    pass
+
+
+def test_an_interrupted_pause_resumes_before_it_propagates(source_cluster: PgCluster, source_db: str,
+                                                           pgbouncer_factory: Any) -> None:
+    bouncer = pgbouncer_factory({"app": (source_cluster, source_db)})
+    holder = bouncer.connect("app", autocommit=False)
+    holder.execute("SELECT 1")
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise _Interrupt
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        with PgBouncerAdmin.connect(bouncer.admin_endpoint()) as admin:
+            signal.setitimer(signal.ITIMER_REAL, 0.5)  # like Ctrl-C while PAUSE waits
+            with pytest.raises(_Interrupt):
+                admin.pause("app", timeout=30)
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            assert not admin.is_paused("app")
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        holder.close()
+
+
+def test_a_pgbouncer_that_stops_answering_is_reported_not_waited_for(pgbouncer_factory: Any) -> None:
+    bouncer = pgbouncer_factory()
+    with PgBouncerAdmin.connect(bouncer.admin_endpoint(), command_timeout=1.0) as admin:
+        os.kill(bouncer.pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(EnvironmentProblem, match="did not answer SHOW within 1s"):
+                admin.databases()
+        finally:
+            os.kill(bouncer.pid, signal.SIGCONT)
+        assert [row["name"] for row in admin.databases()] == ["pgbouncer"]  # a new session, answered
