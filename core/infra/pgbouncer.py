@@ -39,6 +39,7 @@ API (what the cutover calls)::
         bouncer.resume("app")                   # queued clients continue, on the new server
 
 or ``with bouncer.paused("app", timeout=10): ...`` which RESUMEs whatever happens inside.
+A preflight can call ``bouncer.check_redirect("app")``: everything redirect needs, changing nothing.
 
 Every failure is a :class:`~.errors.PgtideError` with a cause and a remedy. The endpoint is
 only ever shown redacted; PgBouncer's own messages never carry the console password, and the
@@ -709,33 +710,16 @@ class PgBouncerAdmin:
         reloads it, and EnvironmentProblem says so. Calling it again with the same target does
         nothing (``changed`` False). ``previous`` in the result is the route to go back to.
         """
-        console_name(db)
         target = self._check_target(host, port, dbname)
-        if self.databases_file is None:
-            raise EnvironmentProblem(
-                f"pgtide cannot repoint PgBouncer database {db!r}: no PgBouncer databases file was given",
-                _NO_REPOINT_REMEDY, title="PgBouncer cannot be repointed")
-        path = self.databases_file
-        loaded = self.route(db)
         if not self.is_paused(db):
             raise CheckFailed(
                 f"PgBouncer database {db!r} is not paused: repointing it now would let some clients "
                 "write to the old server after others moved to the new one",
                 "Pause it first (pgtide's pgbouncer fence does), then repoint, then resume.",
                 title="PgBouncer database not paused")
-        original = self._read(path)
-        entry = _find_entry(original, db, path)
-        stated = entry.route(db)
-        if stated == target and loaded == target:
+        path, original, entry, loaded = self._repointable(db)
+        if loaded == target:
             return Redirect(db, previous=loaded, current=loaded, changed=False)
-        if stated != loaded:
-            raise EnvironmentProblem(
-                f"PgBouncer sends {db!r} to {loaded}, but {path} says {stated}: that file is not what "
-                "PgBouncer loaded, or it was edited since the last RELOAD",
-                "Check that pgbouncer.ini %include-s this file after any other definition of the database, "
-                "RELOAD PgBouncer, and retry.",
-                title="PgBouncer databases file not in effect",
-            )
         self._write(path, entry.rewritten(target))
         try:
             self.reload()
@@ -752,6 +736,41 @@ class PgBouncerAdmin:
                 title="PgBouncer was not repointed",
             )
         return Redirect(db, previous=loaded, current=now, changed=True)
+
+    def check_redirect(self, db: str) -> Route:
+        """Whether :meth:`redirect` could repoint ``db`` (for a preflight): a databases file was
+        given, this process may read and write it, it defines ``db`` once, and PgBouncer's
+        current route for ``db`` is the one it states. Returns that route; raises what
+        redirect would (InputError, EnvironmentProblem). Changes nothing."""
+        path, _original, _entry, loaded = self._repointable(db)
+        if not os.access(path, os.W_OK):
+            raise EnvironmentProblem(f"pgtide may read but not write the PgBouncer databases file {path}",
+                                     "Run pgtide as a user that may write that file, then retry.",
+                                     title="PgBouncer databases file not writable")
+        return loaded
+
+    def _repointable(self, db: str) -> tuple[Path, str, _Entry, Route]:
+        """The databases file, its text, ``db``'s entry in it and the route PgBouncer uses, once
+        they are known to agree."""
+        console_name(db)
+        if self.databases_file is None:
+            raise EnvironmentProblem(
+                f"pgtide cannot repoint PgBouncer database {db!r}: no PgBouncer databases file was given",
+                _NO_REPOINT_REMEDY, title="PgBouncer cannot be repointed")
+        path = self.databases_file
+        loaded = self.route(db)
+        original = self._read(path)
+        entry = _find_entry(original, db, path)
+        stated = entry.route(db)
+        if stated != loaded:
+            raise EnvironmentProblem(
+                f"PgBouncer sends {db!r} to {loaded}, but {path} says {stated}: that file is not what "
+                "PgBouncer loaded, or it was edited since the last RELOAD",
+                "Check that pgbouncer.ini %include-s this file after any other definition of the database, "
+                "RELOAD PgBouncer, and retry.",
+                title="PgBouncer databases file not in effect",
+            )
+        return path, original, entry, loaded
 
     @staticmethod
     def _check_target(host: str, port: int, dbname: str) -> Route:

@@ -193,6 +193,7 @@ def test_redirect_lands_clients_on_the_second_cluster(source_cluster: PgCluster,
         before = bouncer.databases_file.stat()
         with PgBouncerAdmin.connect(bouncer.admin_endpoint(), databases_file=bouncer.databases_file) as admin:
             admin.reload()
+            assert admin.check_redirect("app") == Route("127.0.0.1", source_cluster.port, source_db)  # a preflight
             existing = bouncer.connect("app")
             assert landed(existing)[0] == "source"
             with admin.paused("app", timeout=10):
@@ -234,6 +235,8 @@ def test_redirect_refuses_what_it_cannot_do_honestly(source_cluster: PgCluster, 
     bouncer = pgbouncer_factory({"app": (source_cluster, source_db)})
     to_target = ("127.0.0.1", target_cluster.port, target_db)
     with PgBouncerAdmin.connect(bouncer.admin_endpoint()) as admin:
+        with pytest.raises(EnvironmentProblem, match="no PgBouncer databases file"):
+            admin.check_redirect("app")
         with admin.paused("app", timeout=10):
             with pytest.raises(EnvironmentProblem, match="no PgBouncer databases file") as no_file:
                 admin.redirect("app", *to_target)
@@ -246,6 +249,9 @@ def test_redirect_refuses_what_it_cannot_do_honestly(source_cluster: PgCluster, 
     for path, message in ((stale, "not in effect|not what PgBouncer loaded"), (copy, "still sends 'app'")):
         original = path.read_text()
         with PgBouncerAdmin.connect(bouncer.admin_endpoint(), databases_file=path) as admin:
+            if path is stale:
+                with pytest.raises(EnvironmentProblem, match=message):
+                    admin.check_redirect("app")
             with admin.paused("app", timeout=10):
                 with pytest.raises(EnvironmentProblem, match=message):
                     admin.redirect("app", *to_target)
