@@ -131,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(handler=_cmd_demo)
 
+    from .cutover_cmd import register as register_cutover
     from .migrations_cmd import register as register_migrations
     from .profile_cmd import register
     from .watch_cmd import register as register_watch
@@ -138,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     register(sub)
     register_watch(sub)
     register_migrations(sub)
+    register_cutover(sub)
     return parser
 
 

@@ -112,7 +112,7 @@ def _cmd_teardown(args: argparse.Namespace) -> int:
     if not _confirm(f"Drop pgtide's subscription, slot and publication for {what}?", args):
         print("nothing done")
         return 0
-    removed = session.teardown(databases, emit=EventPrinter(as_json=args.json))
+    removed = session.teardown(databases, keep_sequences=args.keep_sequences, emit=EventPrinter(as_json=args.json))
     if args.json:
         print_json({"event": "summary", "removed": removed})
     elif not removed:
@@ -148,5 +148,8 @@ def register(sub: Any) -> None:
     teardown = command("teardown", "drop pgtide's subscription, slot and publication (idempotent)", options=False)
     teardown.add_argument("--migration", metavar="ID", help="the recorded migration to tear down (see `pgtide migrations`)")
     teardown.add_argument("--database", action="append", metavar="NAME", help="only this database (repeatable)")
+    teardown.add_argument("--keep-sequences", action="store_true",
+                          help="leave the target's sequences and materialized views as they are (by default a "
+                               "database that was not cut over gets them set from the source)")
     teardown.add_argument("--yes", "-y", action="store_true", help="do not ask")
     teardown.set_defaults(handler=_cmd_teardown)

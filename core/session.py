@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from .infra.errors import InputError
-from .infra.events import discard
+from .infra.events import Log, discard
 from .jobs.state import DatabaseState, parse_state
 from .jobs.store import JobStore
 from .model.plan import Plan
@@ -30,6 +30,7 @@ from .replication import naming
 
 if TYPE_CHECKING:
     from .catalog.scope import Scope
+    from .engine.cutover import Cutover, CutoverOptions
     from .engine.migrate import DatabaseResult
     from .engine.validate import Report
     from .infra.events import CancelToken, Emit
@@ -82,16 +83,18 @@ class MigrationSession:
                              "Pass --source and --target as you did then.", title="Old record")
         return cls(plan, migration, store)
 
-    def databases(self, requested: Sequence[str] | None = None) -> tuple[str, ...]:
-        """The databases this command acts on: those asked for, else the recorded live ones,
-        else what the selection picks on the source."""
+    def databases(self, requested: Sequence[str] | None = None, *, include_cut_over: bool = False) -> tuple[str, ...]:
+        """The databases this command acts on: those asked for, else the recorded live ones
+        (cut-over ones only when asked: nothing replicates into them), else what the
+        selection picks on the source."""
         if requested:
             return tuple(requested)
         from .catalog.scope import with_database_from_url
         from .monitor.poll import selected_databases
 
+        ended = {None, DatabaseState.TORN_DOWN} | (set() if include_cut_over else {DatabaseState.CUT_OVER})
         recorded = [name for name, entry in sorted(self.store.databases().items())
-                    if parse_state(entry.get("status")) not in (None, DatabaseState.TORN_DOWN)]
+                    if parse_state(entry.get("status")) not in ended]
         # The same database rule as everywhere (a source naming a database means that one).
         wanted = with_database_from_url(self.plan.source, self.plan.selection)
         chosen = tuple(name for name in recorded if wanted.includes_database(name))
@@ -129,18 +132,44 @@ class MigrationSession:
     def verify(self, *, tables: Sequence[str] | None = None, options: VerifyOptions | None = None,
                on_event: Callable[[Any], None] | None = None, cancel: CancelToken | None = None) -> VerifyReport:
         """Verify the recorded migration; a verify of every table is recorded as its last one."""
+        from .engine.cutover import table_modifications
         from .verify.compare import verify_plan
 
+        # Read before the comparison starts: a table written while verify runs counts as
+        # written since, so a cutover verifies it again.
+        written = table_modifications(self.plan.source, self.databases()) if not tables else None
         report = verify_plan(self.plan, tables=tables or (), options=options, on_event=on_event, cancel=cancel)
-        if not tables:
-            self.store.record_verify({"ok": report.ok, **report.summary()})
+        if written is not None:
+            self.store.record_verify({"ok": report.ok, **report.summary(), "modifications": written})
         return report
 
-    def teardown(self, databases: Sequence[str] | None = None, *,
-                 emit: Emit = discard) -> list[str]:
-        from .engine import migrate
+    def cutover(self, options: CutoverOptions | None = None, *, emit: Emit = discard,
+                cancel: CancelToken | None = None) -> Cutover:
+        """The cutover of this migration: call ``preflight()``, show it, then ``run()``."""
+        from .engine.cutover import Cutover
 
-        return migrate.teardown(self.plan, list(databases) if databases else None, emit=emit)
+        return Cutover(self, options, emit=emit, cancel=cancel)
+
+    def teardown(self, databases: Sequence[str] | None = None, *, keep_sequences: bool = False,
+                 emit: Emit = discard) -> list[str]:
+        """Remove pgtide's replication objects. A database that was not cut over first gets
+        its target sequences set past the source's and its materialized views refreshed, so
+        the application can write there (unless ``keep_sequences``); a cut-over one loses its
+        reverse subscription and the fence on the source is lifted."""
+        from .engine import cutover, migrate
+
+        chosen = list(databases) if databases else sorted(self.store.databases())
+        removed: list[str] = []
+        last = self.store.meta().get("last_verify")
+        if isinstance(last, dict) and not last.get("ok"):
+            emit(Log("warning", "the last verify found differences: the target you keep is not identical to "
+                                "the source (run `pgtide verify` to list them)"))
+        live = [d for d in chosen if self.store.state(d) in (DatabaseState.STREAMING, DatabaseState.COPIED)]
+        if not keep_sequences and live:
+            cutover.prepare_target_for_writes(self.plan, live, emit=emit)
+        removed += cutover.end_cutover(self, [d for d in chosen if self.store.state(d) is DatabaseState.CUT_OVER],
+                                       emit=emit)
+        return removed + migrate.teardown(self.plan, chosen if databases else None, emit=emit)
 
 
 def _rules(selection: Selection) -> list[dict[str, object]]:

@@ -41,6 +41,8 @@ class TargetAction(str, Enum):
     RECREATE_OURS = "recreate ours"
     DROP_AND_RECREATE = "drop and recreate"
     REFUSE_LIVE = "refuse: live replica"
+    #: The cutover made it the application's database.
+    REFUSE_CUT_OVER = "refuse: cut over"
     REFUSE_NOT_EMPTY = "refuse: not empty"
 
 
@@ -53,14 +55,15 @@ class TargetDecision:
 
     @property
     def refused(self) -> bool:
-        return self.action in (TargetAction.REFUSE_LIVE, TargetAction.REFUSE_NOT_EMPTY)
+        return self.action in (TargetAction.REFUSE_LIVE, TargetAction.REFUSE_NOT_EMPTY, TargetAction.REFUSE_CUT_OVER)
 
     @property
     def drops(self) -> bool:
         return self.action in (TargetAction.RECREATE_OURS, TargetAction.DROP_AND_RECREATE)
 
     def error(self, database: str) -> InputError:
-        title = "Target is a live replica" if self.action is TargetAction.REFUSE_LIVE else "Target not empty"
+        title = {TargetAction.REFUSE_LIVE: "Target is a live replica",
+                 TargetAction.REFUSE_CUT_OVER: "Target was cut over"}.get(self.action, "Target not empty")
         return InputError(f"target database {database!r} {self.observed}", self.remedy, title=title)
 
 
@@ -99,8 +102,13 @@ def _decide(state: Mapping[str, Any], facts: TargetFacts, *, ours: str, resume: 
             replicates: bool, in_place: bool) -> TargetDecision:
     recorded = parse_state(state.get("status")) if resume else None
     foreign = [w for w in facts.writers if w != ours]
-    if foreign or (ours in facts.writers and recorded not in CONTINUABLE):
+    if foreign or (ours in facts.writers and recorded not in CONTINUABLE | {DatabaseState.CUT_OVER}):
         return _live(facts, ours, dropping=drop_existing)
+    if parse_state(state.get("status")) is DatabaseState.CUT_OVER and facts.exists:
+        # Consulted with or without --resume, and never dropped: the application writes here now.
+        return TargetDecision(TargetAction.REFUSE_CUT_OVER, "was cut over: it is the application's database now",
+                              "Nothing to do: the migration is finished. To migrate it again, pick another target "
+                              "database (pgtide never drops a cut-over one).")
     if recorded is DatabaseState.STREAMING and ours in facts.writers:
         return TargetDecision(TargetAction.ALREADY_DONE, "is already streaming: init leaves it as it is")
     if recorded is DatabaseState.COPIED and not replicates and facts.exists and not facts.writers:

@@ -63,3 +63,10 @@ class Interrupted(PgtideError):
 
     exit_code = 4
     default_title = "Interrupted"
+
+
+class MigrationFailed(PgtideError):
+    """A step on the servers failed; what the step created was removed, and a rerun continues."""
+
+    exit_code = 1
+    default_title = "Migration failed"

@@ -54,3 +54,20 @@ def text_table(rows: Sequence[Sequence[object]], headers: Sequence[str], *, rule
         lines.append("  ".join("-" * w for w in widths))
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
     return "\n".join(lines)
+
+
+_SIZE_UNITS = {"": 1, "b": 1, "kb": 1024, "k": 1024, "mb": 1024**2, "m": 1024**2, "gb": 1024**3, "g": 1024**3}
+
+
+def parse_size(text: str) -> int:
+    """``16MB``, ``512 kB``, ``1g`` or plain bytes (binary units, as PostgreSQL reads them)."""
+    cleaned = text.strip().lower().replace(" ", "")
+    number = cleaned.rstrip("kmgb")
+    unit = cleaned[len(number):]
+    try:
+        value = float(number)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a size (e.g. 16MB, 512kB, 1GB)") from None
+    if unit not in _SIZE_UNITS or value < 0 or value != value or value == float("inf"):
+        raise ValueError(f"{text!r} is not a size (e.g. 16MB, 512kB, 1GB)")
+    return int(value * _SIZE_UNITS[unit])

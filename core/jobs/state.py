@@ -24,6 +24,9 @@ class DatabaseState(str, Enum):
     STREAMING = "streaming"
     #: The last run failed; what it created on the servers was removed.
     FAILED = "failed"
+    #: The cutover switched the application's writes to the target: it is the primary now
+    #: (a reverse subscription may still carry its changes back to the source).
+    CUT_OVER = "cut_over"
     #: pgtide's replication objects were removed; the target keeps the user's data.
     TORN_DOWN = "torn_down"
 
@@ -40,7 +43,10 @@ TRANSITIONS: dict[DatabaseState | None, frozenset[DatabaseState]] = {
                                       DatabaseState.FAILED, DatabaseState.TORN_DOWN}),
     DatabaseState.COPIED: frozenset({DatabaseState.COPYING, DatabaseState.STREAMING, DatabaseState.FAILED,
                                      DatabaseState.TORN_DOWN}),
-    DatabaseState.STREAMING: frozenset({DatabaseState.STREAMING, DatabaseState.TORN_DOWN, DatabaseState.COPYING}),
+    DatabaseState.STREAMING: frozenset({DatabaseState.STREAMING, DatabaseState.TORN_DOWN, DatabaseState.COPYING,
+                                        DatabaseState.CUT_OVER}),
+    # A cut-over target is the application's database: nothing copies into it again.
+    DatabaseState.CUT_OVER: frozenset({DatabaseState.CUT_OVER, DatabaseState.TORN_DOWN}),
     DatabaseState.FAILED: frozenset({DatabaseState.COPYING, DatabaseState.FAILED, DatabaseState.TORN_DOWN}),
     DatabaseState.TORN_DOWN: frozenset({DatabaseState.COPYING, DatabaseState.TORN_DOWN}),
 }

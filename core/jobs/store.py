@@ -158,6 +158,15 @@ class JobStore:
             self._data["last_verify"] = {**summary, "at": time.time()}
             self._save()
 
+    def record_meta(self, key: str, value: Any) -> None:
+        """Record a fact about the whole migration (e.g. its cutover's progress); None removes it."""
+        with self._lock:
+            if value is None:
+                self._data.pop(key, None)
+            else:
+                self._data[key] = value
+            self._save()
+
     def meta(self) -> dict[str, Any]:
         """Everything recorded but the per-database progress."""
         with self._lock:

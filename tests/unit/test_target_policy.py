@@ -22,6 +22,7 @@ STATES: list[dict[str, Any]] = [
     {"status": "copied"},
     {"status": "streaming"},
     {"status": "torn_down"},
+    {"status": "cut_over"},
     {"status": "something a newer version wrote"},
 ]
 FACTS = [
@@ -53,6 +54,11 @@ def test_every_combination_keeps_the_safety_rules(state: dict[str, Any], facts: 
         assert drop and facts.objects
     if decision.action is TargetAction.RECREATE_OURS:
         assert resume and state.get("created_database")
+    # A cut-over target is the application's database: never dropped, never copied into,
+    # whatever --resume or --drop-existing say.
+    if state.get("status") == "cut_over" and facts.exists and not facts.writers:
+        assert decision.action is TargetAction.REFUSE_CUT_OVER and not decision.drops
+        assert "--drop-existing" not in decision.remedy
     # A refusal always says what to do.
     if decision.refused:
         assert decision.remedy

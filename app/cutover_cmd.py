@@ -1,0 +1,141 @@
+"""``pgtide cutover``: preflight, confirmation, the steps as they happen, the measured downtime."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import IO, Any
+
+from ..core.infra.errors import CheckFailed, InputError
+from ..core.infra.events import Event
+from ..core.infra.formatting import human_seconds, parse_size
+from .args import add_endpoint_arguments, add_selection_arguments, session_from_args
+from .render import EventPrinter, print_json
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+class _StepPrinter(EventPrinter):
+    """Steps with their wall-clock time and duration; everything else as the other commands print it."""
+
+    def __call__(self, event: Event) -> None:
+        from ..core.engine.cutover import CutoverStep
+
+        if isinstance(event, CutoverStep) and not self.as_json:
+            import time as _time
+
+            stamp = _time.strftime("%H:%M:%S", _time.localtime(event.at)) + f".{int(event.at * 1000) % 1000:03d}"
+            took = f" ({human_seconds(event.seconds)})" if event.seconds is not None and event.state != "started" else ""
+            detail = f": {event.detail}" if event.detail else ""
+            with self._lock:
+                self._line(f"{stamp}  {event.step:<18} {event.state}{took}{detail}")
+            return
+        super().__call__(event)
+
+
+def _confirm(databases: tuple[str, ...], args: argparse.Namespace, out: IO[str]) -> bool:
+    if args.yes:
+        return True
+    if not sys.stdin.isatty():
+        raise InputError("the cutover needs a confirmation, but there is no terminal to ask on",
+                         "Pass --yes to cut over without asking (after `pgtide cutover --check`).")
+    expected = databases[0] if len(databases) == 1 else "cutover"
+    print(f"\nThis fences writes on the source and switches {', '.join(databases)} to the target.", file=out)
+    answer = input(f"Type {expected!r} to cut over (anything else cancels): ").strip()
+    return answer == expected
+
+
+def cmd_cutover(args: argparse.Namespace, *, out: IO[str] | None = None) -> int:
+    from ..core.engine.cutover import CutoverOptions
+    from ..core.infra.endpoint import Endpoint
+
+    stream = out or sys.stdout
+    options = CutoverOptions(
+        fence=args.fence, pgbouncer=Endpoint.parse(args.pgbouncer) if args.pgbouncer else None,
+        lag_threshold=args.max_lag, sequence_margin=args.sequence_margin, verify=args.verify,
+        reverse=args.reverse, unfence_source=args.unfence_source, copy_role_passwords=args.copy_role_passwords,
+        force=args.force)
+    session = session_from_args(args)
+    printer = _StepPrinter(as_json=args.json, stream=stream)
+    cutover = session.cutover(options, emit=printer)
+    if args.abort:
+        databases = cutover.abort()
+        message = f"fence lifted for {', '.join(databases)}; replication keeps streaming"
+        print_json({"event": "summary", "aborted": databases}) if args.json else print(message, file=stream)
+        return 0
+    preflight = cutover.preflight()
+    errors = preflight.errors(force=args.force)
+    if errors:
+        raise CheckFailed("; ".join(f"{c.name}: {c.observed}" for c in errors),
+                          "Fix what the checks above say, then run the cutover again. Nothing was changed.",
+                          title=f"{len(errors)} preflight check(s) failed")
+    if args.check:
+        if args.json:
+            print_json({"event": "summary", "ok": True, "estimate_seconds": preflight.estimate_seconds})
+        else:
+            print("\nready to cut over" + (f" (about {human_seconds(preflight.estimate_seconds)} of write downtime)"
+                                           if preflight.estimate_seconds else ""), file=stream)
+        return 0
+    pending = tuple(d for d in preflight.databases if d not in preflight.switched) or preflight.databases
+    if not _confirm(pending, args, stream):
+        print("nothing done", file=stream)
+        return 0
+    result = cutover.run(preflight)
+    if args.json:
+        print_json({"event": "summary", **result.to_dict()})
+        return 0
+    print("", file=stream)
+    if result.downtime_seconds is not None:
+        print(f"cut over {', '.join(result.databases)}: write downtime {human_seconds(result.downtime_seconds)} "
+              f"(fence up to switch done, as pgtide measured it)", file=stream)
+    print(f"{result.sequences} sequence(s) set, {len(result.matviews)} materialized view(s) refreshed, "
+          f"{result.verified_tables} table(s) verified while fenced", file=stream)
+    for step in result.next_steps:
+        print(f"next: {step}", file=stream)
+    return 0
+
+
+def register(sub: Any) -> None:
+    parser = sub.add_parser(
+        "cutover",
+        help="finish the migration: fence writes, drain, set sequences, verify, switch to the target",
+        description=(
+            "Finish a streaming migration with about a second of write downtime. A preflight changes nothing "
+            "and says what will happen; then writes on the source are fenced, the target drains up to the "
+            "fence, sequences are set past the source's values, the tables written since the last verify are "
+            "verified, and the subscription is switched off (or reversed with --reverse). Any failure before "
+            "the switch lifts the fence and leaves replication streaming. Exit code 0 on success, 1 when a "
+            "check or the final verify fails, 4 when interrupted."
+        ),
+    )
+    add_endpoint_arguments(parser, migration=True)
+    add_selection_arguments(parser)
+    parser.add_argument("--fence", choices=("roles", "pgbouncer", "none"), default="roles",
+                        help="roles: set the connected roles read-only and end their sessions (default); pgbouncer: "
+                             "PAUSE in PgBouncer, RESUME towards the target; none: you stopped the application")
+    parser.add_argument("--pgbouncer", metavar="URL",
+                        help="the PgBouncer admin console for --fence pgbouncer (…/pgbouncer)")
+    parser.add_argument("--max-lag", type=_size, default=16 * 1024 * 1024, metavar="SIZE",
+                        help="largest lag the preflight accepts (default 16MB)")
+    parser.add_argument("--sequence-margin", type=int, default=100, metavar="N",
+                        help="increments added to each sequence beyond the highest value used (default 100)")
+    parser.add_argument("--verify", choices=("changed", "full", "none"), default="changed",
+                        help="final verify while fenced: tables written since the last verify (default), all, or none")
+    parser.add_argument("--reverse", action="store_true",
+                        help="replicate the target's changes back to the source for a rollback window (PostgreSQL 16+)")
+    parser.add_argument("--unfence-source", action="store_true", help="lift the fence on the source after the switch")
+    parser.add_argument("--copy-role-passwords", action="store_true",
+                        help="copy the application roles' SCRAM verifiers to the target (never plaintext)")
+    parser.add_argument("--force", action="store_true",
+                        help="pass over the checks that allow it: lag, last verify, login roles, superuser sessions")
+    parser.add_argument("--check", action="store_true", help="run the preflight only (changes nothing)")
+    parser.add_argument("--abort", action="store_true",
+                        help="lift the fence an interrupted cutover left; replication keeps streaming")
+    parser.add_argument("--yes", "-y", action="store_true", help="do not ask for the database name")
+    parser.add_argument("--json", action="store_true", help="one JSON object per event")
+    parser.set_defaults(handler=cmd_cutover)
