@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import IO, Any
 
 from ..core.infra.errors import CheckFailed, InputError
@@ -11,6 +12,13 @@ from ..core.infra.events import Event
 from ..core.infra.formatting import human_seconds, parse_size
 from .args import add_endpoint_arguments, add_selection_arguments, session_from_args
 from .render import EventPrinter, print_json
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT (e.g. 10.0.0.5:5432)")
+    return host.strip("[]"), int(port)
 
 
 def _size(text: str) -> int:
@@ -57,6 +65,8 @@ def cmd_cutover(args: argparse.Namespace, *, out: IO[str] | None = None) -> int:
     stream = out or sys.stdout
     options = CutoverOptions(
         fence=args.fence, pgbouncer=Endpoint.parse(args.pgbouncer) if args.pgbouncer else None,
+        pgbouncer_databases_file=Path(args.pgbouncer_databases_file) if args.pgbouncer_databases_file else None,
+        pgbouncer_target=args.pgbouncer_target,
         lag_threshold=args.max_lag, sequence_margin=args.sequence_margin, verify=args.verify,
         reverse=args.reverse, unfence_source=args.unfence_source, copy_role_passwords=args.copy_role_passwords,
         force=args.force)
@@ -120,6 +130,11 @@ def register(sub: Any) -> None:
                              "PAUSE in PgBouncer, RESUME towards the target; none: you stopped the application")
     parser.add_argument("--pgbouncer", metavar="URL",
                         help="the PgBouncer admin console for --fence pgbouncer (…/pgbouncer)")
+    parser.add_argument("--pgbouncer-databases-file", metavar="PATH",
+                        help="the file pgbouncer.ini %%include-s for [databases]: pgtide repoints the migrated "
+                             "databases there and RELOADs (PgBouncer cannot be repointed from its console)")
+    parser.add_argument("--pgbouncer-target", type=_host_port, metavar="HOST:PORT",
+                        help="where PgBouncer reaches the target, when not where pgtide does")
     parser.add_argument("--max-lag", type=_size, default=16 * 1024 * 1024, metavar="SIZE",
                         help="largest lag the preflight accepts (default 16MB)")
     parser.add_argument("--sequence-margin", type=int, default=100, metavar="N",

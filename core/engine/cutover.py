@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import psycopg
@@ -70,6 +71,11 @@ class CutoverOptions:
     fence: FenceKind = "roles"
     #: The PgBouncer admin console (dbname ``pgbouncer``) for ``fence="pgbouncer"``.
     pgbouncer: Endpoint | None = None
+    #: The file PgBouncer ``%include``s for ``[databases]``: PgBouncer 1.18 cannot be
+    #: repointed from its console, so pgtide rewrites the database's line and RELOADs.
+    pgbouncer_databases_file: Path | None = None
+    #: Where PgBouncer reaches the target, when not where pgtide does (host, port).
+    pgbouncer_target: tuple[str, int] | None = None
     lag_threshold: int = 16 * 1024 * 1024
     sequence_margin: int = DEFAULT_MARGIN
     verify: VerifyMode = "changed"
@@ -86,6 +92,10 @@ class CutoverOptions:
         if self.fence == "pgbouncer" and self.pgbouncer is None:
             raise InputError("--fence pgbouncer needs the PgBouncer admin console",
                              "Pass --pgbouncer postgresql://admin@host:6432/pgbouncer.")
+        if self.fence == "pgbouncer" and self.pgbouncer_databases_file is None:
+            raise InputError("--fence pgbouncer needs the file PgBouncer reads its [databases] from",
+                             "Pass --pgbouncer-databases-file PATH (a file pgbouncer.ini %include-s; pgtide "
+                             "rewrites the migrated databases' lines there and RELOADs PgBouncer).")
         if self.sequence_margin < 0:
             raise InputError(f"--sequence-margin {self.sequence_margin}: must be 0 or more",
                              "Pass a number of increments, e.g. --sequence-margin 100.")
@@ -408,19 +418,26 @@ class Cutover:
                         "security boundary).")
 
     def _pgbouncer_check(self, preflight: Preflight, databases: Sequence[str]) -> None:
-        from ..infra.pgbouncer import PgBouncerAdmin
 
         assert self.options.pgbouncer is not None
         try:
-            with PgBouncerAdmin.connect(self.options.pgbouncer) as admin:
+            with _bouncer(self.options) as admin:
                 known = {str(d.get("name")) for d in admin.databases()}
+                missing = [d for d in databases if d not in known]
+                for database in databases:
+                    if database not in missing:
+                        admin.check_redirect(database)  # the file can be rewritten: before any PAUSE
+                wait_limit = float(admin.settings().get("query_wait_timeout", "120") or 120)
         except PgtideError as exc:
-            self._check(preflight, "fence", "error", f"PgBouncer admin console: {exc.cause}", exc.remedy)
+            self._check(preflight, "fence", "error", f"PgBouncer: {exc.cause}", exc.remedy)
             return
-        missing = [d for d in databases if d not in known]
         if missing:
             self._check(preflight, "fence", "error", f"PgBouncer has no database {', '.join(missing)}",
                         "Name the migrated databases in PgBouncer's [databases] as on the source.")
+        elif 0 < wait_limit < self.options.quiet_timeout + self.options.drain_timeout:
+            self._check(preflight, "fence", "warning",
+                        f"PgBouncer's query_wait_timeout is {wait_limit:g} s: clients queued longer than that "
+                        "get an error", "Raise query_wait_timeout in pgbouncer.ini for the cutover, or accept it.")
         else:
             self._check(preflight, "fence", "ok",
                         f"PgBouncer will pause {', '.join(databases)}; {len(preflight.sessions)} session(s) "
@@ -763,34 +780,42 @@ class _RolesFencer(_Fencer):
         self.cutover._save(fenced=[])
 
 
-class _PgBouncerFencer(_Fencer):
-    def up(self, databases: Sequence[str]) -> None:
-        from ..infra.pgbouncer import PgBouncerAdmin
+@contextmanager
+def _bouncer(options: CutoverOptions) -> Iterator[Any]:
+    from ..infra.pgbouncer import PgBouncerAdmin
 
-        assert self.cutover.options.pgbouncer is not None
-        with PgBouncerAdmin.connect(self.cutover.options.pgbouncer) as admin:
+    assert options.pgbouncer is not None
+    with PgBouncerAdmin.connect(options.pgbouncer, databases_file=options.pgbouncer_databases_file) as admin:
+        yield admin
+
+
+class _PgBouncerFencer(_Fencer):
+    """PAUSE (clients queue instead of failing), then repoint to the target and RESUME."""
+
+    def up(self, databases: Sequence[str]) -> None:
+        with _bouncer(self.cutover.options) as admin:
             for database in databases:
-                self.cutover._save(paused=[*self.cutover._record().get("paused", []), database])
+                # Recorded first: a crash mid-PAUSE leaves a record that resumes it.
+                self.cutover._save(paused=sorted({*self.cutover._record().get("paused", []), database}))
                 admin.pause(database, timeout=self.cutover.options.quiet_timeout)
 
     def down(self, databases: Sequence[str]) -> None:
-        from ..infra.pgbouncer import PgBouncerAdmin
-
-        assert self.cutover.options.pgbouncer is not None
-        with PgBouncerAdmin.connect(self.cutover.options.pgbouncer) as admin:
+        with _bouncer(self.cutover.options) as admin:
             for database in databases:
                 admin.resume(database)
         self.cutover._save(paused=[])
 
     def after_switch(self, databases: Sequence[str], *, unfence: bool) -> None:
-        from ..infra.pgbouncer import PgBouncerAdmin
-
-        assert self.cutover.options.pgbouncer is not None
         target = self.cutover.plan.target
-        with PgBouncerAdmin.connect(self.cutover.options.pgbouncer) as admin:
+        host, port = self.cutover.options.pgbouncer_target or (target.host, int(target.port or 5432))
+        with _bouncer(self.cutover.options) as admin:
             for database in databases:
-                admin.redirect(database, target.host, int(target.port or 5432), database)
-                admin.resume(database)
+                try:
+                    admin.redirect(database, host, port, database)
+                finally:
+                    # Queued clients go on in any case: a failed repoint shows as errors on the
+                    # read-only source, not as a PgBouncer holding everyone until its timeout.
+                    admin.resume(database)
         self.cutover._save(paused=[])
 
     def restore(self, record: dict[str, Any]) -> None:

@@ -314,3 +314,53 @@ def test_reverse_replication_carries_target_writes_back_without_a_loop(cluster_f
     finally:
         for cluster in (target, source):
             cluster.clean_replication()
+
+
+def test_pgbouncer_fence_queues_clients_then_sends_them_to_the_target(migration: Migration,
+                                                                      pgbouncer_factory: Any) -> None:
+    source, target, db = migration.source, migration.target, migration.db
+    bouncer = pgbouncer_factory({db: (source, db)})
+    landed: list[tuple[int, int]] = []
+    failures: list[BaseException] = []
+    stop = threading.Event()
+
+    def client(writer: int) -> None:
+        # Transaction pooling: no server-side prepared statements (PgBouncer 1.18 has none).
+        with bouncer.connect(db, prepare_threshold=None) as conn:
+            while not stop.is_set():
+                try:
+                    row = conn.execute("INSERT INTO orders (writer, note) VALUES (%s, 'via pgbouncer') "
+                                       "RETURNING id, inet_server_port()", [writer]).fetchone()
+                    assert row is not None
+                    landed.append((int(row[0]), int(row[1])))
+                except psycopg.Error as exc:
+                    failures.append(exc)
+                    return
+                time.sleep(0.003)
+
+    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in (1, 2, 3)]
+    for thread in threads:
+        thread.start()
+    try:
+        wait_for(lambda: len(landed) > 100, timeout=30, what="clients writing through PgBouncer")
+        result = migration.session().cutover(CutoverOptions(
+            fence="pgbouncer", pgbouncer=bouncer.admin_endpoint(), pgbouncer_databases_file=bouncer.databases_file,
+            force=True)).run()
+        wait_for(lambda: any(port == target.port for _, port in landed), timeout=30,
+                 what="clients to reach the target")
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=30)
+    # No client saw an error: PgBouncer held them while the writes were fenced.
+    assert failures == [], failures
+    assert result.downtime_seconds is not None
+    on_source = sorted(i for i, port in landed if port == source.port)
+    on_target = sorted(i for i, port in landed if port == target.port)
+    assert on_source and on_target
+    # Everything written on the source is on the target, once; the target's new keys come after.
+    target_ids = [r[0] for r in target.execute("SELECT id FROM orders WHERE note = 'via pgbouncer' ORDER BY id",
+                                               dbname=db)]
+    assert target_ids == sorted(on_source + on_target)
+    assert min(on_target) > max(on_source)
