@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -349,77 +349,117 @@ def copy_tables(
     split = SPLIT_THRESHOLD_BYTES if split_bytes is None else split_bytes
     tasks = [t for t in plan_tasks(source, snapshot, tables, split_bytes=split, jobs=jobs)
              if t.table.info.qualified not in skip]
+    run = _CopyRun(source, target, snapshot, cancel, _tallies(tasks))
+    by_oid: dict[tuple[str, str], TableScope] = {t.table.info.qualified: t.table for t in tasks}
+    started = time.monotonic()
+    total_bytes = sum(task.estimated_bytes for task in tasks)
+    try:
+        with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="pgtide-copy") as pool, \
+                _progress_reports(target, database, by_oid, run, emit):
+            pending: dict[Future[int], CopyTask] = {pool.submit(run.attempt, task): task for task in tasks}
+            _await_tasks(pending, run, database, emit, on_table_done, started)
+    finally:
+        # Only now: the pool has waited for every worker, so none is inside a COPY on these.
+        run.close()
+    return total_bytes, time.monotonic() - started
+
+
+def _tallies(tasks: Sequence[CopyTask]) -> dict[tuple[str, str], _TableTally]:
+    """One tally per table, counting its slices: the table is done when all of them are."""
     tallies: dict[tuple[str, str], _TableTally] = {}
     for task in tasks:
         tally = tallies.setdefault(task.table.info.qualified, _TableTally(0))
         tally.tasks += 1
-    by_oid: dict[tuple[str, str], TableScope] = {t.table.info.qualified: t.table for t in tasks}
-    started = time.monotonic()
-    lock = threading.Lock()
-    total_bytes = sum(task.estimated_bytes for task in tasks)
+    return tallies
 
-    conns = _WorkerConnections()
-    opened: list[psycopg.Connection[Any]] = []
 
-    def attempt(task: CopyTask) -> int:
-        with lock:
-            tally = tallies[task.table.info.qualified]
+@dataclass
+class _CopyRun:
+    """What the workers of one copy_tables call share; ``lock`` guards the tallies and ``opened``."""
+
+    source: Endpoint
+    target: Endpoint
+    snapshot: Snapshot
+    cancel: CancelToken
+    tallies: dict[tuple[str, str], _TableTally]
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    conns: _WorkerConnections = field(default_factory=_WorkerConnections)
+    #: Every worker's relay connections, closed once the pool is done with them.
+    opened: list[psycopg.Connection[Any]] = field(default_factory=list)
+
+    def attempt(self, task: CopyTask) -> int:
+        """Copy one slice, retrying a failed attempt after undoing what it wrote."""
+        with self.lock:
+            tally = self.tallies[task.table.info.qualified]
             if tally.started is None:
                 tally.started = time.monotonic()
         last: Exception | None = None
         for tries in range(RETRIES + 1):
-            cancel.check()
+            self.cancel.check()
             try:
                 if tries:
-                    _clear(target, task)
+                    _clear(self.target, task)
                 if task.estimated_bytes < PIPE_THRESHOLD_BYTES:
-                    return _relay_task(source, target, snapshot, task, conns, opened, lock)
-                return _run_task(source, target, snapshot, task, cancel)
+                    return _relay_task(self.source, self.target, self.snapshot, task, self.conns, self.opened,
+                                       self.lock)
+                return _run_task(self.source, self.target, self.snapshot, task, self.cancel)
             except ToolFailed as exc:
                 last = exc
         assert last is not None
         raise last
 
-    progress_stop = threading.Event()
-    progress_thread = threading.Thread(
-        target=_report_progress, name="pgtide-copy-progress",
-        args=(target, database, by_oid, tallies, lock, emit, progress_stop), daemon=True,
-    )
-    try:
-        with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="pgtide-copy") as pool:
-            progress_thread.start()
-            pending: dict[Future[int], CopyTask] = {pool.submit(attempt, task): task for task in tasks}
-            try:
-                while pending:
-                    finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-                    for future in finished:
-                        task = pending.pop(future)
-                        rows = future.result()  # raises the task's error: the caller tears down
-                        key = task.table.info.qualified
-                        with lock:
-                            tally = tallies[key]
-                            tally.done += 1
-                            tally.rows += rows
-                            tally.bytes_done += task.estimated_bytes
-                            complete = tally.done == tally.tasks
-                        if complete:
-                            seconds = time.monotonic() - (tally.started or started)
-                            emit(TableCopied(database, key[0], key[1], tally.rows, task.table.estimated_bytes, seconds))
-                            if on_table_done is not None:
-                                on_table_done(task.table, tally.rows)
-            except BaseException:
-                cancel.cancel()  # stop the other workers' pipes promptly
-                for future in pending:
-                    future.cancel()
-                raise
-            finally:
-                progress_stop.set()
-                progress_thread.join(timeout=5)
-    finally:
-        # Only now: the pool has waited for every worker, so none is inside a COPY on these.
-        for conn in opened:
+    def record(self, task: CopyTask, rows: int) -> _TableTally | None:
+        """Count a finished slice; returns the table's tally when that was its last slice."""
+        with self.lock:
+            tally = self.tallies[task.table.info.qualified]
+            tally.done += 1
+            tally.rows += rows
+            tally.bytes_done += task.estimated_bytes
+            return tally if tally.done == tally.tasks else None
+
+    def close(self) -> None:
+        for conn in self.opened:
             conn.close()
-    return total_bytes, time.monotonic() - started
+
+
+def _await_tasks(pending: dict[Future[int], CopyTask], run: _CopyRun, database: str, emit: Emit,
+                 on_table_done: Any, started: float) -> None:
+    """Announce each table as its last slice lands; on the first failure stop the rest."""
+    try:
+        while pending:
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                task = pending.pop(future)
+                rows = future.result()  # raises the task's error: the caller tears down
+                tally = run.record(task, rows)
+                if tally is not None:
+                    key = task.table.info.qualified
+                    seconds = time.monotonic() - (tally.started or started)
+                    emit(TableCopied(database, key[0], key[1], tally.rows, task.table.estimated_bytes, seconds))
+                    if on_table_done is not None:
+                        on_table_done(task.table, tally.rows)
+    except BaseException:
+        run.cancel.cancel()  # stop the other workers' pipes promptly
+        for future in pending:
+            future.cancel()
+        raise
+
+
+@contextmanager
+def _progress_reports(target: Endpoint, database: str, tables: dict[tuple[str, str], TableScope], run: _CopyRun,
+                      emit: Emit) -> Iterator[None]:
+    """The progress reporter's thread, running while the block does."""
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=_report_progress, name="pgtide-copy-progress",
+        args=(target, database, tables, run.tallies, run.lock, emit, stop), daemon=True,
+    )
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
 
 
 def _report_progress(
