@@ -1,7 +1,7 @@
 """Cutover: hand the application's writes from the source to the target, with about a second
 of write downtime, nothing lost and nothing applied twice.
 
-The order, and why (docs/architecture.md §6):
+The order, and why (docs/architecture.md §7):
 
 1. *Preflight*, changing nothing: every database streaming, lag under a threshold, the
    published tables' columns alike on both sides, a clean verify (run now if there is
