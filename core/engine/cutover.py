@@ -535,6 +535,11 @@ class Cutover:
         verified = 0
         fence_started: float | None = None
         switch_done: float | None = None
+        if not pending and self._record().get("state") in ("fenced", "switched"):
+            # Killed after the switch, before PgBouncer was resumed (or the fence lifted as
+            # asked): finish that now.
+            with self._step("finish switch", "the switch was done by an earlier run"):
+                self._fencer(preflight).after_switch(preflight.switched, unfence=self.options.unfence_source)
         if pending:
             with self._step("materialized views"):
                 for database in pending:
@@ -754,6 +759,11 @@ class _RolesFencer(_Fencer):
     def __init__(self, cutover: Cutover) -> None:
         super().__init__(cutover)
         self.fence = RolesFence(cutover.source, [], record=self._record)
+        record = cutover._record()
+        if record.get("state") == "fenced":
+            # A cutover that crashed while fenced: its entries hold what each role had before;
+            # fencing them again would record "on" as the value to go back to.
+            self.fence.fenced = [FencedRole(**entry) for entry in record.get("fenced", [])]
 
     def _record(self, fenced: list[FencedRole]) -> None:
         self.cutover._save(fenced=[f.to_dict() for f in fenced])

@@ -364,3 +364,39 @@ def test_pgbouncer_fence_queues_clients_then_sends_them_to_the_target(migration:
                                                dbname=db)]
     assert target_ids == sorted(on_source + on_target)
     assert min(on_target) > max(on_source)
+
+
+def test_an_interrupted_cutover_lifts_the_fence_and_says_so(migration: Migration) -> None:
+    from pgtide.core.engine.cutover import CutoverInterrupted, CutoverStep
+    from pgtide.core.infra.events import CancelToken
+
+    token = CancelToken()
+
+    def emit(event: Any) -> None:
+        if isinstance(event, CutoverStep) and event.step == "fence" and event.state == "done":
+            token.cancel()  # what Ctrl-C (or the app's Abort) does, right after the fence
+
+    with AppWriter(migration, connections=2) as writer:
+        wait_for(lambda: len(writer.all_ids()) > 20, timeout=30, what="the application to write")
+        with pytest.raises(CutoverInterrupted) as caught:
+            migration.session().cutover(CutoverOptions(force=True), emit=emit, cancel=token).run()
+        assert caught.value.exit_code == 4 and "fence is lifted" in caught.value.cause
+        assert _fenced_settings(migration.source, migration.role) == []
+        before = len(writer.all_ids())
+        wait_for(lambda: len(writer.all_ids()) > before + 10, timeout=30, what="writes after the interrupt")
+    assert migration.session().store.state(migration.db) is DatabaseState.STREAMING
+
+
+def test_a_rerun_after_a_crash_while_fenced_restores_what_the_role_had(migration: Migration) -> None:
+    source, role, db = migration.source, migration.role, migration.db
+    # The role had its own per-database setting before: the fence must give exactly it back.
+    source.execute(sql.SQL("ALTER ROLE {} IN DATABASE {} SET default_transaction_read_only = off").format(
+        sql.Identifier(role), sql.Identifier(db)))
+    with migration.app_connect(source):
+        cutover = Cutover(migration.session(), CutoverOptions())
+        _RolesFencer(cutover).up([db])
+        cutover._save(state="fenced", fenced_at=time.time(), databases=[db], fence="roles")
+    # The rerun continues with the fence that is up, then lifts it as recorded (--unfence-source).
+    result = migration.session().cutover(CutoverOptions(force=True, unfence_source=True)).run()
+    assert result.downtime_seconds is not None
+    assert _fenced_settings(source, role) == [(["default_transaction_read_only=off"],)]
