@@ -128,6 +128,7 @@ def _status_ok(status: Any) -> bool:
 
 def cmd_status(args: argparse.Namespace, *, out: IO[str] | None = None) -> int:
     from ..core.infra.errors import ConnectError
+    from ..core.jobs.state import DatabaseState
 
     out = out or sys.stdout
     # nan compares false with everything and inf never wakes up: neither is an interval.
@@ -136,6 +137,17 @@ def cmd_status(args: argparse.Namespace, *, out: IO[str] | None = None) -> int:
                          f"not {args.watch:g}", "Pass e.g. --watch 2.")
     session = session_from_args(args)
     tty = bool(getattr(out, "isatty", lambda: False)()) and not args.json
+    cut_over = [d for d in session.databases(include_cut_over=True) if session.store.state(d) is DatabaseState.CUT_OVER]
+    for database in cut_over:
+        entry = session.store.database(database)
+        back = " (its changes flow back to the source: `pgtide teardown` ends that)" if entry.get("reverse") else ""
+        if args.json:
+            print(json.dumps({"database": database, "state": "cut over", "cutover_at": entry.get("cutover_at")}),
+                  file=out)
+        else:
+            print(f"{database}: cut over — the target is the primary, nothing replicates into it{back}", file=out)
+    if cut_over and not session.databases():
+        return EXIT_OK  # a finished migration is healthy
     with session.monitor() as monitor:
         if args.watch is None:
             status = monitor.poll()

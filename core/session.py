@@ -98,6 +98,9 @@ class MigrationSession:
         # The same database rule as everywhere (a source naming a database means that one).
         wanted = with_database_from_url(self.plan.source, self.plan.selection)
         chosen = tuple(name for name in recorded if wanted.includes_database(name))
+        if not chosen and any(parse_state(entry.get("status")) is DatabaseState.CUT_OVER
+                              and wanted.includes_database(name) for name, entry in self.store.databases().items()):
+            return ()  # a finished migration: nothing of it to watch, verify or set up
         return chosen or selected_databases(self.plan)
 
     # -- the commands, as methods of the migration they act on --------------------------------

@@ -198,6 +198,10 @@ def test_cutover_under_writes_loses_nothing_and_leaves_the_target_ready(migratio
     decision = decide_target(store.database(db), target_facts(migration.plan.target, db), ours="x", resume=False,
                              drop_existing=True, replicates=True)
     assert decision.action is TargetAction.REFUSE_CUT_OVER
+    # status calls a finished migration healthy, and says why.
+    shown = subprocess.run([PGTIDE, "status", "--source", source.url(db), "--target", target.url(db)],
+                           capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0 and "cut over" in shown.stdout, shown.stdout + shown.stderr
     # The source stays fenced (no --unfence-source) until teardown lifts it.
     assert _fenced_settings(source, migration.role)
     migration.session().teardown()
