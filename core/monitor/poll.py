@@ -461,45 +461,12 @@ class Monitor:
         settings = self.settings
         now = self._clock()
         history = self._history[database]
-
-        lag_bytes = None
-        if slot.exists and slot.confirmed_flush_lsn is not None:
-            lag_bytes = max(0, slot.current_lsn - slot.confirmed_flush_lsn)
-        retained = None
-        if slot.exists and slot.restart_lsn is not None:
-            retained = max(0, slot.current_lsn - slot.restart_lsn)
-        lag_seconds = slot.replay_lag if slot.replay_lag is not None else slot.flush_lag
-        if lag_seconds is None and lag_bytes is not None and lag_bytes <= settings.streaming_lag_bytes and slot.active:
-            lag_seconds = 0.0
-
-        # History: trend samples, confirmed progress, walsender presence, error growth.
-        if lag_bytes is not None:
-            history.samples.append((now, lag_bytes))
-        if slot.confirmed_flush_lsn != history.last_confirmed:
-            history.last_confirmed = slot.confirmed_flush_lsn
-            history.confirmed_moved_at = now
-        if slot.exists and not slot.active:
-            history.slot_inactive_since = history.slot_inactive_since or now
-        else:
-            history.slot_inactive_since = None
-        if sub.exists and sub.enabled and sub.worker_pid is None:
-            history.worker_missing_since = history.worker_missing_since or now
-        else:
-            history.worker_missing_since = None
-        errors = (sub.apply_error_count or 0) + (sub.sync_error_count or 0)
-        if history.errors_seen is not None and errors > history.errors_seen:
-            history.errors_grew_at = now
-        history.errors_seen = errors
-
+        lag_bytes, retained, lag_seconds = _lags(slot, settings)
+        errors = _observe(history, now, slot, sub, lag_bytes)
         level, retained_reason = retained_level(slot, retained, settings)
-        eta = lag_eta(history.samples, now, settings.trend_seconds, lag_bytes)
-
         state, reason = replication_state(database, slot, sub, history, now, lag_bytes, lag_seconds, errors,
                                           settings=settings, slot_name=self.names[database].slot)
-        if state is ReplicationState.STREAMING:
-            eta = 0.0
-        elif state in (ReplicationState.BROKEN, ReplicationState.STALLED, ReplicationState.NOT_SET_UP):
-            eta = None
+        eta = _catch_up_eta(state, history, now, settings, lag_bytes)
         if sub.last_error is None and state is ReplicationState.BROKEN and sub.exists and errors:
             last_error = self._last_error(database, errors)
             if last_error:
@@ -511,6 +478,55 @@ class Monitor:
             retained_reason=retained_reason, eta_seconds=eta, polled_at=polled_at,
         )
 
+
+# -- one poll's readings, interpreted (pure: the I/O is the Monitor's) ---------------------------
+
+
+def _lags(slot: SlotStatus, settings: MonitorSettings) -> tuple[int | None, int | None, float | None]:
+    """(lag in bytes, retained WAL in bytes, lag in seconds), as the module docstring defines them."""
+    lag_bytes = None
+    if slot.exists and slot.confirmed_flush_lsn is not None:
+        lag_bytes = max(0, slot.current_lsn - slot.confirmed_flush_lsn)
+    retained = None
+    if slot.exists and slot.restart_lsn is not None:
+        retained = max(0, slot.current_lsn - slot.restart_lsn)
+    lag_seconds = slot.replay_lag if slot.replay_lag is not None else slot.flush_lag
+    if lag_seconds is None and lag_bytes is not None and lag_bytes <= settings.streaming_lag_bytes and slot.active:
+        lag_seconds = 0.0
+    return lag_bytes, retained, lag_seconds
+
+
+def _observe(history: History, now: float, slot: SlotStatus, sub: SubscriptionStatus, lag_bytes: int | None) -> int:
+    """Fold one poll into the history (trend samples, confirmed progress, walsender presence,
+    error growth); returns the subscription's error count."""
+    if lag_bytes is not None:
+        history.samples.append((now, lag_bytes))
+    if slot.confirmed_flush_lsn != history.last_confirmed:
+        history.last_confirmed = slot.confirmed_flush_lsn
+        history.confirmed_moved_at = now
+    if slot.exists and not slot.active:
+        history.slot_inactive_since = history.slot_inactive_since or now
+    else:
+        history.slot_inactive_since = None
+    if sub.exists and sub.enabled and sub.worker_pid is None:
+        history.worker_missing_since = history.worker_missing_since or now
+    else:
+        history.worker_missing_since = None
+    errors = (sub.apply_error_count or 0) + (sub.sync_error_count or 0)
+    if history.errors_seen is not None and errors > history.errors_seen:
+        history.errors_grew_at = now
+    history.errors_seen = errors
+    return errors
+
+
+def _catch_up_eta(state: ReplicationState, history: History, now: float, settings: MonitorSettings,
+                  lag_bytes: int | None) -> float | None:
+    """Seconds to catch up: none to wait when streaming, no estimate when nothing is moving."""
+    if state is ReplicationState.STREAMING:
+        return 0.0
+    if state in (ReplicationState.BROKEN, ReplicationState.STALLED, ReplicationState.NOT_SET_UP):
+        return None
+    return lag_eta(history.samples, now, settings.trend_seconds, lag_bytes)
 
 
 def selected_databases(plan: Plan) -> tuple[str, ...]:
