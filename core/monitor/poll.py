@@ -98,6 +98,38 @@ def _source_sql(version: int) -> sql.Composed:
     ).format(invalidation=sql.SQL(invalidation))
 
 
+def _slot_statuses(rows: Sequence[Any], wanted: Sequence[str], version: int) -> tuple[dict[str, SlotStatus], datetime]:
+    """:func:`_source_sql`'s rows as one SlotStatus per wanted slot (a missing one: ``exists=False``),
+    and the source's clock at the poll."""
+    current = parse_lsn(rows[0][0]) or 0
+    keep_mb = rows[0][1]
+    keep = None if keep_mb is None or keep_mb < 0 else int(keep_mb) * 1024 * 1024
+    polled_at: datetime = rows[0][2]
+    found: dict[str, SlotStatus] = {}
+    for row in rows:
+        (_, _, _, name, active, pid, confirmed, restart, wal_status, safe, invalid,
+         ws_state, sent, write, flush, replay, write_lag, flush_lag, replay_lag, reply_time) = row
+        if name is None:
+            continue
+        found[name] = SlotStatus(
+            slot_name=name, exists=True, current_lsn=current, active=bool(active), active_pid=pid,
+            confirmed_flush_lsn=parse_lsn(confirmed), restart_lsn=parse_lsn(restart),
+            wal_status=wal_status, safe_wal_size=None if safe is None else int(safe),
+            invalidation_reason=invalid, walsender_state=ws_state,
+            sent_lsn=parse_lsn(sent), write_lsn=parse_lsn(write), flush_lsn=parse_lsn(flush),
+            replay_lsn=parse_lsn(replay), write_lag=interval_seconds(write_lag), flush_lag=interval_seconds(flush_lag),
+            replay_lag=interval_seconds(replay_lag), reply_time=reply_time,
+            max_slot_wal_keep_size=keep, server_version_num=version,
+        )
+    for slot in wanted:
+        found.setdefault(
+            slot,
+            SlotStatus(slot_name=slot, exists=False, current_lsn=current, max_slot_wal_keep_size=keep,
+                       server_version_num=version),
+        )
+    return found, polled_at
+
+
 _CONFLICT_COLUMNS = (
     "insert_exists",
     "update_origin_differs",
@@ -156,6 +188,32 @@ def _target_sql(version: int) -> sql.Composed:
         conflicts=sql.SQL(conflicts),
         apply_worker=sql.SQL(apply_worker),
         stats_join=sql.SQL(stats_join),
+    )
+
+
+def _subscription_status(name: str, row: Sequence[Any], version: int) -> SubscriptionStatus:
+    """:func:`_target_sql`'s row for an existing subscription as a SubscriptionStatus."""
+    (_oid, enabled, slot, pid, received, send_time, receipt_time, latest_end, latest_end_time,
+     sync_workers, apply_errors, sync_errors, conflicts, state_counts, pending) = row
+    counts = dict.fromkeys(TABLE_STATES.values(), 0)
+    for code, count in state_counts or ():
+        counts[TABLE_STATES.get(code, code)] = int(count)
+    conflict_counts = (
+        {key: int(value or 0) for key, value in zip(_CONFLICT_COLUMNS, conflicts, strict=False)}
+        if conflicts else {}
+    )
+    return SubscriptionStatus(
+        subscription_name=name, exists=True, enabled=bool(enabled), slot_name=slot, worker_pid=pid,
+        received_lsn=parse_lsn(received), latest_end_lsn=parse_lsn(latest_end),
+        last_msg_send_time=send_time, last_msg_receipt_time=receipt_time, latest_end_time=latest_end_time,
+        sync_workers=int(sync_workers or 0), table_counts=MappingProxyType(counts),
+        pending_tables=tuple(
+            TableSyncState(schema, table, TABLE_STATES.get(code, code), parse_lsn(lsn))
+            for schema, table, code, lsn in pending or ()
+        ),
+        apply_error_count=None if apply_errors is None else int(apply_errors),
+        sync_error_count=None if sync_errors is None else int(sync_errors),
+        conflict_counts=MappingProxyType(conflict_counts), server_version_num=version,
     )
 
 
@@ -365,33 +423,7 @@ class Monitor:
         version = self._versions["source"]
         wanted = [self.names[db].slot for db in self.databases]
         rows = conn.execute(_source_sql(version), {"slots": wanted}).fetchall()
-        current = parse_lsn(rows[0][0]) or 0
-        keep_mb = rows[0][1]
-        keep = None if keep_mb is None or keep_mb < 0 else int(keep_mb) * 1024 * 1024
-        polled_at: datetime = rows[0][2]
-        found: dict[str, SlotStatus] = {}
-        for row in rows:
-            (_, _, _, name, active, pid, confirmed, restart, wal_status, safe, invalid,
-             ws_state, sent, write, flush, replay, write_lag, flush_lag, replay_lag, reply_time) = row
-            if name is None:
-                continue
-            found[name] = SlotStatus(
-                slot_name=name, exists=True, current_lsn=current, active=bool(active), active_pid=pid,
-                confirmed_flush_lsn=parse_lsn(confirmed), restart_lsn=parse_lsn(restart),
-                wal_status=wal_status, safe_wal_size=None if safe is None else int(safe),
-                invalidation_reason=invalid, walsender_state=ws_state,
-                sent_lsn=parse_lsn(sent), write_lsn=parse_lsn(write), flush_lsn=parse_lsn(flush),
-                replay_lsn=parse_lsn(replay), write_lag=interval_seconds(write_lag), flush_lag=interval_seconds(flush_lag),
-                replay_lag=interval_seconds(replay_lag), reply_time=reply_time,
-                max_slot_wal_keep_size=keep, server_version_num=version,
-            )
-        for slot in wanted:
-            found.setdefault(
-                slot,
-                SlotStatus(slot_name=slot, exists=False, current_lsn=current, max_slot_wal_keep_size=keep,
-                           server_version_num=version),
-            )
-        return found, polled_at
+        return _slot_statuses(rows, wanted, version)
 
     def _read_target(self, database: str) -> SubscriptionStatus:
         name = self.names[database].subscription
@@ -402,29 +434,7 @@ class Monitor:
         row = conn.execute(_target_sql(version), {"name": name, "limit": self.settings.pending_table_limit}).fetchone()
         if row is None:
             return SubscriptionStatus(subscription_name=name, exists=False, server_version_num=version)
-        (_oid, enabled, slot, pid, received, send_time, receipt_time, latest_end, latest_end_time,
-         sync_workers, apply_errors, sync_errors, conflicts, state_counts, pending) = row
-        counts = dict.fromkeys(TABLE_STATES.values(), 0)
-        for code, count in state_counts or ():
-            counts[TABLE_STATES.get(code, code)] = int(count)
-        conflict_counts = (
-            {key: int(value or 0) for key, value in zip(_CONFLICT_COLUMNS, conflicts, strict=False)}
-            if conflicts else {}
-        )
-        status = SubscriptionStatus(
-            subscription_name=name, exists=True, enabled=bool(enabled), slot_name=slot, worker_pid=pid,
-            received_lsn=parse_lsn(received), latest_end_lsn=parse_lsn(latest_end),
-            last_msg_send_time=send_time, last_msg_receipt_time=receipt_time, latest_end_time=latest_end_time,
-            sync_workers=int(sync_workers or 0), table_counts=MappingProxyType(counts),
-            pending_tables=tuple(
-                TableSyncState(schema, table, TABLE_STATES.get(code, code), parse_lsn(lsn))
-                for schema, table, code, lsn in pending or ()
-            ),
-            apply_error_count=None if apply_errors is None else int(apply_errors),
-            sync_error_count=None if sync_errors is None else int(sync_errors),
-            conflict_counts=MappingProxyType(conflict_counts), server_version_num=version,
-        )
-        return status
+        return _subscription_status(name, row, version)
 
     # -- interpretation ---------------------------------------------------------------------
 
