@@ -131,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(handler=_cmd_demo)
 
+    from .attach_cmd import register as register_attach
     from .cutover_cmd import register as register_cutover
     from .migrations_cmd import register as register_migrations
     from .profile_cmd import register
@@ -140,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_watch(sub)
     register_migrations(sub)
     register_cutover(sub)
+    register_attach(sub)
     return parser
 
 

@@ -15,6 +15,7 @@ from .args import (
     plan_from_args,
     session_from_args,
 )
+from .attach_cmd import add_detach_arguments, run_detached, should_detach
 from .render import EventPrinter, estimate_table, print_json, table
 
 
@@ -81,6 +82,12 @@ def _cmd_init(args: argparse.Namespace) -> int:
     if not _confirm("Proceed?", args):
         print("nothing done")
         return 0
+    if should_detach(args):
+        code = run_detached(plan, "init", as_json=args.json)
+        if code == 0 and not args.json:
+            print("\nReplication is running (the worker watches it: `pgtide attach`, `pgtide stop`). "
+                  "Watch it with `pgtide status`, prove it with `pgtide verify`.")
+        return code
     results = migrate.init(plan, scope=report.scope, emit=printer)
     if args.json:
         print_json({"event": "summary", "databases": [asdict(r) for r in results]})
@@ -96,6 +103,8 @@ def _cmd_sync(args: argparse.Namespace) -> int:
 
     plan = plan_from_args(args)
     printer = EventPrinter(as_json=args.json)
+    if should_detach(args):
+        return run_detached(plan, "sync", as_json=args.json, copy_data=not args.no_copy_data)
     results = migrate.sync(plan, emit=printer, copy_data=not args.no_copy_data)
     if args.json:
         print_json({"event": "summary", "databases": [asdict(r) for r in results]})
@@ -139,10 +148,12 @@ def register(sub: Any) -> None:
     init = command("init", "copy schema and data under a replication snapshot, then start replication")
     init.add_argument("--yes", "-y", action="store_true", help="do not ask before starting")
     init.add_argument("--verbose", "-v", action="store_true", help="also list the checks that passed")
+    add_detach_arguments(init)
     init.set_defaults(handler=_cmd_init)
 
     sync = command("sync", "publication + subscription; PostgreSQL copies the data (or it is already there)")
     sync.add_argument("--no-copy-data", action="store_true", help="the rows are already on the target")
+    add_detach_arguments(sync)
     sync.set_defaults(handler=_cmd_sync)
 
     teardown = command("teardown", "drop pgtide's subscription, slot and publication (idempotent)", options=False)

@@ -8,7 +8,7 @@ from typing import Any
 
 from .render import print_json, table
 
-HEADERS = ("ID", "SOURCE -> TARGET", "DATABASES", "STATE", "LAST VERIFY", "AGE")
+HEADERS = ("ID", "SOURCE -> TARGET", "DATABASES", "STATE", "WORKER", "LAST VERIFY", "AGE")
 
 
 def _age(seconds: float) -> str:
@@ -28,6 +28,9 @@ def describe(store: Any, now: float) -> dict[str, Any]:
     legacy = meta.get("format") is None
     created = meta.get("created_at") or min((d.get("updated_at", now) for d in databases.values()), default=now)
     verify = meta.get("last_verify")
+    from ..core.jobs.worker import worker_info
+
+    worker = worker_info(store.migration_id)
     return {
         "id": store.migration_id,
         "source": meta.get("source", {}).get("display"),
@@ -37,6 +40,7 @@ def describe(store: Any, now: float) -> dict[str, Any]:
         "created_at": created,
         "age_seconds": max(0.0, now - created),
         "recorded_by": "pgtide 0.1 (no plan recorded)" if legacy else "pgtide",
+        "worker": {"state": worker.state, "pid": worker.pid, "command": worker.command},
     }
 
 
@@ -61,7 +65,10 @@ def _cmd_migrations(args: argparse.Namespace) -> int:
              f"{sum(int(verify.get(k, 0)) for k in ('missing', 'extra', 'different'))} differences")
             + f", {_age(now - verify['at'])} ago")
         pair = (f"{entry['source']} -> {entry['target']}" if entry["source"] else entry["recorded_by"])
-        rows.append([entry["id"], pair, ", ".join(entry["databases"]) or "-", "/".join(states), verified,
+        worker = entry["worker"]
+        shown = {"none": "-", "alive": f"alive (pid {worker['pid']}, {worker['command']})"}.get(
+            worker["state"], worker["state"])
+        rows.append([entry["id"], pair, ", ".join(entry["databases"]) or "-", "/".join(states), shown, verified,
                      _age(entry["age_seconds"])])
     print(table(rows, HEADERS))
     return 0

@@ -34,7 +34,7 @@ from ..copy.roles import copy_roles
 from ..copy.snapshot import Snapshot, copy_tables, exported_snapshot
 from ..infra.db import connect
 from ..infra.endpoint import Endpoint
-from ..infra.errors import InputError, PgtideError
+from ..infra.errors import InputError, MigrationFailed, PgtideError
 from ..infra.events import Cancelled, CancelToken, Emit, Log, PhaseFinished, PhaseStarted, discard
 from ..infra.tools import run_tool
 from ..jobs.state import DatabaseState
@@ -532,11 +532,6 @@ def _copy_under_snapshot(plan: Plan, db: DatabaseScope, slot: str, store: JobSto
                 emit(Log("warning", f"{db.catalog.large_objects} large objects copied; later changes to them "
                                     "are not replicated", database))
     return copied_bytes, copy_seconds, schema_file
-
-
-class MigrationFailed(PgtideError):
-    exit_code = 1
-    default_title = "Migration failed"
 
 
 def server_failure(plan: Plan, database: str, exc: psycopg.Error) -> MigrationFailed:
