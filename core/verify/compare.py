@@ -12,14 +12,21 @@ How one table is compared (docs/architecture.md §6):
 2. **Only mismatching buckets are read again.** With a single integer key, buckets are key
    ranges and a mismatching range is bisected (16 sub-ranges a level, through the primary
    key index) until listing it is cheaper: it holds few rows, or its mismatch is dense
-   (one side empty, counts far apart, most sub-ranges differing; see :mod:`.merge`). Then
-   the source packs the range's ``(key, row hash)`` pairs, a chunk at a time, into two
-   binary int8 arrays, and the target's server joins each chunk with its own rows: it
-   returns exact counts of the keys missing (only on the source), extra (only on the
-   target) and different, and only the first keys kept, so rows never become Python
-   objects; a range only one side has rows in is counted on the server and only the
-   keys kept are listed. Other keys are bucketed by a hash of the key;
-   mismatching buckets are re-read in one scan.
+   (one side empty, counts far apart, most sub-ranges differing; see :mod:`.merge`). A
+   range only one side has rows in is counted on the server and only the keys kept are
+   listed. A range whose row counts differ is listed by its keys alone: each side sends
+   its keys, no row hashes, as one binary int8 array per few ranges, both at once; a set
+   difference here names the missing and extra keys exactly, and only those rows are
+   hashed, looked up by key (the source's on a second session sharing the listing's
+   snapshot, while it lists on). The rows both sides hold agree when the source's sum of
+   row hashes less its missing rows' equals the target's less its extra rows' (as surely
+   as any bucket's sums). Where that fails (a row differs, or a side changed since the
+   aggregates) and in ranges whose counts agree, the source packs the range's
+   ``(key, row hash)`` pairs, a chunk at a time, into two binary int8 arrays, and the
+   target's server joins each chunk with its own rows: it returns exact counts of the keys
+   missing, extra and different, and only the first keys kept, so rows never become
+   Python objects. Other keys are bucketed by a hash of the key; mismatching buckets are
+   re-read in one scan.
 3. **Live replication.** When the target is subscribed to the source, a difference may be
    a change still in flight. The source's WAL insert position is recorded with each
    source read; before the matching target read, pgtide waits (bounded) until the target
@@ -56,13 +63,18 @@ resolved predicate when the publication exists.
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import functools
 import heapq
 import logging
 import math
 import queue
+import struct
+import sys
 import threading
 import time
+from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, fields, is_dataclass, replace
@@ -608,14 +620,18 @@ class _Pair:
     """A connection to each side of one database, and a thread to run the target's reads."""
 
     def __init__(self, source: Endpoint, target: Endpoint, cancel: CancelToken) -> None:
+        self.endpoints = (source, target)
+        #: Extra sessions sharing a side's snapshot (see :meth:`sharing_snapshot`), interrupted with it.
+        self.helpers: list[psycopg.Connection[Any]] = []
         self.source = _open(source)
         try:
             self.target = _open(target)
         except BaseException:
             self.source.close()
             raise
-        # Two: listing key ranges reads both sides ahead while this thread merges.
-        self.executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="pgtide-verify-read")
+        # Four: listing key ranges reads both sides ahead and looks rows up while this thread
+        # compares, and a range that must then be compared row by row reads the source ahead.
+        self.executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="pgtide-verify-read")
         self.cancel = cancel
 
     def both(self, on_source: Callable[[psycopg.Connection[Any]], T],
@@ -636,6 +652,32 @@ class _Pair:
     def interrupt(self) -> None:
         _cancel_quietly(self.source)
         _cancel_quietly(self.target)
+        for helper in list(self.helpers):
+            _cancel_quietly(helper)
+
+    @contextlib.contextmanager
+    def sharing_snapshot(self, side: Literal["source", "target"]) -> Iterator[psycopg.Connection[Any]]:
+        """A second session on ``side`` that sees exactly what its connection's open transaction sees.
+
+        The side's server then runs two reads of one snapshot at once (pg_export_snapshot, then
+        SET TRANSACTION SNAPSHOT in the helper's first statement); the helper is private to
+        the caller, never pooled, and closed on exit.
+        """
+        conn = self.source if side == "source" else self.target
+        row = conn.execute("SELECT pg_catalog.pg_export_snapshot()").fetchone()
+        assert row is not None
+        helper = _open(self.endpoints[0 if side == "source" else 1])
+        self.helpers.append(helper)
+        try:
+            with helper.transaction():
+                helper.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(row[0])))
+                yield helper
+        finally:
+            self.helpers.remove(helper)
+            try:
+                helper.close()
+            except psycopg.Error:
+                pass
 
     def close(self) -> None:
         self.executor.shutdown(wait=True)
@@ -710,6 +752,57 @@ class _PackedInt8sDumper(Dumper):
 
     def dump(self, obj: Any) -> bytes:
         return bytes(obj)
+
+
+_LITTLE_ENDIAN = sys.byteorder == "little"
+
+
+def _key_difference(source: array[int], target: array[int]) -> tuple[list[int], list[int]]:
+    """(keys only in ``source``, keys only in ``target``), each sorted.
+
+    One set and one pass over the other side when no key is extra (the count says so), which
+    is the usual dense case: a target short of rows.
+    """
+    if source == target:
+        return [], []
+    missing = set(source)
+    missing.difference_update(target)
+    extra_count = len(target) - (len(source) - len(missing))
+    extra = set(target).difference(source) if extra_count else set()
+    return sorted(missing), sorted(extra)
+
+
+def _int8s(data: bytes) -> array[int]:
+    """An int8[] without NULLs in its binary send form as an array of ints, by bytes slicing."""
+    values = array("q")
+    if len(data) <= 12:  # no dimensions: empty
+        return values
+    count = struct.unpack_from(">i", data, 12)[0]
+    body = memoryview(data)[20:]  # after ndim, flags, element type, length, lower bound
+    raw = bytearray(8 * count)
+    for byte in range(8):  # each element: its length (4 bytes), then 8 bytes big-endian
+        raw[byte::8] = body[4 + byte::12]
+    values.frombytes(raw)
+    if _LITTLE_ENDIAN:
+        values.byteswap()
+    return values
+
+
+def _pack_int8s(values: Sequence[int]) -> _PackedInt8s:
+    """An int8[] in PostgreSQL's binary form, built with bytes slicing rather than a loop per value."""
+    count = len(values)
+    if not count:
+        return _PackedInt8s(struct.pack(">iii", 0, 0, 20))
+    raw = array("q", values)
+    if _LITTLE_ENDIAN:
+        raw.byteswap()
+    body = raw.tobytes()
+    out = bytearray(12 * count)  # each element: its length (int4, always 8), then the value
+    out[3::12] = b"\x08" * count
+    for byte in range(8):
+        out[4 + byte::12] = body[byte::8]
+    # ndim 1, no NULLs, element type int8 (oid 20), the dimension's length and lower bound 1.
+    return _PackedInt8s(struct.pack(">iiiii", 1, 0, 20, count, 1) + bytes(out))
 
 
 def _cancel_quietly(conn: psycopg.Connection[Any]) -> None:
@@ -853,6 +946,8 @@ class _TableVerifier:
         #: Key ranges listed to name keys, and how many of them were dense.
         self.listed = 0
         self.dense = 0
+        #: Sessions sharing a side's listing snapshot, for lookups by key while that side lists.
+        self._lookups: dict[str, psycopg.Connection[Any]] = {}
 
     def _rechecking(self, buckets: int, keys: int, reason: str) -> None:
         self.emit(Rechecking(self.table.database, self.table.schema, self.table.name, buckets, keys, reason))
@@ -1070,17 +1165,22 @@ class _TableVerifier:
                 if sub_source.get(key) != sub_target.get(key):
                     _, first, last, width = split[rid]
                     sub_first = first + sub * width
+                    (source_rows, source_sum), (target_rows, target_sum) = (
+                        sub_source.get(key, _NO_ROWS), sub_target.get(key, _NO_ROWS))
                     children.setdefault(rid, []).append(Span(
-                        sub_first, min(last, sub_first + width - 1),
-                        sub_source.get(key, _NO_ROWS)[0], sub_target.get(key, _NO_ROWS)[0]))
+                        sub_first, min(last, sub_first + width - 1), source_rows, target_rows,
+                        source_sum=source_sum, target_sum=target_sum))
             for rid, parent in enumerate(parents):
                 differing = children.get(rid, [])
                 if mostly_differing(len(differing), nonempty.get(rid, 0), options.dense_subranges):
-                    # The parent's counts are the children's: the sub-aggregates are newer.
+                    # The parent's counts and sums are the children's: the sub-aggregates are newer.
+                    subs = range(options.fanout + 1)
                     leaves.append(Span(parent.first, parent.last,
-                                       sum(sub_source.get((rid, s), _NO_ROWS)[0] for s in range(options.fanout + 1)),
-                                       sum(sub_target.get((rid, s), _NO_ROWS)[0] for s in range(options.fanout + 1)),
-                                       dense=True))
+                                       sum(sub_source.get((rid, s), _NO_ROWS)[0] for s in subs),
+                                       sum(sub_target.get((rid, s), _NO_ROWS)[0] for s in subs),
+                                       dense=True,
+                                       source_sum=sum(sub_source.get((rid, s), _NO_ROWS)[1] for s in subs),
+                                       target_sum=sum(sub_target.get((rid, s), _NO_ROWS)[1] for s in subs)))
                 else:
                     pending.extend(differing)
         return leaves
@@ -1251,11 +1351,170 @@ class _TableVerifier:
         tally.count(kind, rows - listed)
         return True
 
+    # -- listing by keys: ranges whose counts differ ----------------------------------------------
+
+    def _keys_sql(self, first: int, last: int) -> Query:
+        """(rows, keys) of one key range: the keys as one int8[] in its binary send form, in no order.
+
+        Only the key is read (an index-only scan where the visibility map allows), nothing is
+        hashed, and the server builds one value: the cheapest listing there is.
+        """
+        shape = self.shape
+        key = sql.Identifier("t", shape.key[0])
+        return sql.SQL(
+            "SELECT count(*), pg_catalog.array_send(coalesce(pg_catalog.array_agg({k}::int8), '{{}}')) "
+            "FROM {tab} AS t WHERE {k} >= {lo}::int8 AND {k} <= {hi}::int8 AND {w}"
+        ).format(k=key, tab=shape.table_sql, w=shape.where, lo=sql.Literal(first), hi=sql.Literal(last))
+
+    def _lookup_sql(self, side: Literal["source", "target"], room: int) -> Query:
+        """Count and sum of row hashes of the rows with the keys in $1 (int8[]), NULL key; then the
+        first ``room`` of them in key order, (key, NULL, hash). Keys through the primary key's index."""
+        shape = self.shape
+        key = sql.Identifier("t", shape.key[0])
+        # ARRAY(SELECT unnest(..)): the planner does not estimate thousands of constants one by one.
+        rows = sql.SQL("FROM {tab} AS t WHERE {k} = ANY(ARRAY(SELECT pg_catalog.unnest($1::int8[]))) AND {w}").format(
+            k=key, tab=shape.table_sql, w=shape.where)
+        if room <= 0:
+            return sql.SQL("SELECT NULL::int8, count(*), sum({h}) {rows}").format(h=shape.side(side).row_hash, rows=rows)
+        return sql.SQL(
+            "WITH d AS MATERIALIZED (SELECT {k}::int8 AS k, {h} AS h {rows}) "
+            "SELECT NULL::int8, count(*), sum(d.h) FROM d "
+            "UNION ALL (SELECT d.k, NULL::int8, d.h::numeric FROM d ORDER BY d.k LIMIT {n})"
+        ).format(k=key, h=shape.side(side).row_hash, rows=rows, n=sql.Literal(room))
+
+    def _lookup(self, side: Literal["source", "target"], keys: list[int], room: int
+                ) -> tuple[int, int, list[tuple[int, int]]]:
+        """(rows found, sum of their row hashes, the first ``room`` (key, hash)) for ``keys``."""
+        if not keys:
+            return 0, 0, []
+        conn = self._lookups.get(side) or (self.pair.source if side == "source" else self.pair.target)
+        # Native $n placeholders: the filter is the server's deparsed text and may hold '%'.
+        cursor = psycopg.RawCursor(conn)
+        cursor.adapters.register_dumper(_PackedInt8s, _PackedInt8sDumper)
+        try:
+            rows = cursor.execute(self._lookup_sql(side, room), [_pack_int8s(keys)], binary=True).fetchall()
+        finally:
+            cursor.close()
+        found, total, first = 0, 0, []
+        for key, count, value in rows:
+            if key is None:
+                found, total = int(count), int(value or 0)
+            else:
+                first.append((int(key), int(value)))
+        return found, total, first
+
+    def _key_units(self, spans: Sequence[Span]) -> list[list[Span]]:
+        """Adjacent spans gathered into units of about ``stream_rows`` rows: one listing query per side each."""
+        units: list[list[Span]] = []
+        rows = 0
+        for span in spans:
+            size = max(span.source_rows, span.target_rows)
+            if units and units[-1][-1].last + 1 == span.first and rows + size <= self.options.stream_rows:
+                units[-1].append(span)
+                rows += size
+            else:
+                units.append([span])
+                rows = size
+        return units
+
+    def _listed_keys(self, side: Literal["source", "target"], units: Sequence[list[Span]]
+                     ) -> Iterator[list[Any]]:
+        conn = self.pair.source if side == "source" else self.pair.target
+        for unit in units:
+            _check(self.pair.cancel)
+            row = conn.execute(self._keys_sql(unit[0].first, unit[-1].last)).fetchone()
+            assert row is not None
+            yield [int(row[0]), bytes(row[1] or b"")]
+
+    def _list_by_keys(self, spans: Sequence[Span], tally: Tally) -> None:
+        """Name the differing keys of ranges whose row counts differ, from their keys alone.
+
+        Both sides list only their keys (in parallel, read ahead); a set difference here gives
+        the missing and extra keys exactly. Whether the rows both sides hold agree follows from
+        the aggregates that found the ranges: the source's sum of row hashes less its missing
+        rows' must equal the target's less its extra rows', so only the one-sided rows are
+        hashed, looked up by key while the next unit's keys are compared. A unit (a few adjacent
+        ranges) where that does not hold — a row differs, or a side changed since the
+        aggregates — is listed with its row hashes instead (:meth:`_merge`), so the counts stay
+        exact either way. Units are counted in key order: the keys kept are the lowest ones.
+        """
+        units = self._key_units(spans)
+        pending: collections.deque[tuple[list[Span], list[int], list[int], Future[Any]]] = collections.deque()
+
+        def settle_first() -> None:
+            unit, missing, extra, looked_up = pending.popleft()
+            if not self._count_by_keys(unit, missing, extra, looked_up.result(), tally):
+                self._merge(coalesce(unit), tally)
+
+        def drain() -> None:  # the lookups still running end before their sessions do
+            for *_, looked_up in pending:
+                try:
+                    looked_up.result()
+                except BaseException as exc:
+                    log.debug("lookup abandoned: %s", exc)
+
+        with contextlib.ExitStack() as stack:
+            if len(units) > 1 and any(s.source_rows > s.target_rows for s in spans):
+                # Rows missing on the target are looked up on the source while it lists the next
+                # keys: on a session of its own, in the same snapshot.
+                self._lookups["source"] = stack.enter_context(self.pair.sharing_snapshot("source"))
+                stack.callback(self._lookups.clear)
+            source = _Prefetch(self.pair, lambda: self._listed_keys("source", units))
+            stack.callback(source.close)
+            target = _Prefetch(self.pair, lambda: self._listed_keys("target", units))
+            stack.callback(target.close)
+            stack.callback(drain)
+            for unit, (source_rows, source_keys), (target_rows, target_keys) in zip(
+                    units, source, target, strict=True):
+                _check(self.pair.cancel)
+                if (source_rows != sum(s.source_rows for s in unit)
+                        or target_rows != sum(s.target_rows for s in unit)):
+                    # A side changed since the aggregates: their sums say nothing about this listing.
+                    while pending:
+                        settle_first()
+                    self._merge(coalesce(unit), tally)
+                    continue
+                missing, extra = _key_difference(_int8s(source_keys), _int8s(target_keys))
+                # The hashes of the keys kept matter only to the live re-check, which compares them.
+                room = tally.room if self.waiter.active else 0
+                pending.append((unit, missing, extra, self.pair.executor.submit(self._look_up, missing, extra, room)))
+                while len(pending) > 1:
+                    settle_first()
+            while pending:
+                settle_first()
+
+    def _look_up(self, missing: list[int], extra: list[int], room: int) -> tuple[Any, Any]:
+        return self._lookup("source", missing, room), self._lookup("target", extra, room)
+
+    def _count_by_keys(self, unit: Sequence[Span], missing: list[int], extra: list[int],
+                       looked_up: tuple[Any, Any], tally: Tally) -> bool:
+        """Count and keep one unit's missing and extra keys; False (nothing counted) unless the sums
+        show the rows both sides hold agree."""
+        (found_missing, missing_sum, first_missing), (found_extra, extra_sum, first_extra) = looked_up
+        if found_missing != len(missing) or found_extra != len(extra):
+            return False
+        source_sum = sum(s.source_sum or 0 for s in unit)
+        target_sum = sum(s.target_sum or 0 for s in unit)
+        if source_sum - missing_sum != target_sum - extra_sum:
+            return False  # some row both sides hold differs: list the unit with its row hashes
+        if not self.waiter.active:  # any non-NULL hash marks the side holding the row
+            first_missing = [(key, 0) for key in missing[:tally.room]]
+            first_extra = [(key, 0) for key in extra[:tally.room]]
+        kept = heapq.merge(((key, row_hash, None) for key, row_hash in first_missing),
+                           ((key, None, row_hash) for key, row_hash in first_extra))
+        for key, source_hash, target_hash in kept:
+            tally.add((str(key),), source_hash, target_hash)
+        tally.count("missing", len(missing) - len(first_missing))
+        tally.count("extra", len(extra) - len(first_extra))
+        return True
+
     def list_ranges(self, leaves: list[Span], tally: Tally) -> tuple[int, int]:
         """Name the differing keys of ``leaves`` into ``tally``, in key order; (ranges listed, dense ones).
 
         One snapshot per side for the whole listing. Live: the target's is taken once it has
         applied past the source's, so a difference found is a first observation, as for any key.
+        A range only one side holds rows in is counted there; one whose counts differ is settled
+        from its keys (:meth:`_list_by_keys`); the others are compared row by row (:meth:`_merge`).
         """
         spans = coalesce(leaves)
         if not spans:
@@ -1263,21 +1522,28 @@ class _TableVerifier:
         dense = sum(1 for span in spans if span.dense)
         self._rechecking(len(spans), 0, f"listing {len(spans)} differing key range(s), {dense} dense")
         before = tally.total()
+        groups: list[tuple[str, list[Span]]] = []
+        for leaf in sorted(leaves, key=lambda s: s.first):
+            how = "one-sided" if leaf.one_sided else "keys" if leaf.settles_by_keys else "rows"
+            if groups and groups[-1][0] == how:
+                groups[-1][1].append(leaf)
+            else:
+                groups.append((how, [leaf]))
         with self.pair.source.transaction():
             self.waiter.wait(self.waiter.source_position())
             with self.pair.target.transaction():
-                run: list[Span] = []
-                for span in spans:
-                    kind = span.one_sided
-                    if kind is not None:
-                        if run:  # earlier keys first: the keys kept are the lowest ones
-                            self._merge(run, tally)
-                            run = []
-                        if self._one_sided(span, kind, tally):
-                            continue
-                    run.append(span)
-                if run:
-                    self._merge(run, tally)
+                # Group by group, in key order: the keys kept are the lowest ones.
+                for how, group in groups:
+                    if how == "keys":
+                        self._list_by_keys(group, tally)
+                    elif how == "rows":
+                        self._merge(coalesce(group), tally)
+                    else:
+                        for span in coalesce(group):
+                            kind = span.one_sided
+                            assert kind is not None
+                            if not self._one_sided(span, kind, tally):
+                                self._merge([span], tally)
         self.emit(RangesListed(self.table.database, self.table.schema, self.table.name, len(spans), dense,
                                tally.total() - before))
         return len(spans), dense
@@ -1336,7 +1602,8 @@ class _TableVerifier:
         if self.shape.method == "key ranges":
             ranges = [
                 Span(*self.shape.bucket_bounds(bucket), source.get(bucket, _NO_ROWS)[0],
-                     target.get(bucket, _NO_ROWS)[0])
+                     target.get(bucket, _NO_ROWS)[0], source_sum=source.get(bucket, _NO_ROWS)[1],
+                     target_sum=target.get(bucket, _NO_ROWS)[1])
                 for bucket in differing
             ]
             self.listed, self.dense = self.list_ranges(self.bisect(ranges), tally)

@@ -4,8 +4,9 @@ Bisecting a key range costs one aggregate over it on each side per level. Where 
 range differs, bisecting finds little to skip and each level reads the range again, so
 :mod:`.compare` lists a range outright when its mismatch is *dense*: one side empty, the
 row counts apart by a sizeable fraction, or most of its sub-ranges differing (data-diff
-does the same below its bisection threshold). The listing itself is compared on the
-target's server (see compare.py); this module keeps the exact counts and the first keys.
+does the same below its bisection threshold). The listing itself is settled by keys or
+compared on the target's server (see compare.py); this module keeps the exact counts and
+the first keys.
 """
 
 from __future__ import annotations
@@ -42,13 +43,25 @@ def mostly_differing(differing: int, nonempty: int, fraction: float) -> bool:
 
 @dataclass(frozen=True)
 class Span:
-    """An inclusive key range to list. ``one_sided``: per the last aggregates, only one side has rows."""
+    """An inclusive key range to list. ``one_sided``: per the last aggregates, only one side has rows.
+
+    ``source_sum`` / ``target_sum``: the sums of row hashes those aggregates gave (None: unknown).
+    With them a range whose counts differ can be settled from its keys alone (see compare.py).
+    """
 
     first: int
     last: int
     source_rows: int
     target_rows: int
     dense: bool = False
+    source_sum: int | None = None
+    target_sum: int | None = None
+
+    @property
+    def settles_by_keys(self) -> bool:
+        """Both sides hold rows, their counts differ and the sums are known: worth settling by keys."""
+        return (self.source_rows > 0 and self.target_rows > 0 and self.source_rows != self.target_rows
+                and self.source_sum is not None and self.target_sum is not None)
 
     @property
     def one_sided(self) -> DifferenceKind | None:
@@ -66,10 +79,15 @@ def coalesce(spans: Iterable[Span]) -> list[Span]:
         if out and out[-1].last + 1 == span.first and out[-1].one_sided == span.one_sided:
             prev = out[-1]
             out[-1] = Span(prev.first, span.last, prev.source_rows + span.source_rows,
-                           prev.target_rows + span.target_rows, prev.dense or span.dense)
+                           prev.target_rows + span.target_rows, prev.dense or span.dense,
+                           _add(prev.source_sum, span.source_sum), _add(prev.target_sum, span.target_sum))
         else:
             out.append(span)
     return out
+
+
+def _add(left: int | None, right: int | None) -> int | None:
+    return None if left is None or right is None else left + right
 
 
 @dataclass
