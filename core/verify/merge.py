@@ -2,11 +2,11 @@
 
 Bisecting a key range costs one aggregate over it on each side per level. Where most of a
 range differs, bisecting finds little to skip and each level reads the range again, so
-:mod:`.compare` lists a range outright when its mismatch is *dense*: one side empty, the
+:mod:`.bisection` lists a range outright when its mismatch is *dense*: one side empty, the
 row counts apart by a sizeable fraction, or most of its sub-ranges differing (data-diff
 does the same below its bisection threshold). The listing itself is settled by keys or
-compared on the target's server (see compare.py); this module keeps the exact counts and
-the first keys.
+compared on the target's server (see :mod:`.listing`); this module keeps the exact counts
+and the first keys.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ class Span:
     """An inclusive key range to list. ``one_sided``: per the last aggregates, only one side has rows.
 
     ``source_sum`` / ``target_sum``: the sums of row hashes those aggregates gave (None: unknown).
-    With them a range whose counts differ can be settled from its keys alone (see compare.py).
+    With them a range whose counts differ can be settled from its keys alone (see :mod:`.listing`).
     """
 
     first: int

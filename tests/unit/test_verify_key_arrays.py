@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import struct
 
-from pgtide.core.verify.compare import _int8s, _pack_int8s
+from pgtide.core.verify.connections import _int8s, _pack_int8s
 from pgtide.core.verify.merge import Span, coalesce
 
 
