@@ -1,9 +1,11 @@
 """``pgtide demo``: two throwaway local servers, a sample database under a light write load, the app.
 
-Everything the demo creates lives in one temporary folder per run: both servers' data
-directories, and the profiles and job state of this session (so the demo never touches the
-user's own profiles). Quitting the app, Ctrl-C, SIGTERM or an error all end in the same
-``finally``: the write load stops, both servers stop and every file is removed.
+The servers' data directories and the migration records of this session live in one
+temporary folder per run. Profiles do not: the "demo" profile, and any profile saved during
+the demo, go to the user's real profile folder (the welcome dialog says where), so a profile
+saved while trying pgtide is still there afterwards, in the Start list. Quitting the app,
+Ctrl-C, SIGTERM or an error all end in the same ``finally``: the write load stops, both
+servers stop and their files are removed.
 """
 
 from __future__ import annotations
@@ -22,11 +24,22 @@ if TYPE_CHECKING:
 
 DEMO_PROFILE = "demo"
 
-WELCOME = (
-    "Two throwaway PostgreSQL servers are running, with a sample 'shop' database under a light write load. "
-    "The 'demo' profile is filled in: go through the steps with Ctrl+N, start, then watch the dashboard. "
-    "Ctrl+Q quits and removes both servers."
-)
+QUIT_WARNING = ("This is the demo: quitting also stops both throwaway servers and deletes their files — the "
+                "migration, its replication and the copied data go with them.")
+
+
+def welcome(source_url: str, target_url: str, profile_path: Path) -> str:
+    """The demo's opening dialog: what runs, where it is, what to do, what quitting does."""
+    return (
+        "Two throwaway PostgreSQL servers are running, with a sample 'shop' database under a light write load:\n\n"
+        f"  source  {source_url}\n"
+        f"  target  {target_url}\n\n"
+        "(connect with psql to either URL while the demo runs).\n\n"
+        f"The 'demo' profile is filled in, saved as {profile_path}; profiles you save go to the same folder and "
+        "stay after the demo (the demo's point at servers that will be gone).\n\n"
+        "Go through the steps with Ctrl+N (Next), start, then watch the dashboard. ? or F1 explains each screen. "
+        "Ctrl+Q quits and removes both servers."
+    )
 
 
 def _say(text: str) -> None:
@@ -42,7 +55,7 @@ def run_demo(*, scale: float = 1.0) -> int:
     workspace = Path(tempfile.mkdtemp(prefix="pgtide-demo-"))
     clusters: list[LocalCluster] = []
     load: WriteLoad | None = None
-    saved_env = {name: os.environ.get(name) for name in ("PGTIDE_CONFIG_DIR", "PGTIDE_STATE_DIR")}
+    saved_env = {name: os.environ.get(name) for name in ("PGTIDE_STATE_DIR",)}
 
     def clean_up() -> None:
         if load is not None:
@@ -55,7 +68,7 @@ def run_demo(*, scale: float = 1.0) -> int:
     # If the interpreter is torn down some other way, the servers must still go.
     atexit.register(clean_up)
     try:
-        os.environ["PGTIDE_CONFIG_DIR"] = str(workspace / "config")
+        # The records of migrations between servers that are about to vanish go with them.
         os.environ["PGTIDE_STATE_DIR"] = str(workspace / "state")
         started = time.monotonic()
         _say(f"starting two throwaway PostgreSQL servers ({bindir})…")
@@ -65,12 +78,14 @@ def run_demo(*, scale: float = 1.0) -> int:
             cluster.start()
         source_cluster, target_cluster = clusters
         _say("loading the sample database 'shop'…")
-        load = _prepare(source_cluster.url(), target_cluster.url(), scale)
+        load, profile_path = _prepare(source_cluster.url(), target_cluster.url(), scale)
         _say(f"ready in {time.monotonic() - started:.1f} s; opening the app (Ctrl+Q quits and removes everything)")
+        _say(f"source {source_cluster.url('shop')}  target {target_cluster.url()}  profile {profile_path}")
 
         from .tui import PgtideApp, run_app
 
-        return run_app(PgtideApp(profile=DEMO_PROFILE, welcome=WELCOME))
+        text = welcome(source_cluster.url("shop"), target_cluster.url(), profile_path)
+        return run_app(PgtideApp(profile=DEMO_PROFILE, welcome=text, quit_warning=QUIT_WARNING))
     finally:
         clean_up()
         atexit.unregister(clean_up)
@@ -82,8 +97,8 @@ def run_demo(*, scale: float = 1.0) -> int:
         _say("stopped both servers and removed their files")
 
 
-def _prepare(source_url: str, target_url: str, scale: float) -> WriteLoad:
-    """Sample data, write load and the demo profile; returns the running write load."""
+def _prepare(source_url: str, target_url: str, scale: float) -> tuple[WriteLoad, Path]:
+    """Sample data, write load and the demo profile; returns the running write load and the profile's file."""
     from ..core.demo.data import DEMO_DATABASE, WriteLoad, load_sample
     from ..core.infra.endpoint import Endpoint
     from ..core.model.plan import Plan
@@ -100,6 +115,6 @@ def _prepare(source_url: str, target_url: str, scale: float) -> WriteLoad:
         time_filters=f"{DEMO_DATABASE}.public.metrics:recorded_at:90 days",
         schema_only_tables=f"{DEMO_DATABASE}.public.audit_log",
     )
-    save_profile(DEMO_PROFILE, Plan(source.with_dbname(DEMO_DATABASE), target, selection))
-    return load
+    profile = save_profile(DEMO_PROFILE, Plan(source.with_dbname(DEMO_DATABASE), target, selection))
+    return load, profile.path
 

@@ -17,8 +17,9 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
+from datetime import datetime
 from functools import partial
 from importlib.resources import files
 from typing import TYPE_CHECKING, Any
@@ -56,7 +57,7 @@ from ..screens.messages import (
 from ..screens.services import CoreServices, Services, StatusSource, VerifyRun, check_services
 from ..screens.start import StartScreen
 from ..screens.state import DashboardModel, EndpointFields, RunModel, Side, WizardState
-from ..widgets.modals import ConfirmModal, ErrorModal
+from ..widgets.modals import ConfirmModal, ErrorModal, InfoModal
 
 if TYPE_CHECKING:
     from ..core.catalog.scope import Scope
@@ -99,7 +100,14 @@ class PgtideApp(App[int]):
         # Ctrl-C quits too, even from a text field (people press it to leave; the demo's servers
         # must not outlive it).
         Binding("ctrl+c", "quit", "Quit", show=False, priority=True),
+        # Not priority: "?" typed into a text field is a character; F1 works from anywhere.
+        Binding("question_mark", "help", "Help", key_display="?"),
+        Binding("f1", "help", "Help", show=False, priority=True),
     ]
+    # Screens lay themselves out by these classes (styles/app.tcss): 80 columns stack what
+    # 120 put side by side, and 24 rows shrink the fixed-height parts.
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-normal"), (170, "-wide")]
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (30, "-tall")]
 
     def __init__(
         self,
@@ -112,6 +120,7 @@ class PgtideApp(App[int]):
         cursor_blink: bool = True,
         poll_seconds: float = 1.0,
         welcome: str | None = None,
+        quit_warning: str | None = None,
     ) -> None:
         super().__init__()
         self.services = check_services(services) if services is not None else CoreServices()
@@ -122,6 +131,12 @@ class PgtideApp(App[int]):
         self.dashboard: DashboardModel | None = None
         self._open_on_start = (profile, source, target, dashboard)
         self._welcome = welcome
+        #: Said before quitting whenever there is something to lose (the demo: its servers go too).
+        self.quit_warning = quit_warning
+        #: Wall-clock time for what the user reads as a time of day (tests pin it).
+        self.wall_clock: Callable[[], datetime] = datetime.now
+        #: The dashboard's model per migration, so reopening a dashboard keeps its verify results and lag history.
+        self._dashboards: dict[tuple[str, str, tuple[str, ...]], DashboardModel] = {}
         self._cancel: CancelToken | None = None
         self._monitor: StatusSource | None = None
         self._dashboard_request = 0
@@ -145,7 +160,9 @@ class PgtideApp(App[int]):
         elif source or target:
             self._open_urls(source or "", target or "", dashboard)
         if self._welcome:
-            self.notify(self._welcome, title="pgtide demo", timeout=12)
+            # A dialog, not a toast: a toast sat over Back/Next for 12 seconds, and the URLs in it
+            # must stay readable as long as the user needs.
+            self.push_screen(InfoModal("pgtide demo", self._welcome))
 
     @work(thread=True, exit_on_error=False, description="Reading the connection strings")
     def _open_urls(self, source: str, target: str, dashboard: bool) -> None:
@@ -407,7 +424,13 @@ class PgtideApp(App[int]):
             return
         if self._monitor is not None and self._monitor is not message.monitor:
             self._close_monitor(self._monitor)
-        self.dashboard = DashboardModel.for_scope(message.plan, message.scope)
+        model = DashboardModel.for_scope(message.plan, message.scope)
+        key = (message.plan.source.redacted(), message.plan.target.redacted(), tuple(model.databases))
+        previous = self._dashboards.get(key)
+        if previous is not None:
+            model.carry_over(previous)
+        self._dashboards[key] = model
+        self.dashboard = model
         self.keep_long_lived()
         self._monitor = message.monitor
         self._tell_dashboard("tables")
@@ -545,6 +568,7 @@ class PgtideApp(App[int]):
         else:
             model.verify_state = "done"
             model.verify_report = message.report
+            model.verify_finished_at = self.wall_clock()
             if message.report is not None:
                 for result in message.report.tables:
                     model.verify_results[(result.database, result.schema, result.name)] = result
@@ -576,12 +600,21 @@ class PgtideApp(App[int]):
     # -- quitting -----------------------------------------------------------------------------------------------
 
     def _busy(self) -> list[str]:
+        """What quitting now would stop, one sentence each; empty when nothing is lost."""
         busy = []
         if self.migration_running:
-            busy.append("a migration is copying (it will be cancelled: what this run created is removed, and "
-                        "running it again continues)")
+            busy.append("A migration is copying: it will be cancelled (what this run created is removed; running "
+                        "it again continues).")
         if self.dashboard is not None and self.dashboard.verify_state == "running":
-            busy.append("verify is running (it will be stopped)")
+            busy.append("Verify is running: it will be stopped, with no result.")
+        streaming = (self.migration is not None and self.migration.state == "streaming") or (
+            self.dashboard is not None and not self.dashboard.torn_down)
+        if streaming and self.quit_warning is None:
+            # Replication runs in the servers (the target's subscription), not in this app.
+            busy.append("Replication keeps streaming on the servers after pgtide quits: only this app's watching "
+                        "stops. Reopen it with `pgtide --dashboard` (same profile or URLs), or use `pgtide status`.")
+        if self.quit_warning is not None and (busy or streaming or self.migration is not None):
+            busy.append(self.quit_warning)
         return busy
 
     async def action_quit(self) -> None:
@@ -594,8 +627,7 @@ class PgtideApp(App[int]):
             if yes:
                 self.shut_down()
 
-        self.push_screen(ConfirmModal("Quit pgtide?", "; ".join(busy).capitalize() + ".", yes="Quit", no="Stay"),
-                         answered)
+        self.push_screen(ConfirmModal("Quit pgtide?", "\n\n".join(busy), yes="Quit", no="Stay"), answered)
 
     def shut_down(self) -> None:
         """Cancel the long jobs (cleaning up on the servers), then exit once they have stopped."""
@@ -615,6 +647,20 @@ class PgtideApp(App[int]):
             self.notify("Stopping…", timeout=3)
             return
         self.exit(0)
+
+    # -- help ---------------------------------------------------------------------------------------------
+
+    def action_help(self) -> None:
+        from ..screens.base import PgtideScreen
+        from ..screens.help import help_text
+
+        screen = self.screen
+        if isinstance(screen, InfoModal):
+            screen.dismiss(None)
+            return
+        if not isinstance(screen, PgtideScreen):
+            return  # a dialog says what it asks; its keys are on its buttons
+        self.push_screen(InfoModal(f"Help: {screen.STEP or 'pgtide'}", help_text(screen)))
 
     # -- command palette ---------------------------------------------------------------------------------------
 
@@ -639,8 +685,12 @@ class PgtideApp(App[int]):
                 continue
             commands.append(SystemCommand(binding.description, f"{getattr(screen, 'STEP', '') or 'This screen'}: "
                                           f"key {binding.key.split(',')[0]}", partial(screen.run_action, binding.action)))
+        commands.append(SystemCommand("Help for this screen", "Its fields, states and keys (? or F1)",
+                                      self.action_help))
         yield from commands
-        yield from super().get_system_commands(screen)
+        # Textual's "Keys" panel lists its own bindings (^c Quit) and Esc in it reached the screen
+        # below (the Start screen): the help screen above replaces it.
+        yield from (command for command in super().get_system_commands(screen) if command.title != "Keys")
 
     def _show_log_path(self) -> None:
         self.notify(str(self.services.log_file()), title="Log file", timeout=10)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Button, Footer, Header, Static
 
 from ..core.infra.errors import PgtideError
@@ -21,6 +21,7 @@ from .messages import (
     EndpointRejected,
     EndpointsReady,
     KeyringChecked,
+    NextBlocked,
     PasswordRemembered,
     ServerProbed,
     ServerProbeFailed,
@@ -89,10 +90,12 @@ class ConnectScreen(WizardStep):
         super().__init__()
         #: Per side, the newest URL parse and server test; per screen, the newest Next.
         self.requests = RequestTracker()
+        #: Per side, the parameters of the newest test: an edit away from them voids its mark.
+        self._tested: dict[Side, dict[str, str]] = {}
 
     def compose(self) -> ComposeResult:
         yield Header()
-        with Vertical(id="connect-body"):
+        with VerticalScroll(id="connect-body"):
             with Horizontal(id="forms"):
                 yield EndpointForm("source", "Source: migrate from", id="source-form")
                 yield EndpointForm("target", "Target: migrate to", id="target-form")
@@ -116,6 +119,7 @@ class ConnectScreen(WizardStep):
             info = self.wizard.server_info.get(side)
             if info is not None:
                 form.show_ok(*server_lines(info, side))
+                self._tested[side] = dict(fields.params())
         self._keyring_status()
         self.query_one("#source-form").query_one("#host").focus()
 
@@ -128,11 +132,29 @@ class ConnectScreen(WizardStep):
             text = f"Passwords: {reason}. Tick 'Remember password' to keep one there."
         else:
             text = f"Passwords: {reason}. {self.services.pgpass_remedy()}"
-        self.post_message(KeyringChecked(text))
+        self.post_message(KeyringChecked(text, available))
 
     @on(KeyringChecked)
     def _keyring_checked(self, message: KeyringChecked) -> None:
         self.query_one("#keyring-note", Static).update(message.text)
+        for side in SIDES:
+            self.form(side).offer_remember(message.available)
+
+    @on(EndpointForm.Edited)
+    def _edited(self, event: EndpointForm.Edited) -> None:
+        side: Side = event.form.side  # type: ignore[assignment]
+        values = event.form.values()
+        current = dict(EndpointFields(**values, extra=dict(self.wizard.fields(side).extra)).params())
+        if current == self._tested.get(side):
+            # Back to what was (or is being) tested: that test still speaks of these fields.
+            return
+        self._forget_test(side)
+
+    def _forget_test(self, side: Side) -> None:
+        # The mark spoke of the fields as they were; a test still running speaks of them too.
+        self.wizard.server_info.pop(side, None)
+        self.requests.supersede(f"test-{side}")
+        self._tested.pop(side, None)
 
     # -- URL paste ------------------------------------------------------------------------------
 
@@ -168,6 +190,8 @@ class ConnectScreen(WizardStep):
             url = message.url
         form.load(values, url=url)
         self.wizard.fields(message.side).extra = dict(fields.extra)
+        self._forget_test(message.side)
+        form.mark_untested()
 
     @on(EndpointRejected)
     def _url_rejected(self, message: EndpointRejected) -> None:
@@ -197,6 +221,7 @@ class ConnectScreen(WizardStep):
     def test(self, side: Side) -> None:
         inputs = SideInputs.of(side, self._fields(side), self.form(side).remember)
         self.form(side).show_result("Connecting…")
+        self._tested[side] = dict(inputs.params)
         ticket = self.requests.start(f"test-{side}")
         if side == "source":
             self._test_source(ticket, inputs)
@@ -260,21 +285,43 @@ class ConnectScreen(WizardStep):
 
     def action_next(self) -> None:
         inputs = tuple(SideInputs.of(side, self._fields(side), self.form(side).remember) for side in SIDES)
-        self._prepare(self.requests.start("next"), inputs)
-
-    @work(thread=True, exit_on_error=False, exclusive=True, group="next", description="Checking both connections")
-    def _prepare(self, ticket: Ticket, inputs: tuple[SideInputs, ...]) -> None:
-        endpoints: dict[Side, Endpoint] = {}
+        # Each side's test from Next is that side's newest test: its mark lands in the form.
+        tests = {side: self.requests.start(f"test-{side}") for side in SIDES}
         for side_inputs in inputs:
+            self._tested[side_inputs.side] = dict(side_inputs.params)
+            self.form(side_inputs.side).show_result("Connecting…")
+        self._prepare(self.requests.start("next"), tests, inputs)
+
+    @work(thread=True, exit_on_error=False, exclusive=True, group="next", description="Testing both connections")
+    def _prepare(self, ticket: Ticket, tests: dict[Side, Ticket], inputs: tuple[SideInputs, ...]) -> None:
+        # Both servers are tested again: a mark from before could be about other fields, or a
+        # server that has gone away since; moving on with a failed side only fails later, worse.
+        endpoints: dict[Side, Endpoint] = {}
+        failed: list[str] = []
+        for side_inputs in inputs:
+            side = side_inputs.side
             try:
-                endpoints[side_inputs.side] = self.services.parse_endpoint("", **side_inputs.params)
+                endpoint = self.services.parse_endpoint("", **side_inputs.params)
+                info = self.services.probe(endpoint)
             except PgtideError as exc:
-                self.post_message(ServerProbeFailed(ticket, side_inputs.side, exc))
-                return
+                self.post_message(ServerProbeFailed(tests[side], side, exc))
+                failed.append(f"the {side} ({exc.title})")
+                continue
+            endpoints[side] = endpoint
+            self.post_message(ServerProbed(tests[side], side, endpoint, info))
+        if failed:
+            self.post_message(NextBlocked(ticket, f"Next needs both servers to answer: {' and '.join(failed)} "
+                                                  "did not. What happened and how to fix it is under the form."))
+            return
         for side_inputs in inputs:
             if side_inputs.remember and side_inputs.password:
                 self._store_password(side_inputs.side, endpoints[side_inputs.side], side_inputs.password)
         self.post_message(EndpointsReady(ticket, endpoints["source"], endpoints["target"]))
+
+    @on(NextBlocked)
+    def _next_blocked(self, message: NextBlocked) -> None:
+        if self.requests.is_current(message.ticket):
+            self.notify(message.reason, title="Not moving on", severity="warning", timeout=10)
 
     @on(EndpointsReady)
     def _ready(self, message: EndpointsReady) -> None:

@@ -73,10 +73,12 @@ def verify_headline(model: DashboardModel) -> Text:
     report = model.verify_report
     if model.verify_state == "done" and report is not None:
         differing = report.differing_tables
+        when = f" at {model.verify_finished_at:%H:%M:%S}" if model.verify_finished_at is not None else ""
         if not differing:
-            return Text.assemble((f"✔ verify: all {len(report.tables)} table(s) match", "bold green"),
-                                 (f" ({report.seconds:.1f} s)", "dim"))
-        return Text.assemble((f"✖ verify: {len(differing)} of {len(report.tables)} table(s) differ", "bold red"))
+            return Text.assemble((f"✔ last verify{when}: all {len(report.tables)} table(s) match", "bold green"),
+                                 (f" (took {report.seconds:.1f} s) · v verifies again", "dim"))
+        return Text.assemble((f"✖ last verify{when}: {len(differing)} of {len(report.tables)} table(s) differ",
+                              "bold red"), (" · v verifies again", "dim"))
     return Text.assemble(("Not verified yet: press v to compare every table, row by row.", "dim"))
 
 
@@ -214,13 +216,20 @@ class DashboardScreen(PgtideScreen):
             if yes:
                 self.pgtide.start_teardown()
 
-        self.app.push_screen(
-            ConfirmModal("Tear down the replication?",
-                         "The subscription on the target, and the replication slot and publication on the source, "
-                         "are removed: changes stop flowing. The copied data stays on the target.",
-                         yes="Teardown", no="Keep replicating"),
-            answered,
-        )
+        model = self.model
+        question = ("The subscription on the target, and the replication slot and publication on the source, are "
+                    "removed: changes stop flowing, and this cannot be resumed. The copied data stays on the target.")
+        report = model.verify_report if model is not None and model.verify_state == "done" else None
+        if model is not None and model.verify_state == "running":
+            question += "\n\nVerify is still running: its result will be incomplete."
+        elif report is None:
+            question += "\n\nThis migration has not been verified in this session: press v first to compare every row."
+        elif report.differing_tables:
+            names = ", ".join(result.display for result in report.differing_tables[:3])
+            question += (f"\n\n▲ The last verify found differences in {len(report.differing_tables)} table(s) "
+                         f"({names}). After teardown they are no longer corrected by replication.")
+        self.app.push_screen(ConfirmModal("Tear down the replication?", question, yes="Teardown",
+                                          no="Keep replicating"), answered)
 
     def action_leave(self) -> None:
         self.pgtide.show_start()

@@ -20,7 +20,6 @@ from textual.widgets import (
     Footer,
     Header,
     Input,
-    RadioButton,
     RadioSet,
     Select,
     Static,
@@ -36,13 +35,14 @@ from ..core.model.selection import (
 )
 from ..widgets.formatting import human_bytes, human_count
 from ..widgets.table_picker import PickerRow, TablePicker
+from ..widgets.toggles import Choice
 from .base import WizardStep
 from .messages import FilterChecked
 from .requests import RequestTracker, Ticket
 from .state import DEFAULT_TIME_WINDOW, TableKey, TimeFilterChoice, table_key_text
 
 if TYPE_CHECKING:
-    from ..core.catalog.discovery import TableInfo
+    from ..core.catalog.discovery import ColumnInfo, TableInfo
     from ..core.catalog.filtercheck import FilterCheck
     from ..core.infra.endpoint import Endpoint
 
@@ -71,9 +71,20 @@ class FilterCheckRequest:
     time_filter: TimeFilter | None
 
 
-def problem_text(error: PgtideError, *, warning: bool = False) -> Text:
+def filterable_time_columns(info: TableInfo) -> tuple[ColumnInfo, ...]:
+    """Time columns a publication can filter on: those of the replica identity (any, with FULL).
+
+    A publication that carries UPDATE and DELETE accepts a row filter only over the columns
+    that identify a row; a time filter on any other column is refused, every time.
+    """
+    if info.replica_identity == "f":
+        return info.time_columns
+    return tuple(c for c in info.time_columns if c.name in info.identity_columns)
+
+
+def problem_text(error: PgtideError, *, warning: bool = False, title: str | None = None) -> Text:
     text = Text.assemble(("▲ " if warning else "✖ ", "bold yellow" if warning else "bold red"))
-    text.append(error.title + ": ", style="bold")
+    text.append((title or error.title) + ": ", style="bold")
     text.append(error.cause)
     if error.remedy:
         text.append("\n  Fix: ", style="bold")
@@ -124,6 +135,8 @@ class FiltersScreen(WizardStep):
         self._loading = False
         #: Per table, the newest server check: a slower, older one must not give its verdict.
         self.requests = RequestTracker()
+        #: Tables whose filter the server is checking now (Next waits for the verdict).
+        self.checking: set[TableKey] = set()
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -131,13 +144,15 @@ class FiltersScreen(WizardStep):
             with Vertical(id="filters-tables"):
                 yield Static("Tables of the selected databases", classes="section-title")
                 yield TablePicker(("Table", "Mode", "Filter", "⚠"), checkable=False, noun="tables", id="filter-tables")
+                yield Static("⚠ no primary key or replica identity · ✖ filter refused", classes="legend",
+                             markup=False)
             with VerticalScroll(id="editor"):
                 yield Static("", id="editor-title", markup=False)
                 yield Static("", id="editor-facts", markup=False)
                 with RadioSet(id="mode"):
-                    yield RadioButton("Copy rows", id="mode-full", value=True)
-                    yield RadioButton("Schema only", id="mode-schema")
-                    yield RadioButton("Exclude", id="mode-excluded")
+                    yield Choice("Copy rows", id="mode-full", value=True)
+                    yield Choice("Schema only", id="mode-schema")
+                    yield Choice("Exclude", id="mode-excluded")
                 yield Static("Row filter: a SQL condition on this table's columns", classes="field-title")
                 with Horizontal(classes="field-row"):
                     yield Input(placeholder="e.g. region = 'eu'   (empty: every row)", id="row-filter")
@@ -219,25 +234,51 @@ class FiltersScreen(WizardStep):
             self.query_one("#editor-facts", Static).update(facts)
             mode = self.wizard.mode_of(key)
             button_id = next(button for button, value in MODE_BUTTONS if value == mode)
-            self.query_one(f"#{button_id}", RadioButton).value = True
+            self.query_one(f"#{button_id}", Choice).value = True
             self.query_one("#row-filter", Input).value = self.wizard.row_filters.get(key, "")
             column_select = self.query_one("#time-column", Select)
-            columns = [(f"{c.name}  ({c.type})", c.name) for c in info.time_columns]
+            columns = [(f"{c.name}  ({c.type})", c.name) for c in filterable_time_columns(info)]
             column_select.set_options(columns)
-            column_select.disabled = not columns
             choice = self.wizard.time_filters.get(key)
             column_select.value = choice.column if choice else Select.NULL
             self.query_one("#time-window", Input).value = choice.window if choice else DEFAULT_TIME_WINDOW
-            results = self.results.get(key, {})
-            default_time = Text("this table has no timestamp or date column", style="dim") if not columns else Text("")
-            self.query_one("#row-result", Static).update(results.get("row", Text("")))
-            self.query_one("#time-result", Static).update(results.get("time", default_time))
+            self._show_results(key)
+            self._enable_filter_fields(key)
             self._show_table_problems()
         finally:
             self.call_after_refresh(self._loaded)
 
     def _loaded(self) -> None:
         self._loading = False
+
+    def _show_results(self, key: TableKey) -> None:
+        info = self.wizard.table_info(key)
+        results = self.results.get(key, {})
+        default_time = Text("")
+        if info is not None and not filterable_time_columns(info):
+            if info.time_columns:
+                names = ", ".join(quote_ident(c.name) for c in info.time_columns)
+                default_time = Text(f"{names} not in the table's key or replica identity: a publication can filter "
+                                    "on those only (REPLICA IDENTITY FULL on the source allows any column)",
+                                    style="dim")
+            else:
+                default_time = Text("this table has no timestamp or date column", style="dim")
+        self.query_one("#row-result", Static).update(results.get("row", Text("")))
+        self.query_one("#time-result", Static).update(results.get("time", default_time))
+
+    def _enable_filter_fields(self, key: TableKey) -> None:
+        """Filters apply to copied rows only: for a schema-only or excluded table their fields are off."""
+        info = self.wizard.table_info(key)
+        copies = self.wizard.mode_of(key) == "full"
+        has_columns = info is not None and bool(filterable_time_columns(info))
+        for selector in ("#row-filter", "#check-row"):
+            self.query_one(selector).disabled = not copies
+        for selector in ("#time-column", "#time-window", "#check-time"):
+            self.query_one(selector).disabled = not (copies and has_columns)
+        if not copies:
+            why = "schema only: no rows are copied" if self.wizard.mode_of(key) == "schema_only" else \
+                "excluded: nothing of it is copied"
+            self.query_one("#row-result", Static).update(Text(f"no filter: this table is {why}", style="dim"))
 
     def _show_table_problems(self) -> None:
         key = self.current
@@ -282,8 +323,14 @@ class FiltersScreen(WizardStep):
         if self._loading or self.current is None or event.pressed.id is None:
             return
         mode = dict(MODE_BUTTONS)[event.pressed.id]
-        self.wizard.set_mode(self.current, mode)
-        self._changed(self.current)
+        key = self.current
+        self.wizard.set_mode(key, mode)
+        if mode != "full":
+            self._drop_check(key)
+        self._changed(key)
+        self._enable_filter_fields(key)
+        if mode == "full":
+            self._show_results(key)
 
     # -- row filter --------------------------------------------------------------------------------
 
@@ -299,7 +346,7 @@ class FiltersScreen(WizardStep):
         if key is None:
             return
         # Whatever follows, the result area speaks of this attempt, not of a check still running.
-        self.requests.supersede(check_purpose(key))
+        self._drop_check(key)
         predicate = self.query_one("#row-filter", Input).value.strip()
         if not predicate:
             self.wizard.row_filters.pop(key, None)
@@ -317,7 +364,7 @@ class FiltersScreen(WizardStep):
             self._result(key, "time", Text("time filter removed: a table takes one filter", style="dim"))
         if self.wizard.mode_of(key) != "full":
             self.wizard.set_mode(key, "full")
-            self.query_one("#mode-full", RadioButton).value = True
+            self.query_one("#mode-full", Choice).value = True
         self._result(key, "row", Text("checking with the server…", style="dim"))
         self._changed(key)
         self._start_check(key, "row", predicate, None)
@@ -335,7 +382,7 @@ class FiltersScreen(WizardStep):
             return
         if event.value is Select.NULL:
             key = self.current
-            self.requests.supersede(check_purpose(key))
+            self._drop_check(key)
             if self.wizard.time_filters.pop(key, None) is not None:
                 self._result(key, "time", Text("no time filter", style="dim"))
                 self._changed(key)
@@ -348,7 +395,7 @@ class FiltersScreen(WizardStep):
         key = self.current
         if key is None:
             return
-        self.requests.supersede(check_purpose(key))
+        self._drop_check(key)
         column = self.query_one("#time-column", Select).value
         if not isinstance(column, str):
             self._result(key, "time", Text("pick a timestamp or date column first", style="yellow"))
@@ -365,12 +412,17 @@ class FiltersScreen(WizardStep):
             self._result(key, "row", Text("row filter removed: a table takes one filter", style="dim"))
         if self.wizard.mode_of(key) != "full":
             self.wizard.set_mode(key, "full")
-            self.query_one("#mode-full", RadioButton).value = True
+            self.query_one("#mode-full", Choice).value = True
         self._result(key, "time", Text("checking with the server…", style="dim"))
         self._changed(key)
         self._start_check(key, "time", None, TimeFilter(column, window))
 
     # -- the server check ----------------------------------------------------------------------------
+
+    def _drop_check(self, key: TableKey) -> None:
+        """Whatever check of ``key`` is still running no longer counts."""
+        self.requests.supersede(check_purpose(key))
+        self.checking.discard(key)
 
     def _start_check(self, key: TableKey, which: FilterKind, predicate: str | None,
                      time_filter: TimeFilter | None) -> None:
@@ -378,6 +430,7 @@ class FiltersScreen(WizardStep):
         source = self.wizard.source
         if info is not None and source is not None:
             ticket = self.requests.start(check_purpose(key))
+            self.checking.add(key)
             self._check(FilterCheckRequest(ticket, source, key, info, which, predicate, time_filter))
 
     @work(thread=True, exit_on_error=False, group="filter-check", description="Checking a filter with the server")
@@ -398,9 +451,12 @@ class FiltersScreen(WizardStep):
         key = message.key
         which = message.which
         info = self.wizard.table_info(key)
+        self.checking.discard(key)
         if message.error is not None:
             self.refused.add(key)
-            self._result(key, which, problem_text(message.error))
+            # Core's title speaks of row filters: a time filter is one underneath, not to the user.
+            title = "Invalid time filter" if which == "time" and message.error.title == "Invalid row filter" else None
+            self._result(key, which, problem_text(message.error, title=title))
         elif message.check is not None and info is not None:
             self.refused.discard(key)
             self._result(key, which, check_ok_text(message.check, info))
@@ -414,9 +470,34 @@ class FiltersScreen(WizardStep):
     def action_focus_row_filter(self) -> None:
         self.query_one("#row-filter", Input).focus()
 
-    def action_next(self) -> None:
+    def next_blocked_reason(self) -> str | None:
+        """Why Next cannot go on now, naming the table; None when it can."""
         if not self.wizard.selected_keys():
-            self.notify("Every table is excluded: copy at least one.", severity="warning")
+            return "Every table is excluded: copy at least one."
+        key = self.current
+        if key is not None and self.wizard.mode_of(key) == "full":
+            typed = self.query_one("#row-filter", Input).value.strip()
+            if typed != self.wizard.row_filters.get(key, ""):
+                return (f"{table_key_text(key)}: the row filter typed is not applied yet. Press Enter in it to have "
+                        "the server check it, or clear it.")
+        if self.checking:
+            names = ", ".join(sorted(table_key_text(k) for k in self.checking))
+            return f"Still checking the filter of {names} with the server: Next waits for the verdict."
+        refused = sorted(k for k in self.refused if self.wizard.mode_of(k) == "full" and self.wizard.describe_filter(k))
+        if refused:
+            first = table_key_text(refused[0])
+            more = f" (and {len(refused) - 1} more)" if len(refused) > 1 else ""
+            return (f"The server refused the filter of {first}{more}: fix it, clear it, or make the table "
+                    "schema-only. Each refused filter says why next to it.")
+        return None
+
+    def action_next(self) -> None:
+        reason = self.next_blocked_reason()
+        if reason is not None:
+            self.notify(reason, title="Not moving on", severity="warning", timeout=10)
+            if self.refused and self.current not in self.refused:
+                first = sorted(self.refused)[0]
+                self.show_table(first)
             return
         self.pgtide.show_review()
 

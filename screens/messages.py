@@ -123,9 +123,19 @@ class PasswordRemembered(Message):
 class KeyringChecked(Message):
     """Whether passwords can be remembered here, as one sentence for the connect screen."""
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, available: bool = True) -> None:
         super().__init__()
         self.text = text
+        self.available = available
+
+
+class NextBlocked(Message):
+    """Next on a step cannot go on: ``reason`` says why, in words."""
+
+    def __init__(self, ticket: Ticket, reason: str) -> None:
+        super().__init__()
+        self.ticket = ticket
+        self.reason = reason
 
 
 class EndpointsReady(Message):

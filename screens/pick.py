@@ -15,6 +15,7 @@ from textual.widgets.selection_list import Selection as ListOption
 from ..core.model.selection import format_qualified_name
 from ..widgets.formatting import human_bytes, human_count
 from ..widgets.table_picker import PickerRow, TablePicker
+from ..widgets.toggles import TickList
 from .base import WizardStep
 from .messages import CatalogLoaded, DatabasesListed
 
@@ -65,17 +66,20 @@ class PickScreen(WizardStep):
         super().__init__()
         self.current: str | None = None
         self._loading: set[str] = set()
+        self._skipped_note = ""
 
     def compose(self) -> ComposeResult:
         yield Header()
         with Horizontal(id="pick-body"):
             with Vertical(id="databases-panel"):
                 yield Static("Databases", classes="section-title")
-                yield SelectionList[str](id="databases")
+                yield TickList(id="databases")
                 yield Static("Loading databases…", id="databases-note", markup=False)
             with Vertical(id="tables-panel"):
                 yield Static("Tables", id="tables-title", classes="section-title")
                 yield TablePicker(("Schema", "Table", "Size", "Rows", IDENTITY_WARNING), id="tables")
+                yield Static(f"{IDENTITY_WARNING} no primary key or replica identity (UPDATE/DELETE cannot replicate)",
+                             classes="legend", markup=False)
                 yield Static("", id="pick-problems", markup=False)
         with Horizontal(classes="button-row"):
             yield Button("Back", id="back")
@@ -113,10 +117,8 @@ class PickScreen(WizardStep):
                        db.name in chosen)
             for db in server.databases
         )
-        note = f"{len(server.databases)} database(s)"
-        if server.skipped:
-            note += f"; skipped: {', '.join(s.name for s in server.skipped)}"
-        self.query_one("#databases-note", Static).update(note + ". Space selects.")
+        self._skipped_note = f"Skipped: {', '.join(s.name for s in server.skipped)}. " if server.skipped else ""
+        self._show_database_count()
         for name in chosen:
             self._load_catalog(name)
         first = chosen[0] if chosen else (server.databases[0].name if server.databases else None)
@@ -131,6 +133,19 @@ class PickScreen(WizardStep):
         self.wizard.databases = [name for name in order if name in selected]
         for name in self.wizard.databases:
             self._load_catalog(name)
+        self._show_database_count()
+        if self.current is not None:
+            self._show_title(self.current)
+
+    def _show_database_count(self) -> None:
+        server = self.wizard.server
+        total = len(server.databases) if server is not None else 0
+        self.query_one("#databases-note", Static).update(
+            f"{len(self.wizard.databases)} of {total} selected · Space toggles. {self._skipped_note}")
+
+    def _show_title(self, database: str) -> None:
+        self.query_one("#tables-title", Static).update(
+            f"Tables in {database}" + ("" if database in self.wizard.databases else " (database not selected)"))
 
     @on(SelectionList.SelectionHighlighted, "#databases")
     def _database_highlighted(self, event: SelectionList.SelectionHighlighted[str]) -> None:
@@ -173,8 +188,7 @@ class PickScreen(WizardStep):
         with self.app.batch_update():
             picker.set_rows((table_row(info) for info in catalog.tables),
                             (format_qualified_name(q) for q in chosen))
-            title.update(f"Tables in {database}" + ("" if database in self.wizard.databases
-                                                     else " (database not selected)"))
+            self._show_title(database)
             self._show_problems(database)
 
     @on(TablePicker.SelectionChanged, "#tables")

@@ -13,7 +13,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.widgets import Button, Checkbox, DataTable, Footer, Header, Static
+from textual.widgets import Button, DataTable, Footer, Header, Static
 
 from ..core.infra.errors import PgtideError
 from ..core.infra.events import CheckReported, Event
@@ -21,7 +21,8 @@ from ..core.model.selection import Selection, format_qualified_name, quote_ident
 from ..widgets.check_list import CheckList
 from ..widgets.formatting import human_bytes, human_count, human_seconds
 from ..widgets.live_table import LiveTable
-from ..widgets.modals import NamePrompt
+from ..widgets.modals import NamePrompt, TypedConfirmModal
+from ..widgets.toggles import TickBox
 from .base import PgtideScreen
 from .messages import (
     CheckArrived,
@@ -142,16 +143,17 @@ class ReviewScreen(PgtideScreen):
                 yield Static("Checks", classes="section-title")
                 yield Static("Checking…", id="review-status", markup=False)
                 yield CheckList(id="checks")
-            with Vertical(id="review-right"):
+            with VerticalScroll(id="review-right"):
                 yield Static("Estimate", classes="section-title")
                 yield LiveTable(id="estimate", cursor_type="row", zebra_stripes=True)
                 yield Static("", id="estimate-total", markup=False)
                 yield Static("Plan", classes="section-title")
-                with VerticalScroll(id="plan-scroll"):
-                    yield Static("", id="plan-words", markup=False)
+                yield Static("", id="plan-words", markup=False)
+        with Horizontal(id="review-options"):
+            yield TickBox("Drop and recreate non-empty target databases (asks you to type their names)",
+                          id="drop-existing", value=bool(self.wizard.options.get("drop_existing", False)),
+                          compact=True)
         with Horizontal(classes="button-row"):
-            yield Checkbox("Drop and recreate non-empty target databases", id="drop-existing",
-                           value=bool(self.wizard.options.get("drop_existing", False)), compact=True)
             yield Button("Back", id="back")
             yield Button("Save as profile", id="save")
             yield Button("Check again", id="again")
@@ -282,10 +284,25 @@ class ReviewScreen(PgtideScreen):
         total.update(f"Total {human_bytes(estimate.bytes)} in {count} table(s){more}: about "
                      f"{human_seconds(estimate.seconds)} at {rate}")
 
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action == "start":
-            return self.report is not None and self.report.ok
-        return True
+    def start_blocked_reason(self) -> str | None:
+        """Why Start cannot go ahead now, in words; None when it can."""
+        if self.report is None or self.plan is None:
+            return "The checks are still running: Start is possible once every check has passed."
+        errors = self.report.errors
+        if errors:
+            first = errors[0]
+            where = f" [{first.database}]" if first.database else ""
+            more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+            return (f"Start is blocked by {len(errors)} failed check(s): {first.name}{where}: {first.observed}"
+                    f"{more}. Each failed check says how to fix it; then press r to check again.")
+        return None
+
+    def databases_dropped(self) -> list[str]:
+        """Target databases the validated plan drops and creates again (validate's "target database" warnings)."""
+        if self.report is None or not self.wizard.options.get("drop_existing"):
+            return []
+        return [c.database for c in self.report.checks
+                if c.name == "target database" and c.status == "warning" and c.database]
 
     # -- saving ------------------------------------------------------------------------------------
 
@@ -314,18 +331,40 @@ class ReviewScreen(PgtideScreen):
         self.wizard.profile = message.profile
         self.notify(f"Saved profile {message.profile.name} (no password in it)", timeout=4)
 
-    @on(Checkbox.Changed, "#drop-existing")
-    def _drop_existing_changed(self, event: Checkbox.Changed) -> None:
+    @on(TickBox.Changed, "#drop-existing")
+    def _drop_existing_changed(self, event: TickBox.Changed) -> None:
         self.wizard.options["drop_existing"] = event.value
         self.action_revalidate()
 
     # -- moving on -----------------------------------------------------------------------------------
 
     def action_start(self) -> None:
-        if self.report is None or not self.report.ok or self.plan is None:
-            self.notify("Start is possible once every check passes.", severity="warning")
+        reason = self.start_blocked_reason()
+        if reason is not None or self.report is None or self.plan is None:
+            self.notify(reason or "Start is possible once every check passes.", title="Not started",
+                        severity="warning", timeout=10)
             return
-        self.pgtide.start_migration(self.plan, self.report.scope)
+        plan, scope = self.plan, self.report.scope
+        dropped = self.databases_dropped()
+        if not dropped:
+            self.pgtide.start_migration(plan, scope)
+            return
+        names = " ".join(dropped)
+        target = plan.target.redacted()
+
+        def answered(yes: bool | None) -> None:
+            # The plan confirmed is the plan started: a re-check meanwhile would have replaced self.plan.
+            if yes and self.plan is plan:
+                self.pgtide.start_migration(plan, scope)
+            elif yes:
+                self.notify("The plan changed while the question was open: nothing was started.",
+                            severity="warning")
+
+        self.app.push_screen(TypedConfirmModal(
+            f"Drop {len(dropped)} target database(s)?",
+            f"On the target {target}, the database(s) {', '.join(dropped)} are not empty. Starting drops them — "
+            "every table and row in them is lost, with no undo — and creates them again from the source.",
+            names, yes="Drop and start"), answered)
 
     def action_back(self) -> None:
         self.app.pop_screen()

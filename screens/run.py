@@ -49,6 +49,7 @@ class RunScreen(PgtideScreen):
         super().__init__()
         self._shown_rows: dict[str, tuple[object, ...]] = {}
         self._log_shown = 0
+        self._ticker: object | None = None
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -76,6 +77,14 @@ class RunScreen(PgtideScreen):
                                   ("Rows", "rows", 14), ("State", "state", 8)):
             table.add_column(label, key=key, width=width)
         self.redraw()
+        # Elapsed times move on between events (an index build can take minutes without one).
+        self._ticker = self.set_interval(1.0, self._tick, name="run-elapsed")
+
+    def _tick(self) -> None:
+        model = self.model
+        if model is not None and not model.finished and self.is_current:
+            self._draw_phases(model)
+            self._draw_summary(model)
 
     @on(RunUpdated)
     def _run_updated(self) -> None:
@@ -96,7 +105,10 @@ class RunScreen(PgtideScreen):
             self._draw_log(model)
             finished = model.finished
             self.query_one("#dashboard", Button).disabled = model.state != "streaming"
-            self.query_one("#cancel", Button).disabled = finished or model.state == "cancelling"
+            cancel = self.query_one("#cancel", Button)
+            cancel.disabled = finished or model.state == "cancelling"
+            # Once the copy is over there is nothing to cancel: replication is ended by teardown.
+            cancel.display = not finished
         self.refresh_bindings()
 
     def _draw_phases(self, model: RunModel) -> None:
@@ -105,6 +117,9 @@ class RunScreen(PgtideScreen):
             status = model.phase_status(phase)
             databases = model.phase_databases(phase)
             detail = ", ".join(databases) if status == "running" and phase != "validate" else ""
+            elapsed = model.phase_elapsed(phase)
+            if status == "running" and elapsed is not None:
+                detail = f"{human_seconds(elapsed)} {detail}".strip()
             phases.append((phase, status, detail))
         self.query_one("#phases", PhaseList).show(phases)
 
@@ -121,6 +136,9 @@ class RunScreen(PgtideScreen):
         eta = model.eta_seconds()
         figures = (f"{human_bytes(done)} of {human_bytes(total)} · {human_count(model.rows_done)} rows · "
                    f"{len([r for r in model.tables.values() if r.done])}/{len(model.tables)} tables")
+        if model.schema_only:
+            figures += f" (+{len(model.schema_only)} schema-only)"
+        figures += f" · elapsed {human_seconds(model.elapsed())}"
         if rate:
             figures += f" · {human_bytes(rate)}/s"
         if eta is not None and not model.finished:
@@ -148,6 +166,15 @@ class RunScreen(PgtideScreen):
                     if old != new:
                         table.update_cell(key, column, new)
             self._shown_rows[key] = cells
+        for table_key in model.schema_only:
+            key = table_key_text(table_key)
+            if key in self._shown_rows:
+                continue
+            database, schema, name = table_key
+            label = f"{database}.{schema}.{name}" if len(model.databases) > 1 else f"{schema}.{name}"
+            schema_cells = (label, "–", "definition only", "–", "schema")
+            table.add_row(*schema_cells, key=key)
+            self._shown_rows[key] = schema_cells
 
     def _draw_log(self, model: RunModel) -> None:
         new = model.log_count - self._log_shown

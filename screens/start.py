@@ -64,14 +64,21 @@ class StartScreen(PgtideScreen):
     def on_mount(self) -> None:
         table = self.query_one("#profiles", DataTable)
         table.add_column("Profile", key="name")
+        # Before the endpoints, with its full width: long URLs pushed it off and cut it ("2026-12-01 05:").
+        table.add_column("Modified", key="modified", width=16)
         table.add_column("Source", key="source")
         table.add_column("Target", key="target")
-        table.add_column("Modified", key="modified")
-        self.action_refresh()
+        self._enable_profile_buttons()
 
     def on_screen_resume(self) -> None:
         super().on_screen_resume()
+        # Back from the wizard, a profile may have been saved (or one deleted elsewhere).
+        self.action_refresh()
         self.refresh_bindings()
+
+    def _enable_profile_buttons(self) -> None:
+        for button_id in ("#load", "#duplicate", "#delete", "#dashboard"):
+            self.query_one(button_id, Button).disabled = not self.profiles
 
     # -- profiles ---------------------------------------------------------------------------
 
@@ -92,15 +99,16 @@ class StartScreen(PgtideScreen):
         for profile in self.profiles:
             modified = profile.modified.astimezone().strftime("%Y-%m-%d %H:%M")
             if profile.error:
-                table.add_row(profile.name, "✖ " + profile.error, "", modified, key=profile.name)
+                table.add_row(profile.name, modified, "✖ " + profile.error, "", key=profile.name)
             else:
-                table.add_row(profile.name, profile.source, profile.target, modified, key=profile.name)
+                table.add_row(profile.name, modified, profile.source, profile.target, key=profile.name)
         note = self.query_one("#profiles-note", Static)
         if self.profiles:
             note.update("Enter loads the highlighted profile into the wizard; b opens its dashboard.")
         else:
             note.update("No saved profiles yet. Press n to start a new migration; "
                         "the review step can save it as a profile.")
+        self._enable_profile_buttons()
         if self.profiles:
             table.focus()
         else:

@@ -7,10 +7,12 @@ pull in the database driver are named for the type checker only and imported whe
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Literal
 
 from ..core.infra.errors import PgtideError
@@ -50,6 +52,9 @@ Side = Literal["source", "target"]
 TableKey = tuple[str, str, str]
 
 DEFAULT_TIME_WINDOW = "90 days"
+#: The run's log lines also go to pgtide's log file, as the CLI's commands do.
+run_log = logging.getLogger("pgtide.tui.run")
+LOG_LEVELS = {"error": logging.ERROR, "warning": logging.WARNING}
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 
 
@@ -345,20 +350,40 @@ class RunModel:
     started_at: float = field(default_factory=time.monotonic)
     data_started_at: float | None = None
     finished_at: float | None = None
+    #: Tables whose definition only is copied: listed by the run screen, with no progress.
+    schema_only: list[TableKey] = field(default_factory=list)
+    #: When each phase was first started (for its elapsed time while it runs).
+    phase_started_at: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def for_scope(cls, plan: Plan, scope: Scope) -> RunModel:
         model = cls(plan, [db.name for db in scope.databases])
         for db in scope.databases:
             for table in db.tables:
-                if table.copies_rows and not table.info.is_partitioned:
+                if table.info.is_partitioned:
+                    continue
+                if table.copies_rows:
                     row = TableProgressRow(db.name, table.schema, table.name, table.estimated_bytes)
                     model.tables[row.key] = row
+                else:
+                    model.schema_only.append((db.name, table.schema, table.name))
         return model
 
     def add_log(self, level: str, text: str) -> None:
         self.log.append((level, text))
         self.log_count += 1
+        run_log.log(LOG_LEVELS.get(level, logging.INFO), "%s", text)
+
+    def elapsed(self, now: float | None = None) -> float:
+        """Seconds since the run started, up to its end once it has finished."""
+        end = self.finished_at if self.finished_at is not None else (now if now is not None else self.clock())
+        return max(0.0, end - self.started_at)
+
+    def phase_elapsed(self, phase: str, now: float | None = None) -> float | None:
+        started = self.phase_started_at.get(phase)
+        if started is None:
+            return None
+        return max(0.0, (now if now is not None else self.clock()) - started)
 
     def phase_status(self, phase: str) -> Literal["pending", "running", "done", "failed"]:
         started = self.phase_started.get(phase, set())
@@ -380,6 +405,7 @@ class RunModel:
         if isinstance(event, PhaseStarted):
             phase = CORE_PHASES.get(event.phase, event.phase)
             self.phase_started.setdefault(phase, set()).add(event.database or "")
+            self.phase_started_at.setdefault(phase, self.clock())
             if phase == "data" and self.data_started_at is None:
                 self.data_started_at = self.clock()
         elif isinstance(event, PhaseFinished):
@@ -477,7 +503,19 @@ class DashboardModel:
     verify_current: str = ""
     verify_results: dict[TableKey, TableResult] = field(default_factory=dict)
     verify_report: VerifyReport | None = None
+    #: When the last verify finished (wall clock, shown as a time of day).
+    verify_finished_at: datetime | None = None
     torn_down: bool = False
+
+    def carry_over(self, previous: DashboardModel) -> None:
+        """Keep what an earlier dashboard of the same migration learnt: lag history and the last verify."""
+        known = {table.key for table in self.tables}
+        self.lag_history = {db: history for db, history in previous.lag_history.items() if db in self.databases}
+        self.verify_results = {key: result for key, result in previous.verify_results.items() if key in known}
+        if previous.verify_state == "done":
+            self.verify_state = "done"
+            self.verify_report = previous.verify_report
+            self.verify_finished_at = previous.verify_finished_at
 
     @classmethod
     def for_scope(cls, plan: Plan, scope: Scope) -> DashboardModel:

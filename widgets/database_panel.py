@@ -107,7 +107,8 @@ class DatabasePanel(Vertical):
         if not samples:
             label = "lag, last minutes"
         elif peak > 0:
-            label = f"lag, last {len(samples)} polls (peak {human_bytes(peak)})"
+            # The bars' scale: 0 at the bottom, the peak at the top.
+            label = f"lag, last {len(samples)} polls: 0 … {human_bytes(peak)} (top = peak)"
         else:
             label = f"lag, last {len(samples)} polls: always 0"
         self.query_one(".panel-sparkline-label", Static).update(label)

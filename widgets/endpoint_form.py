@@ -14,7 +14,9 @@ from textual import on
 from textual.app import ComposeResult
 from textual.containers import Grid, Horizontal, Vertical
 from textual.message import Message
-from textual.widgets import Button, Checkbox, Input, Label, Select, Static
+from textual.widgets import Button, Input, Label, Select, Static
+
+from .toggles import TickBox
 
 SSL_CHOICES: Sequence[tuple[str, str]] = (
     ("libpq default", ""),
@@ -39,7 +41,7 @@ class EndpointForm(Vertical):
     EndpointForm Label { width: 100%; text-align: right; color: $text-muted; }
     EndpointForm .wide { column-span: 3; }
     EndpointForm > Horizontal { height: 1; margin-top: 1; }
-    EndpointForm Checkbox { width: 1fr; border: none; padding: 0; height: 1; }
+    EndpointForm TickBox { width: 1fr; border: none; padding: 0; height: 1; }
     EndpointForm .endpoint-result { height: auto; min-height: 3; margin-top: 1; }
     """
 
@@ -51,6 +53,17 @@ class EndpointForm(Vertical):
             self.form = form
             self.text = text
             self.final = final
+
+        @property
+        def control(self) -> EndpointForm:
+            return self.form
+
+    class Edited(Message):
+        """A field was changed by the user: the last test no longer speaks of these fields."""
+
+        def __init__(self, form: EndpointForm) -> None:
+            super().__init__()
+            self.form = form
 
         @property
         def control(self) -> EndpointForm:
@@ -89,7 +102,7 @@ class EndpointForm(Vertical):
             yield Label("SSL")
             yield Select(SSL_CHOICES, value="", allow_blank=False, id="sslmode", compact=True)
         with Horizontal():
-            yield Checkbox("Remember password", id="remember", compact=True)
+            yield TickBox("Remember password", id="remember", compact=True)
             yield Button("Test connection", id="test", compact=True, variant="primary")
         yield Static("", classes="endpoint-result", markup=False)
 
@@ -123,11 +136,20 @@ class EndpointForm(Vertical):
 
     @property
     def remember(self) -> bool:
-        return self.query_one("#remember", Checkbox).value
+        box = self.query_one("#remember", TickBox)
+        return box.value and not box.disabled
 
     @remember.setter
     def remember(self, value: bool) -> None:
-        self.query_one("#remember", Checkbox).value = value
+        self.query_one("#remember", TickBox).value = value
+
+    def offer_remember(self, available: bool) -> None:
+        """Without an OS keyring, "Remember password" is shown off and unavailable, not offered in vain."""
+        box = self.query_one("#remember", TickBox)
+        box.disabled = not available
+        if not available:
+            box.value = False
+            box.label = "Remember password (no OS keyring)"
 
     # -- showing results ---------------------------------------------------------------------
 
@@ -157,6 +179,18 @@ class EndpointForm(Vertical):
         event.stop()
         if not self._loading and event.value.strip():
             self.post_message(self.UrlEntered(self, event.value, final=False))
+
+    @on(Input.Changed, "#host,#port,#dbname,#user,#password")
+    @on(Select.Changed, "#sslmode")
+    def _field_changed(self, event: Input.Changed | Select.Changed) -> None:
+        event.stop()
+        if not self._loading:
+            self.mark_untested()
+            self.post_message(self.Edited(self))
+
+    def mark_untested(self) -> None:
+        self.show_result(Text("not tested since the last change: Test connection (or Next) tests it",
+                              style="dim"))
 
     @on(Input.Submitted, "#url")
     def _url_submitted(self, event: Input.Submitted) -> None:

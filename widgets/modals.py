@@ -1,4 +1,4 @@
-"""The app's modal dialogs: the one error modal, a yes/no confirmation, a name prompt.
+"""The app's modal dialogs: the one error modal, confirmations (yes/no, or typed), a name prompt, help.
 
 The error modal shows exactly what a core error carries (title, cause, remedy) and nothing
 else: no traceback, no exception repr. Everything it shows can be copied to the clipboard.
@@ -6,10 +6,11 @@ else: no traceback, no exception repr. Everything it shows can be copied to the 
 
 from __future__ import annotations
 
+from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
 
@@ -177,4 +178,121 @@ class NamePrompt(ModalScreen[str | None]):
 
     @on(Button.Pressed, "#prompt-cancel")
     def _cancel(self) -> None:
+        self.dismiss(None)
+
+
+class TypedConfirmModal(ModalScreen[bool]):
+    """An irreversible action: the user types ``word`` (a database name) before "yes" is possible.
+
+    ``y`` does nothing here: a key pressed out of habit must not drop a database.
+    """
+
+    DEFAULT_CSS = """
+    TypedConfirmModal { align: center middle; }
+    TypedConfirmModal > VerticalScroll {
+        width: 76; max-width: 95%; height: auto; max-height: 95%;
+        border: thick $error; background: $surface; padding: 1 2;
+    }
+    TypedConfirmModal #typed-title { text-style: bold; color: $error; margin-bottom: 1; }
+    TypedConfirmModal #typed-prompt { margin-top: 1; text-style: bold; }
+    TypedConfirmModal #typed-hint { color: $text-muted; height: auto; }
+    TypedConfirmModal Horizontal { height: auto; align-horizontal: right; margin-top: 1; }
+    TypedConfirmModal Button { margin-left: 1; }
+    """
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, title: str, question: str, word: str, *, yes: str = "Yes", no: str = "Cancel") -> None:
+        super().__init__()
+        self.question_title = title
+        self.question = question
+        self.word = word
+        self.yes_label = yes
+        self.no_label = no
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll():
+            yield Label(self.question_title, id="typed-title", markup=False)
+            yield Static(self.question, markup=False)
+            yield Label(f"Type {self.word} to confirm:", id="typed-prompt", markup=False)
+            yield Input(id="typed-input")
+            yield Static("", id="typed-hint", markup=False)
+            with Horizontal():
+                yield Button(self.no_label, id="typed-no")
+                yield Button(self.yes_label, id="typed-yes", variant="error", disabled=True)
+
+    def on_mount(self) -> None:
+        field = self.query_one("#typed-input", Input)
+        field.cursor_blink = bool(getattr(self.app, "cursor_blink", True))
+        field.focus()
+
+    @property
+    def matches(self) -> bool:
+        return self.query_one("#typed-input", Input).value.strip() == self.word
+
+    @on(Input.Changed, "#typed-input")
+    def _typed(self) -> None:
+        self.query_one("#typed-yes", Button).disabled = not self.matches
+
+    @on(Input.Submitted, "#typed-input")
+    def _submitted(self) -> None:
+        if self.matches:
+            self.dismiss(True)
+        else:
+            self.query_one("#typed-hint", Static).update(f"That is not {self.word!r}: nothing was done. "
+                                                         "Esc cancels.")
+
+    @on(Button.Pressed, "#typed-yes")
+    def _yes(self) -> None:
+        if self.matches:
+            self.dismiss(True)
+
+    @on(Button.Pressed, "#typed-no")
+    def _no(self) -> None:
+        self.dismiss(False)
+
+    def action_cancel(self) -> None:
+        self.dismiss(False)
+
+
+class InfoModal(ModalScreen[None]):
+    """Something to read before going on (the help of a screen, the demo's servers): Esc, Enter or q close it."""
+
+    DEFAULT_CSS = """
+    InfoModal { align: center middle; }
+    InfoModal > Vertical {
+        width: 96; max-width: 95%; height: 90%;
+        border: thick $primary; background: $surface; padding: 0 1;
+    }
+    InfoModal #info-title { text-style: bold; color: $text-accent; margin-bottom: 1; }
+    /* The text scrolls; the Close button stays on screen, whatever the terminal's height. */
+    InfoModal VerticalScroll { height: 1fr; }
+    InfoModal #info-body { height: auto; }
+    InfoModal Horizontal { height: 1; align-horizontal: right; }
+    InfoModal Button { height: 1; border: none; min-width: 10; }
+    """
+
+    BINDINGS = [Binding("escape,enter,q,question_mark,f1", "close", "Close")]
+
+    def __init__(self, title: str, body: Text | str) -> None:
+        super().__init__()
+        self.info_title = title
+        self.body = body
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label(self.info_title, id="info-title", markup=False)
+            with VerticalScroll(id="info-scroll"):
+                yield Static(self.body, id="info-body", markup=False)
+            with Horizontal():
+                yield Button("Close", id="info-close", variant="primary")
+
+    def on_mount(self) -> None:
+        self.query_one("#info-scroll", VerticalScroll).focus()
+
+    def action_close(self) -> None:
+        self.dismiss(None)
+
+    @on(Button.Pressed, "#info-close")
+    def _close(self) -> None:
         self.dismiss(None)

@@ -63,9 +63,10 @@ class TablePicker(Vertical):
 
     BINDINGS = [
         Binding("space", "toggle_row", "Toggle", show=True),
-        Binding("a", "select_matches(True)", "All", show=True),
-        Binding("n", "select_matches(False)", "None", show=True),
-        Binding("s", "toggle_group", "Schema", show=True),
+        Binding("a", "select_matches(True)", "Select matches", show=True),
+        Binding("n", "select_matches(False)", "Clear matches", show=True),
+        # Not "Schema": it read as "schema-only", and one press changed a whole schema's tables.
+        Binding("s", "toggle_group", "Whole schema", show=True),
     ]
 
     class SelectionChanged(Message):
@@ -113,7 +114,8 @@ class TablePicker(Vertical):
         self._check_column = "check"
 
     def compose(self) -> ComposeResult:
-        yield Input(placeholder=self.placeholder, classes="picker-filter")
+        # Compact: one line, not three; on a 24-line terminal the rows are what matters.
+        yield Input(placeholder=self.placeholder, classes="picker-filter", compact=True)
         table = LiveTable(cursor_type="row", zebra_stripes=True, classes="picker-table")
         yield table
         yield Static("", classes="picker-summary", markup=False)
@@ -298,4 +300,5 @@ class TablePicker(Vertical):
         else:
             self._selected |= members
         self._changed()
-        self.notify(f"schema {group}: {'selected' if members <= self._selected else 'cleared'}", timeout=2)
+        verb = "selected" if members <= self._selected else "cleared"
+        self.notify(f"All {len(members):,} {self.noun} of schema {group} {verb} (s again to undo)", timeout=4)

@@ -1,4 +1,4 @@
-"""Every screen at 120x34, against fixed answers (tests/tui/tui_fakes.py).
+"""Every screen at 80x24, 120x34 and 160x48, against fixed answers (tests/tui/tui_fakes.py).
 
 Deterministic by construction: no blinking cursor, no clock, fixed host names, versions and
 sizes from the fakes, workers finished (or held at a known point) before the picture. Update
@@ -10,10 +10,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import pytest
 from textual.pilot import Pilot
 from textual.widgets import Input, Select
 from tui_fakes import FakeServices, demo_plan, wide_catalog, wizard_state
-from tui_support import SNAPSHOT_SIZE, make_app, open_pick, settle, wait_until
+from tui_support import SNAPSHOT_SIZES, make_app, open_pick, settle, wait_until
 
 from pgtide.app.tui import PgtideApp
 from pgtide.core.infra.errors import ConnectError
@@ -22,6 +23,10 @@ from pgtide.screens.state import TimeFilterChoice
 from pgtide.widgets.table_picker import TablePicker
 
 Snap = Callable[..., bool]
+Size = tuple[int, int]
+
+#: Every test below takes a picture at each size.
+pytestmark = pytest.mark.parametrize("size", SNAPSHOT_SIZES, ids=lambda size: f"{size[0]}x{size[1]}")
 
 
 def app_for(fake: FakeServices, **kwargs: Any) -> PgtideApp:
@@ -29,8 +34,9 @@ def app_for(fake: FakeServices, **kwargs: Any) -> PgtideApp:
     return make_app(services=fake, **kwargs)
 
 
-def snap(snap_compare: Snap, app: PgtideApp, run_before: Callable[[Pilot[Any]], Awaitable[None]]) -> bool:
-    return snap_compare(app, terminal_size=SNAPSHOT_SIZE, run_before=run_before)
+def snap(snap_compare: Snap, app: PgtideApp, run_before: Callable[[Pilot[Any]], Awaitable[None]],
+         size: Size) -> bool:
+    return snap_compare(app, terminal_size=size, run_before=run_before)
 
 
 async def to_filters(pilot: Pilot[Any]) -> None:
@@ -39,7 +45,7 @@ async def to_filters(pilot: Pilot[Any]) -> None:
     await settle(pilot)
 
 
-def test_start(snap_compare: Snap) -> None:
+def test_start(snap_compare: Snap, size: Size) -> None:
     fake = FakeServices()
     fake.save_profile("prod-move", demo_plan())
     fake.save_profile("staging-refresh", demo_plan())
@@ -47,10 +53,10 @@ def test_start(snap_compare: Snap) -> None:
     async def run_before(pilot: Pilot[Any]) -> None:
         await settle(pilot)
 
-    assert snap(snap_compare, app_for(fake), run_before)
+    assert snap(snap_compare, app_for(fake), run_before, size)
 
 
-def test_connect_tested_one_ok_one_failing(snap_compare: Snap) -> None:
+def test_connect_tested_one_ok_one_failing(snap_compare: Snap, size: Size) -> None:
     secret = "never-on-screen"
 
     async def run_before(pilot: Pilot[Any]) -> None:
@@ -65,10 +71,10 @@ def test_connect_tested_one_ok_one_failing(snap_compare: Snap) -> None:
         await settle(pilot)
         assert secret not in app.export_screenshot()
 
-    assert snap(snap_compare, app_for(FakeServices()), run_before)
+    assert snap(snap_compare, app_for(FakeServices()), run_before, size)
 
 
-def test_pick(snap_compare: Snap) -> None:
+def test_pick(snap_compare: Snap, size: Size) -> None:
     async def run_before(pilot: Pilot[Any]) -> None:
         app = await open_pick(pilot, wizard_state())
         picker = app.screen.query_one("#tables", TablePicker)
@@ -76,10 +82,10 @@ def test_pick(snap_compare: Snap) -> None:
         await pilot.press("down", "space")  # leave out audit_log (no primary key)
         await pilot.pause()
 
-    assert snap(snap_compare, app_for(FakeServices()), run_before)
+    assert snap(snap_compare, app_for(FakeServices()), run_before, size)
 
 
-def test_pick_ten_thousand_tables_filtered(snap_compare: Snap) -> None:
+def test_pick_ten_thousand_tables_filtered(snap_compare: Snap, size: Size) -> None:
     fake = FakeServices(catalogs={"shop": wide_catalog("shop", 10_000)})
 
     async def run_before(pilot: Pilot[Any]) -> None:
@@ -90,10 +96,10 @@ def test_pick_ten_thousand_tables_filtered(snap_compare: Snap) -> None:
         await pilot.pause()
         assert picker.matching_count == 50
 
-    assert snap(snap_compare, app_for(fake), run_before)
+    assert snap(snap_compare, app_for(fake), run_before, size)
 
 
-def test_filters_with_time_filter_and_rejected_row_filter(snap_compare: Snap) -> None:
+def test_filters_with_time_filter_and_rejected_row_filter(snap_compare: Snap, size: Size) -> None:
     async def run_before(pilot: Pilot[Any]) -> None:
         app = pilot.app
         await to_filters(pilot)
@@ -109,10 +115,10 @@ def test_filters_with_time_filter_and_rejected_row_filter(snap_compare: Snap) ->
         screen.apply_row_filter()
         await settle(pilot)
 
-    assert snap(snap_compare, app_for(FakeServices()), run_before)
+    assert snap(snap_compare, app_for(FakeServices()), run_before, size)
 
 
-def test_review_blocked_by_a_failed_check(snap_compare: Snap) -> None:
+def test_review_blocked_by_a_failed_check(snap_compare: Snap, size: Size) -> None:
     async def run_before(pilot: Pilot[Any]) -> None:
         app = pilot.app
         assert isinstance(app, PgtideApp)
@@ -121,10 +127,10 @@ def test_review_blocked_by_a_failed_check(snap_compare: Snap) -> None:
         app.show_review()
         await settle(pilot)
 
-    assert snap(snap_compare, app_for(FakeServices()), run_before)
+    assert snap(snap_compare, app_for(FakeServices()), run_before, size)
 
 
-def test_run_in_the_data_phase(snap_compare: Snap) -> None:
+def test_run_in_the_data_phase(snap_compare: Snap, size: Size) -> None:
     fake = FakeServices(hold_init=True)
 
     async def run_before(pilot: Pilot[Any]) -> None:
@@ -141,18 +147,20 @@ def test_run_in_the_data_phase(snap_compare: Snap) -> None:
         assert app.migration is not None
         # Throughput and ETA from a pinned clock: 10 s into the data phase.
         app.migration.data_started_at = 100.0
+        app.migration.started_at = 95.0
+        app.migration.phase_started_at = dict.fromkeys(app.migration.phase_started_at, 100.0)
         app.migration.clock = lambda: 110.0
         app.screen.redraw()  # type: ignore[attr-defined]
         await pilot.pause()
 
     app = app_for(fake)
     try:
-        assert snap(snap_compare, app, run_before)
+        assert snap(snap_compare, app, run_before, size)
     finally:
         fake.hold.set()
 
 
-def test_dashboard_after_verify(snap_compare: Snap) -> None:
+def test_dashboard_after_verify(snap_compare: Snap, size: Size) -> None:
     fake = FakeServices(lag=(0,))
 
     async def run_before(pilot: Pilot[Any]) -> None:
@@ -168,10 +176,10 @@ def test_dashboard_after_verify(snap_compare: Snap) -> None:
                          what="verify")
         await settle(pilot)
 
-    assert snap(snap_compare, app_for(fake), run_before)
+    assert snap(snap_compare, app_for(fake), run_before, size)
 
 
-def test_dashboard_verify_found_differences(snap_compare: Snap) -> None:
+def test_dashboard_verify_found_differences(snap_compare: Snap, size: Size) -> None:
     fake = FakeServices(lag=(0,), differing={("public", "orders"): 2})
 
     async def run_before(pilot: Pilot[Any]) -> None:
@@ -185,10 +193,10 @@ def test_dashboard_verify_found_differences(snap_compare: Snap) -> None:
                          what="verify")
         await settle(pilot)
 
-    assert snap(snap_compare, app_for(fake), run_before)
+    assert snap(snap_compare, app_for(fake), run_before, size)
 
 
-def test_error_modal(snap_compare: Snap) -> None:
+def test_error_modal(snap_compare: Snap, size: Size) -> None:
     async def run_before(pilot: Pilot[Any]) -> None:
         app = pilot.app
         assert isinstance(app, PgtideApp)
@@ -198,4 +206,30 @@ def test_error_modal(snap_compare: Snap) -> None:
                                     "the OS keyring."))
         await pilot.pause()
 
-    assert snap(snap_compare, app_for(FakeServices()), run_before)
+    assert snap(snap_compare, app_for(FakeServices()), run_before, size)
+
+
+def test_help_on_filters(snap_compare: Snap, size: Size) -> None:
+    async def run_before(pilot: Pilot[Any]) -> None:
+        await to_filters(pilot)
+        await pilot.press("f1")
+        await pilot.pause()
+
+    assert snap(snap_compare, app_for(FakeServices()), run_before, size)
+
+
+def test_drop_confirmation(snap_compare: Snap, size: Size) -> None:
+    async def run_before(pilot: Pilot[Any]) -> None:
+        app = pilot.app
+        assert isinstance(app, PgtideApp)
+        await to_filters(pilot)
+        app.wizard.set_mode(("shop", "public", "audit_log"), "schema_only")
+        app.wizard.options["drop_existing"] = True
+        app.show_review()
+        await settle(pilot)
+        await pilot.press("g")
+        await pilot.pause()
+        await pilot.press(*"sho")
+        await pilot.pause()
+
+    assert snap(snap_compare, app_for(FakeServices(non_empty_targets=("shop",))), run_before, size)

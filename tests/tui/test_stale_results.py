@@ -121,7 +121,9 @@ async def test_a_recheck_drops_the_checks_and_the_plan_of_the_validation_it_repl
 
         # Request 2: the user ticks drop-existing while request 1 (without it) is still running.
         screen.query_one("#drop-existing", Checkbox).value = True
-        await wait_until(pilot, lambda: screen.report is not None, what="request 2 to finish")
+        # The report and the recorded message: the hook can see the message a moment after its handler ran.
+        await wait_until(pilot, lambda: screen.report is not None and len(finished.seen) >= 1,
+                         what="request 2 to finish")
         assert len(finished.seen) == 1
         current = finished.seen[0]
         assert isinstance(current, ValidationFinished)

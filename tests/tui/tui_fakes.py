@@ -233,7 +233,8 @@ class FakeServices:
 
     def __init__(self, *, catalogs: dict[str, DatabaseCatalog] | None = None, hold_init: bool = False,
                  validation_error: bool = False, lag: Sequence[int] = (2048, 512, 0),
-                 differing: dict[tuple[str, str], int] | None = None) -> None:
+                 differing: dict[tuple[str, str], int] | None = None,
+                 non_empty_targets: Sequence[str] = ()) -> None:
         self.catalogs = catalogs if catalogs is not None else {"shop": shop_catalog()}
         self.server = ServerCatalog(150000, tuple(DatabaseInfo(name, 11_000_000 if name == "shop" else 7_700_000,
                                                                "app", "UTF8")
@@ -244,6 +245,8 @@ class FakeServices:
         if not hold_init:
             self.hold.set()
         self.validation_error = validation_error
+        #: Target databases that hold tables: validate says init refuses them, or drops them with drop_existing.
+        self.non_empty_targets = tuple(non_empty_targets)
         self.differing = differing or {}
         self.lag = lag
         self.profiles: dict[str, Profile] = {}
@@ -352,6 +355,16 @@ class FakeServices:
                                 "(or exclude them / make them schema-only).", database="shop"))
         else:
             checks.append(Check("tables have a primary key or replica identity", "ok", "7 table(s)", database="shop"))
+        for db in scope.databases:
+            if db.name not in self.non_empty_targets:
+                continue
+            if plan.options.drop_existing:
+                checks.append(Check("target database", "warning", "is not empty (public.orders): it will be dropped and "
+                                    "created again (--drop-existing)", database=db.name))
+            else:
+                checks.append(Check("target database", "error", "is not empty: it has public.orders",
+                                    "Tick 'Drop and recreate non-empty target databases' to replace it.",
+                                    database=db.name))
         checks.append(Check("sequences", "warning", "2 sequence(s)",
                             "Sequences are not replicated: pgtide sets them from the source at init and again at "
                             "cutover (with a safety margin).", database="shop"))

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from textual.pilot import Pilot
 
 from pgtide.app.tui import PgtideApp
 
-#: Every snapshot is taken at this size.
+#: The size of the Pilot tests; every snapshot is taken at each of SNAPSHOT_SIZES.
 SNAPSHOT_SIZE = (120, 34)
+#: The smallest terminal the app supports, the usual one, a big one.
+SNAPSHOT_SIZES = ((80, 24), (120, 34), (160, 48))
+#: The wall clock of a test app: times of day on screen must not move.
+FIXED_WALL_CLOCK = datetime(2026, 3, 14, 9, 26, 53)
 
 
 async def settle(pilot: Pilot[Any]) -> None:
@@ -33,7 +38,9 @@ async def wait_until(pilot: Pilot[Any], condition: Callable[[], bool], *, timeou
 
 def make_app(**kwargs: Any) -> PgtideApp:
     kwargs.setdefault("cursor_blink", False)
-    return PgtideApp(**kwargs)
+    app = PgtideApp(**kwargs)
+    app.wall_clock = lambda: FIXED_WALL_CLOCK
+    return app
 
 
 

@@ -1,0 +1,146 @@
+"""The `?` / F1 help of each screen: what it is for, what its fields and marks mean, its keys.
+
+Each screen's own words live in ``HELP`` below (keyed by screen class name); the keys are
+read from the screen's bindings at the moment help opens, so they never drift from what the
+keys do.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+from rich.text import Text
+from textual.binding import Binding
+
+if TYPE_CHECKING:
+    from .base import PgtideScreen
+
+APP_KEYS = (
+    ("? / F1", "this help (in a text field: F1)"),
+    ("Tab / Shift+Tab", "next / previous field or button"),
+    ("Ctrl+P", "command palette: every action of this screen, the log file's location"),
+    ("Ctrl+Q", "quit (asks first when something would stop)"),
+)
+
+HELP: dict[str, str] = {
+    "StartScreen": """\
+Saved profiles: a migration plan kept for later (source, target, selection, options; never a password).
+
+Profile    the profile's name (a TOML file in your config directory)
+Source     where it migrates from, password hidden
+Target     where it migrates to
+Modified   when the file was last written
+
+Load, Duplicate, Delete and Dashboard act on the highlighted profile; they are unavailable while
+there is none. Delete asks first. "Dashboard" opens the live view of a migration already started
+with that profile.""",
+    "ConnectScreen": """\
+Step 1 of 4: the two servers. Fill the fields, or paste a URL (postgresql://user@host:5432/db)
+into the URL box: it fills the fields; a password in it moves into the masked Password field.
+
+Test connection  connects and shows the server's version, wal_level and the role's privileges.
+✔  tested and reachable (the mark goes away as soon as you edit a field of that side)
+✖  the test failed: what happened and how to fix it is shown under the form
+▲  reachable, but something this side needs is missing (wal_level, REPLICATION, CREATEDB)
+
+Next tests whatever is untested and moves on only when both servers answer; when one does not,
+it says which and why. "Remember password" keeps it in the OS keyring (offered only when one is
+available); otherwise ~/.pgpass is the place.""",
+    "PickScreen": """\
+Step 2 of 4: what to migrate. Left: the source's databases; right: the tables of the highlighted one.
+
+[x] / [ ]  selected / not selected (databases and tables alike)
+⚠          the table has no primary key or replica identity: once published, UPDATE and DELETE on
+           it fail on the source. Make it schema-only in the next step, or give it a key.
+
+In the database list: Space selects or clears the highlighted database; moving highlights it.
+In the table list: type in the filter box to narrow (10,000 tables stay quick), then Space or
+Enter toggles a table, a selects every match, n clears every match, s selects (or clears) every
+table of the highlighted table's schema. The line under the list counts matches and selected tables.""",
+    "FiltersScreen": """\
+Step 3 of 4: per table, what is copied. Left: every table of the selected databases.
+
+Mode        (•) copy rows · schema only (the definition, no rows) · exclude (left out)
+Row filter  a SQL condition over the table's columns (region = 'eu'); Enter or Check sends it to
+            the source server, which parses it; only matching rows are copied and replicated.
+Time filter only rows of the last N days (weeks, months…) by a timestamp column; the cut is fixed
+            once. Only columns of the table's key / replica identity are offered: the publication
+            can filter on those only.
+✔  the server accepted the filter (with the rows it keeps)   ✖  refused: the reason and the fix
+⚠  (in the list) the table has no primary key or replica identity
+
+A table takes one filter, and only when its rows are copied: for schema-only and excluded tables
+the filter fields are off. Next is refused while a filter is refused or still being checked, and
+says which table.""",
+    "ReviewScreen": """\
+Step 4 of 4: every check validate runs, the estimate and the plan in words. Nothing has changed
+on either server yet.
+
+✔ passed  ▲ warning (read it; it does not block)  ✖ failed (blocks Start; says how to fix it)
+
+[x] Drop and recreate non-empty target databases: without it, a target database that holds
+tables refuses the migration. With it, Start asks you to type the name of each database that
+will be dropped: its tables and rows are lost.
+
+g (or Start migration) starts once every check passes; otherwise it says what blocks it.
+s saves the plan as a profile (no password in it); r checks again.""",
+    "RunScreen": """\
+The migration: the phases (○ waiting, ● running with its time, ✔ done, ✖ failed), the copy's
+progress with throughput, elapsed time and ETA, every table (schema-only ones listed with no rows),
+and the log (also written to pgtide's log file: Ctrl+P shows where).
+
+Once the copy is done the state reads "streaming": every change on the source now flows to the
+target; the Dashboard shows lag and runs verify. Cancel is possible only while copying: it stops
+the copy and removes what this run created. Leaving this screen does not stop anything.""",
+    "DashboardScreen": """\
+The live migration: one panel per database with its state, lag (bytes and seconds; the graph's
+scale is its peak, shown above it), WAL the source keeps for it, tables ready, errors.
+
+Tables: mode (full, filtered, schema-only), subscription state (init, data copy, sync, ready),
+rows, and the last verify's verdict (✔ match, ✖ N differ). v verifies every table row by row on
+both sides (read-only); the time of the last verify is shown above the table. t tears the
+replication down (subscription, slot, publication; the copied data stays): it asks first.
+Quitting the app does not stop replication: it runs in the servers.""",
+}
+
+
+def binding_lines(screen: PgtideScreen) -> list[tuple[str, str]]:
+    lines = []
+    seen = set()
+    # The focused widget and its containers first (the table picker's keys), then the screen's;
+    # Textual's own widgets' bindings (cursor keys) are left out: they are the usual ones.
+    nodes = list(screen.focused.ancestors_with_self) if screen.focused is not None else [screen]
+    for node in nodes:
+        if node is screen.app or not type(node).__module__.startswith("pgtide."):
+            continue
+        # Only the bindings the class declares itself: a pgtide table inherits DataTable's cursor keys.
+        for binding in vars(type(node)).get("BINDINGS", ()):
+            if not isinstance(binding, Binding) or not binding.description or binding.description in seen:
+                continue
+            if node.check_action(binding.action.split("(")[0], ()) is False:
+                continue
+            seen.add(binding.description)
+            keys = " / ".join(screen.app.get_key_display(Binding(key.strip(), binding.action))
+                              for key in binding.key.split(","))
+            lines.append((keys, binding.description))
+    return lines
+
+
+def unwrap(text: str) -> str:
+    """The help as written (wrapped for the source) as paragraphs the dialog wraps to its width.
+
+    A line that starts in lower case, or indented, continues the one before; anything else
+    (a field name, a mark, a blank line) starts a new one.
+    """
+    return re.sub(r"\n(?: +|(?=[a-z(]))", " ", text)
+
+
+def help_text(screen: PgtideScreen) -> Text:
+    text = Text(unwrap(HELP.get(type(screen).__name__, "").rstrip()) + "\n")
+    text.append("\nKeys on this screen\n", style="bold")
+    for keys, description in [*binding_lines(screen), *APP_KEYS]:
+        text.append(f"  {keys:<18}", style="bold")
+        text.append(f"{description}\n")
+    text.append("\nEsc, Enter, q or ? closes this help.", style="dim")
+    return text
