@@ -101,9 +101,11 @@ def connect(endpoint: Endpoint, *, autocommit: bool = True, pooled: bool = True,
 
     Inside :func:`connection_pools` (every CLI command, the app), a plain autocommit
     connection comes from that command's pool for this server and database, and closing it
-    (``with connect(...) as conn:``) hands it back. Long-lived or special sessions — the
-    monitor's, verify's, the copy's, anything with ``extra`` settings — pass ``pooled=False``
-    or are never pooled.
+    (``with connect(...) as conn:``) hands it back with its settings RESET and its
+    transaction attributes at their defaults, so a borrower may pin settings and read in
+    REPEATABLE READ, READ ONLY (the monitor and verify do). Sessions that must outlive the
+    command or carry connect-time ``extra`` settings — the copy's, replication's — pass
+    ``pooled=False`` or are never pooled.
     """
     pools = _active_pools
     if pools is not None and pooled and autocommit and not extra:
@@ -147,6 +149,13 @@ class _PooledConnection(psycopg.Connection[Any]):
             try:
                 if self.info.transaction_status != TransactionStatus.IDLE:
                     self.rollback()
+                # A borrower may have changed how transactions start (verify reads in REPEATABLE
+                # READ, READ ONLY): the next one gets the pool's autocommit and the server's
+                # defaults. First, so RESET ALL below runs outside any transaction.
+                self.autocommit = True
+                self.isolation_level = None
+                self.read_only = None
+                self.deferrable = None
                 # A borrower may have changed session settings (search_path, timeouts,
                 # quoting pins): the next one starts from the connection's defaults. Done here,
                 # not by the pool's reset hook, so the member is back (and counted available)

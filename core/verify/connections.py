@@ -230,17 +230,31 @@ def _cancel_quietly(conn: psycopg.Connection[Any]) -> None:
         pass
 
 
+#: Set per session rather than at connect time, so a pooled session can carry it too.
+_APPLICATION_NAME = "pgtide-verify"
+
+
 def _open(endpoint: Endpoint) -> psycopg.Connection[Any]:
-    conn = connect(endpoint, application_name="pgtide-verify")
+    """A session pinned for verify: canonical output, long-scan settings, REPEATABLE READ READ ONLY.
+
+    Borrowed from the command's pool when there is one (:func:`connect`): the pair holds it for
+    a whole run of tables and hands it back on close, which rolls back, restores autocommit and
+    the default transaction attributes, and RESETs every setting made here, so the next
+    borrower sees none of it. Snapshots never outlive a transaction on the one session that
+    took them (helpers import theirs, :meth:`_Pair.sharing_snapshot`), so a pooled session
+    is as safe as a dedicated one.
+    """
+    conn = connect(endpoint)
     try:
-        for name, value in {**CANONICAL_SETTINGS, **_SESSION_SETTINGS}.items():
+        settings = {**CANONICAL_SETTINGS, **_SESSION_SETTINGS, "application_name": _APPLICATION_NAME}
+        for name, value in settings.items():
             conn.execute(sql.SQL("SELECT pg_catalog.set_config({}, {}, false)").format(
                 sql.Literal(name), sql.Literal(value)))
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        conn.read_only = True
     except BaseException:
         conn.close()
         raise
-    conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-    conn.read_only = True
     return conn
 
 

@@ -372,7 +372,7 @@ def _rollback(pair: _Pair) -> None:
 
 def _publication_filters(endpoint: Endpoint, publication: str) -> dict[tuple[str, str], str]:
     """The row filters a publication really uses (PG15+), as the server prints them."""
-    with connect(endpoint, application_name="pgtide-verify") as conn:
+    with connect(endpoint) as conn:  # pooled: RESET ALL on return undoes the settings pinned here
         if conn.info.server_version < 150000:
             return {}
         conn.execute("SELECT pg_catalog.set_config('search_path', '', false)")
@@ -390,7 +390,7 @@ def detect_live(source: Endpoint, target: Endpoint, database: str,
     """The database's pgtide subscription on the target, when there is one."""
     names = names or replication_names(source, target, database)
     try:
-        with connect(target.with_dbname(database), application_name="pgtide-verify") as conn:
+        with connect(target.with_dbname(database)) as conn:
             row = conn.execute(
                 "SELECT subslotname FROM pg_catalog.pg_subscription WHERE subname = %s "
                 "AND subdbid = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())",
