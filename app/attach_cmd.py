@@ -137,6 +137,22 @@ def _cmd_stop(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_control(args: argparse.Namespace) -> int:
+    from ..core.jobs.worker import send_request
+
+    _known(args.migration_id)
+    answer = send_request(args.migration_id, {"command": args.action})
+    if not answer.get("ok"):
+        raise InputError(f"the worker refused: {answer.get('error')}", "Run `pgtide attach` to see what it does.",
+                         title="Request refused")
+    done = {"verify": "verify started (its result appears in `pgtide attach` and `pgtide migrations`)",
+            "pause": "apply paused for " + (", ".join(answer.get("databases", [])) or "no database (already paused)")
+                     + "; the slot keeps every change meanwhile",
+            "resume": "apply resumed for " + (", ".join(answer.get("databases", [])) or "no database (not paused)")}
+    print(done[args.action], file=sys.stderr)
+    return 0
+
+
 def register(sub: Any) -> None:
     attach = sub.add_parser("attach", help="follow a migration's worker (Ctrl-C detaches, it keeps running)",
                             description="Follow the events of a migration's worker in this terminal: phases, "
@@ -152,6 +168,12 @@ def register(sub: Any) -> None:
     stop.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
                       help="how long to wait for the worker to finish cleaning up (default 60)")
     stop.set_defaults(handler=_cmd_stop)
+    control = sub.add_parser("control", help="ask a migration's worker to verify, or to pause/resume apply",
+                             description="Ask the running worker of a migration to verify now, or to pause or "
+                                         "resume the subscription's apply (the slot keeps the changes).")
+    control.add_argument("migration_id", metavar="ID", help="the migration (see `pgtide migrations`)")
+    control.add_argument("action", choices=("verify", "pause", "resume"))
+    control.set_defaults(handler=_cmd_control)
 
 
 def add_detach_arguments(parser: argparse.ArgumentParser) -> None:

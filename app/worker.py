@@ -55,6 +55,7 @@ class _Worker:
         self.cancel = CancelToken()
         self.verify_wanted = threading.Event()
         self.phase = "starting"
+        self.session: Any = None
 
     def emit(self, event: Event) -> None:
         self.events.append(event.to_dict())
@@ -69,6 +70,16 @@ class _Worker:
             return {"ok": True, "phase": self.phase}
         if command == "state":
             return {"ok": True, "phase": self.phase, "pid": os.getpid()}
+        if command in ("pause", "resume"):
+            if self.session is None or self.phase != "watching":
+                return {"ok": False, "error": f"the worker is {self.phase}: apply can be paused once it streams"}
+            from ..core.replication.subscription import set_apply_enabled
+
+            changed = set_apply_enabled(self.session.plan, self.session.databases(), enabled=command == "resume")
+            self.events.append({"event": "Log", "level": "info", "database": None,
+                                "text": f"apply {'resumed' if command == 'resume' else 'paused'} for "
+                                        + (", ".join(changed) or "no database")})
+            return {"ok": True, "phase": self.phase, "databases": changed}
         return {"ok": False, "error": f"unknown request {command!r}"}
 
     def run(self) -> int:
@@ -76,6 +87,7 @@ class _Worker:
 
         plan = plan_from_job(self.job)
         session = MigrationSession.open(plan, selection_given=True)
+        self.session = session
         command = self.job["command"]
         self.phase = command
         if command == "init":

@@ -581,6 +581,8 @@ class Cutover:
                 self._abort_run(fencer, pending, switched, exc)
                 raise  # _abort_run raises its own error; this keeps mypy's flow analysis honest
             fencer.after_switch(pending, unfence=self.options.unfence_source)
+            if self.options.fence == "pgbouncer":
+                switch_done = time.monotonic()  # clients write again once PgBouncer resumed them
         self._save(state="done", finished_at=time.time(),
                    **({"downtime_seconds": switch_done - fence_started}
                       if switch_done is not None and fence_started is not None else {}))
@@ -629,6 +631,11 @@ class Cutover:
         with connect(self.source.with_dbname("postgres")) as conn:
             position = current_insert_lsn(conn)
             block = int(conn.execute("SELECT current_setting('wal_block_size')").fetchone()[0])  # type: ignore[index]
+            # A synchronous commit flushes the WAL up to here at once: with synchronous_commit
+            # off on the source, the last commits would otherwise wait for the WAL writer
+            # before the walsender may send them (measured: 0.39 s of drain → 0.02-0.13 s).
+            conn.execute("SET synchronous_commit = on")
+            conn.execute("SELECT pg_current_xact_id()")
         deadline = time.monotonic() + self.options.drain_timeout
         for database in databases:
             subscription = self._names(database).subscription
@@ -664,7 +671,9 @@ class Cutover:
                 self.emit(Log("info", "no table was written since the last clean verify"))
                 return 0
         # Writes are fenced and replication drained: nothing is in flight, a static compare is exact.
-        report = self.session.verify(tables=tables, options=VerifyOptions(live=False), cancel=self.cancel)
+        # Every table at once (the fence is up: the servers have nothing else to do), each
+        # with its own connections.
+        report = self.session.verify(tables=tables, options=VerifyOptions(live=False, jobs=4), cancel=self.cancel)
         if not report.ok:
             listed = ", ".join(f"{t.display} ({t.difference_count} difference(s))" for t in report.differing_tables[:5])
             raise MigrationFailed(f"the final verify found differences: {listed}",

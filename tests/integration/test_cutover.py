@@ -236,6 +236,9 @@ def test_preflight_changes_nothing_and_refuses_a_lagging_or_broken_migration(mig
     before = (replication_objects(source, target), _fenced_settings(source, migration.role))
     target.execute(sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(sql.Identifier(
         target.execute("SELECT subname FROM pg_subscription")[0][0])), dbname=db)
+    # DISABLE ends the apply worker asynchronously: wait until the slot has no reader.
+    wait_for(lambda: source.execute("SELECT bool_or(active) FROM pg_replication_slots") == [(False,)],
+             timeout=30, what="the apply worker to stop")
     source.execute("INSERT INTO orders (writer) SELECT 0 FROM generate_series(1, 20000)", dbname=db)
     preflight = migration.session().cutover(CutoverOptions(lag_threshold=1024)).preflight()
     failed = {c.name for c in preflight.errors(force=False)}
@@ -300,7 +303,10 @@ def test_cli_check_changes_nothing_and_the_cutover_asks_first(migration: Migrati
 def test_reverse_replication_carries_target_writes_back_without_a_loop(cluster_factory: Any,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     source, target = cluster_factory(major=16), cluster_factory(major=16)
-    monkeypatch.setenv("PGTIDE_PG_BINDIR", str(source.bindir))  # pg_dump as new as the servers
+    from pgtide.core.infra import tools
+
+    monkeypatch.setenv("PGTIDE_PG_BINDIR", str(source.bindir))  # pg_dump/pg_restore as new as the servers
+    tools.find_tool.cache_clear()
     migration = _start(source, target)
     try:
         result = migration.session().cutover(CutoverOptions(reverse=True, force=True)).run()
@@ -316,6 +322,7 @@ def test_reverse_replication_carries_target_writes_back_without_a_loop(cluster_f
         assert target.execute("SELECT slot_name FROM pg_replication_slots") == []
         assert target.execute("SELECT pubname FROM pg_publication", dbname=migration.db) == []
     finally:
+        tools.find_tool.cache_clear()
         for cluster in (target, source):
             cluster.clean_replication()
 

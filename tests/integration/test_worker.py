@@ -8,6 +8,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
@@ -185,3 +186,28 @@ def test_the_event_log_rotates_and_keeps_one_generation(tmp_path: Path) -> None:
     sizes = [p.stat().st_size for p in log.path.parent.glob("events*.jsonl")]
     assert len(sizes) == 2 and all(size <= 4096 for size in sizes)
     assert kept[-1]["lag_bytes"] == 1999 and [r["lag_bytes"] for r in kept] == sorted(r["lag_bytes"] for r in kept)
+
+
+def test_the_worker_pauses_and_resumes_apply_and_verifies_on_request(shop: tuple[PgCluster, PgCluster]) -> None:
+    source, target = shop
+    done = subprocess.run(_init_args(source.url(DB), target, "--detach"), capture_output=True, text=True,
+                          timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+    migration = _migration(source, target)
+    wait_for(lambda: any(r.get("event") == "LagSample" for r in EventLog(migration).read()), timeout=30,
+             what="the worker watching")
+
+    def control(action: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([PGTIDE, "control", migration, action], capture_output=True, text=True, timeout=60)
+
+    assert control("pause").returncode == 0
+    assert target.execute("SELECT subenabled FROM pg_subscription") == [(False,)]
+    source.execute("INSERT INTO items VALUES (900, 'while paused')", dbname=DB)
+    time.sleep(1.0)
+    assert target.execute("SELECT count(*) FROM items WHERE id = 900", dbname=DB) == [(0,)]
+    assert control("resume").returncode == 0
+    wait_until_identical(source, target, DB, {("public", "items"): None})
+    assert control("verify").returncode == 0
+    wait_for(lambda: any(r.get("event") == "VerifyFinished" and r.get("ok") for r in EventLog(migration).read()),
+             timeout=60, what="the worker's verify")
+    assert JobStore(migration).meta()["last_verify"]["ok"]
