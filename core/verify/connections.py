@@ -191,16 +191,9 @@ _LITTLE_ENDIAN = sys.byteorder == "little"
 
 
 def _int8s(data: bytes) -> array[int]:
-    """An int8[] without NULLs in its binary send form as an array of ints, by bytes slicing."""
+    """Big-endian int8s laid end to end (``int8send`` output, concatenated) as an array of ints."""
     values = array("q")
-    if len(data) <= 12:  # no dimensions: empty
-        return values
-    count = struct.unpack_from(">i", data, 12)[0]
-    body = memoryview(data)[20:]  # after ndim, flags, element type, length, lower bound
-    raw = bytearray(8 * count)
-    for byte in range(8):  # each element: its length (4 bytes), then 8 bytes big-endian
-        raw[byte::8] = body[4 + byte::12]
-    values.frombytes(raw)
+    values.frombytes(data)
     if _LITTLE_ENDIAN:
         values.byteswap()
     return values
