@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from ..core.catalog.filtercheck import FilterCheck
     from ..core.catalog.scope import Scope
     from ..core.catalog.server import ServerInfo
+    from ..core.engine.cutover import CutoverResult, Preflight
     from ..core.engine.migrate import DatabaseResult
     from ..core.engine.validate import Report
     from ..core.infra.endpoint import Endpoint
@@ -47,6 +48,16 @@ class VerifyRun(Protocol):
     """A verification that can be cancelled from another thread."""
 
     def run(self) -> VerifyReport: ...
+
+    def cancel(self) -> None: ...
+
+
+class CutoverRun(Protocol):
+    """A cutover: its preflight (reads only), then the run; cancellable from another thread."""
+
+    def preflight(self) -> Preflight: ...
+
+    def run(self, preflight: Preflight) -> CutoverResult: ...
 
     def cancel(self) -> None: ...
 
@@ -115,6 +126,11 @@ class Services(Protocol):
     def open_monitor(self, plan: Plan, databases: Sequence[str], *, tables: int = 0) -> StatusSource: ...
 
     def verifier(self, plan: Plan, on_event: Callable[[VerifyEvent], None]) -> VerifyRun: ...
+
+    def cutover(self, plan: Plan, options: Mapping[str, Any], emit: Emit) -> CutoverRun:
+        """The cutover of the plan's migration; ``options`` are CutoverOptions' fields as plain
+        values (``pgbouncer_url`` for the admin console), checked by core."""
+        ...
 
     # -- the machine ------------------------------------------------------------------------------
 
@@ -273,6 +289,9 @@ class CoreServices:
 
     # -- the machine ------------------------------------------------------------------------------
 
+    def cutover(self, plan: Plan, options: Mapping[str, Any], emit: Emit) -> CutoverRun:
+        return _CoreCutoverRun(plan, options, emit)
+
     def log_file(self) -> Path:
         from ..core.infra.logs import log_file
 
@@ -300,3 +319,36 @@ class _CoreVerifyRun:
 
     def cancel(self) -> None:
         self._verifier.cancel()
+
+
+class _CoreCutoverRun:
+    """The cutover of the plan's recorded migration, from the screen's plain option values."""
+
+    def __init__(self, plan: Plan, options: Mapping[str, Any], emit: Emit) -> None:
+        from ..core.engine.cutover import CutoverOptions
+        from ..core.infra.endpoint import Endpoint
+        from ..core.infra.errors import InputError
+        from ..core.infra.events import CancelToken
+
+        pgbouncer_url = str(options.get("pgbouncer_url") or "")
+        databases_file = str(options.get("pgbouncer_databases_file") or "")
+        if options.get("fence") == "pgbouncer" and not pgbouncer_url:
+            raise InputError("the PgBouncer fence needs its admin console",
+                             "Fill in the admin console URL (…/pgbouncer), or choose another fence.")
+        self._cancel = CancelToken()
+        self._cutover = _session(plan).cutover(CutoverOptions(
+            fence=options.get("fence", "roles"), verify=options.get("verify", "changed"),
+            pgbouncer=Endpoint.parse(pgbouncer_url) if pgbouncer_url else None,
+            pgbouncer_databases_file=Path(databases_file) if databases_file else None,
+            reverse=bool(options.get("reverse")), unfence_source=bool(options.get("unfence_source")),
+            copy_role_passwords=bool(options.get("copy_role_passwords")), force=bool(options.get("force")),
+        ), emit=emit, cancel=self._cancel)
+
+    def preflight(self) -> Preflight:
+        return self._cutover.preflight()
+
+    def run(self, preflight: Preflight) -> CutoverResult:
+        return self._cutover.run(preflight)
+
+    def cancel(self) -> None:
+        self._cancel.cancel()

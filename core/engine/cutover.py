@@ -48,7 +48,7 @@ from ..infra.endpoint import Endpoint
 from ..infra.errors import CheckFailed, InputError, MigrationFailed, PgtideError
 from ..infra.events import Cancelled, CancelToken, CheckReported, Emit, Event, Log, discard
 from ..infra.formatting import human_bytes, human_seconds
-from ..jobs.state import DatabaseState
+from ..jobs.state import DatabaseState, check_transition
 from ..monitor.poll import ApplyProgress, current_insert_lsn, lsn_reached
 from ..monitor.state import ReplicationState
 from ..replication import naming
@@ -234,6 +234,7 @@ class Cutover:
         self.plan = session.plan
         self.source = writable(self.plan.source)
         self.steps: list[tuple[str, float]] = []
+        self._switched: list[str] = []
 
     # -- the record ------------------------------------------------------------------------------
 
@@ -577,8 +578,7 @@ class Cutover:
                         self._switch(database)
                 switch_done = time.monotonic()
             except BaseException as exc:
-                switched = [d for d in pending if self.session.store.state(d) is DatabaseState.CUT_OVER]
-                self._abort_run(fencer, pending, switched, exc)
+                self._abort_run(fencer, pending, list(self._switched), exc)
                 raise  # _abort_run raises its own error; this keeps mypy's flow analysis honest
             fencer.after_switch(pending, unfence=self.options.unfence_source)
             if self.options.fence == "pgbouncer":
@@ -686,10 +686,14 @@ class Cutover:
 
         names = self._names(database)
         reverse: dict[str, str] = {}
+        # Checked before anything is dropped: a record that cannot take the move must stop
+        # the cutover while replication still runs, not after.
+        check_transition(database, self.session.store.state(database), DatabaseState.CUT_OVER)
         with connect(self.source.with_dbname(database)) as conn:
             # What flows forward now is what flows back (read before the publication goes).
             tables = [(s, t) for s, t in conn.execute(_PUBLISHED_SQL, [names.publication])]
         teardown_database(replace(self.plan, source=self.source), database, self.emit)
+        self._switched.append(database)  # from here on the target is the primary, whatever fails next
         if self.options.reverse and tables:
             reverse = self._reverse(database, names, tables)
         self.session.store.transition(database, DatabaseState.CUT_OVER, cutover_at=time.time(),

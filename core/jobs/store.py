@@ -8,12 +8,14 @@ down; ``pgtide teardown --forget`` is the only thing that removes it). Written a
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -61,6 +63,34 @@ class JobStore:
         self.path = (root or jobs_dir()) / migration_id / "state.json"
         self._lock = threading.Lock()
         self._data: dict[str, Any] = self._read()
+        self._seen = self._stamp()
+
+    def _stamp(self) -> tuple[int, int, int] | None:
+        """Which version of the file is on disk (every save replaces it: a new inode)."""
+        try:
+            stat = self.path.stat()
+        except FileNotFoundError:
+            return None
+        return (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+
+    @contextmanager
+    def _fresh(self) -> Iterator[None]:
+        """The record as it is on disk now, for this thread and process alone until the block
+        ends. Several stores of one migration live at once (the CLI's session, init's, the
+        worker's, the app's): each change starts from the file, never from a copy read
+        earlier — a stale copy once wrote a verify result over the databases init recorded."""
+        with self._lock:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path.with_name("state.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                seen = self._stamp()
+                if seen is not None and seen != self._seen:  # another writer since: read theirs
+                    self._data = self._read()
+                    self._seen = seen
+                yield
+            finally:
+                os.close(fd)
 
     def _read(self) -> dict[str, Any]:
         try:
@@ -76,22 +106,23 @@ class JobStore:
 
     def _save(self) -> None:
         write_json(self.path, self._data)
+        self._seen = self._stamp()
 
     def database(self, name: str) -> dict[str, Any]:
         """A copy of what is recorded for ``name`` (empty when nothing is)."""
-        with self._lock:
+        with self._fresh():
             copied: dict[str, Any] = json.loads(json.dumps(self._data["databases"].get(name, {})))
             return copied
 
     def state(self, name: str) -> DatabaseState | None:
-        with self._lock:
+        with self._fresh():
             return parse_state(self._data["databases"].get(name, {}).get("status"))
 
     def update(self, name: str, **fields: Any) -> None:
         """Record facts about ``name``; its state changes only through :meth:`transition`."""
         if "status" in fields:
             raise TypeError("the state changes through transition(), which checks the move")
-        with self._lock:
+        with self._fresh():
             entry = self._data["databases"].setdefault(name, {})
             entry.update(fields)
             entry["updated_at"] = time.time()
@@ -99,7 +130,7 @@ class JobStore:
 
     def transition(self, name: str, state: DatabaseState, **fields: Any) -> None:
         """Move ``name`` to ``state`` (a move the rules allow) and record ``fields`` with it."""
-        with self._lock:
+        with self._fresh():
             entry = self._data["databases"].setdefault(name, {})
             check_transition(name, parse_state(entry.get("status")), state)
             entry.update(fields)
@@ -108,18 +139,18 @@ class JobStore:
             self._save()
 
     def table_done(self, name: str, table_key: str, rows: int, size: int) -> None:
-        with self._lock:
+        with self._fresh():
             entry = self._data["databases"].setdefault(name, {})
             entry.setdefault("tables", {})[table_key] = {"rows": rows, "bytes": size, "at": time.time()}
             self._save()
 
     def reset(self, name: str) -> None:
-        with self._lock:
+        with self._fresh():
             self._data["databases"].pop(name, None)
             self._save()
 
     def databases(self) -> dict[str, dict[str, Any]]:
-        with self._lock:
+        with self._fresh():
             copied: dict[str, dict[str, Any]] = json.loads(json.dumps(self._data["databases"]))
             return copied
 
@@ -130,7 +161,7 @@ class JobStore:
         given, and (with a scope) the resolved plan — every table's treatment with the server's
         text of its filter and the time cuts. Later commands act on this record."""
         now = time.time()
-        with self._lock:
+        with self._fresh():
             data = self._data
             data["format"] = RECORD_FORMAT
             data.setdefault("created_at", now)
@@ -154,13 +185,13 @@ class JobStore:
             self._save()
 
     def record_verify(self, summary: Mapping[str, Any]) -> None:
-        with self._lock:
+        with self._fresh():
             self._data["last_verify"] = {**summary, "at": time.time()}
             self._save()
 
     def record_meta(self, key: str, value: Any) -> None:
         """Record a fact about the whole migration (e.g. its cutover's progress); None removes it."""
-        with self._lock:
+        with self._fresh():
             if value is None:
                 self._data.pop(key, None)
             else:
@@ -169,7 +200,7 @@ class JobStore:
 
     def meta(self) -> dict[str, Any]:
         """Everything recorded but the per-database progress."""
-        with self._lock:
+        with self._fresh():
             copied: dict[str, Any] = json.loads(json.dumps({k: v for k, v in self._data.items() if k != "databases"}))
             return copied
 

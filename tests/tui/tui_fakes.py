@@ -434,8 +434,55 @@ class FakeServices:
     def verifier(self, plan: Plan, on_event: Callable[[Any], None]) -> FakeVerifyRun:
         return FakeVerifyRun(plan, self.scope(plan), on_event, dict(self.differing))
 
+    def cutover(self, plan: Plan, options: Mapping[str, Any], emit: Emit) -> FakeCutoverRun:
+        return FakeCutoverRun(plan, dict(options), emit)
+
     def log_file(self) -> Path:
         return Path("/var/log/pgtide/pgtide.log")
+
+
+@dataclass
+class FakeCutoverRun:
+    """A cutover with fixed answers: a preflight with one warning (an error when fenced "none"
+    with sessions connected is not modelled), steps with fixed durations."""
+
+    plan: Plan
+    options: dict[str, Any]
+    emit: Emit
+    cancelled: bool = False
+
+    def preflight(self) -> Any:
+        from pgtide.core.engine.cutover import Preflight, PreflightCheck
+
+        checks = [
+            PreflightCheck("streaming", "ok", "every table streaming", database="shop"),
+            PreflightCheck("lag", "ok", "2.1 kB behind", database="shop"),
+            PreflightCheck("schema", "ok", "6 published table(s) alike", database="shop"),
+            PreflightCheck("last verify", "ok", "clean, 4 min ago"),
+            PreflightCheck("fence", "ok", "roles to set read-only: shop_app@shop; sessions to end: 3"),
+            PreflightCheck("login roles", "error", "the application's roles: no password on the target: shop_app",
+                           "Pass --copy-role-passwords (copies SCRAM verifiers, never plaintext), or on the target "
+                           "run ALTER ROLE <name> PASSWORD '...'."),
+            PreflightCheck("estimate", "ok", "about 1 s of write downtime (2.1 kB to drain, plus the final verify)"),
+        ]
+        if self.options.get("copy_role_passwords"):
+            checks[5] = PreflightCheck("login roles", "ok", "the SCRAM verifiers of shop_app will be copied")
+        return Preflight(("shop",), checks, roles=[("shop_app", "shop")], passwordless=["shop_app"],
+                         estimate_seconds=1.0)
+
+    def run(self, preflight: Any) -> Any:
+        from pgtide.core.engine.cutover import CutoverResult, CutoverStep
+
+        steps = [("materialized views", 0.02), ("fence", 0.06), ("quiet", 0.01), ("drain", 0.05),
+                 ("sequences", 0.02), ("final verify", 0.4), ("switch", 0.08)]
+        for name, seconds in steps:
+            self.emit(CutoverStep(name, "started", at=0.0))
+            self.emit(CutoverStep(name, "done", seconds=seconds, at=0.0))
+        return CutoverResult(("shop",), 0.64, steps, 3, [], 6, False, True,
+                             ["Point the application at the target now."])
+
+    def cancel(self) -> None:
+        self.cancelled = True
 
 
 def demo_plan() -> Plan:
