@@ -135,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .cutover_cmd import register as register_cutover
     from .migrations_cmd import register as register_migrations
     from .profile_cmd import register
+    from .schema_cmd import register as register_schema
     from .watch_cmd import register as register_watch
 
     register(sub)
@@ -142,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_migrations(sub)
     register_cutover(sub)
     register_attach(sub)
+    register_schema(sub)
     return parser
 
 

@@ -98,9 +98,96 @@ def _cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def _recopy_targets(texts: list[str], databases: tuple[str, ...]) -> dict[str, list[tuple[str, str]]]:
+    """``--recopy`` values (table, schema.table, db.schema.table) per database."""
+    from ..core.model.selection import parse_qualified_name
+
+    out: dict[str, list[tuple[str, str]]] = {}
+    for text in texts:
+        parts = parse_qualified_name(text, what="--recopy table")
+        if len(parts) == 3:
+            database, schema, name = parts
+        elif len(databases) == 1:
+            database = databases[0]
+            schema, name = parts if len(parts) == 2 else ("public", parts[0])
+        else:
+            raise InputError(f"--recopy {text}: the migration has several databases ({', '.join(databases)})",
+                             "Name the table as database.schema.table.")
+        if database not in databases:
+            raise InputError(f"--recopy {text}: database {database!r} is not part of this migration",
+                             "Databases of this migration: " + ", ".join(databases))
+        out.setdefault(database, []).append((schema, name))
+    return out
+
+
+def _cmd_sync_action(args: argparse.Namespace) -> int:
+    """--recopy, --enable, --skip-failed-transaction: acting on a running subscription."""
+    from ..core.engine import migrate
+
+    session = session_from_args(args)
+    databases = session.databases(args.database)
+    printer = EventPrinter(as_json=args.json)
+    if args.recopy:
+        for database, tables in _recopy_targets(args.recopy, databases).items():
+            done = migrate.recopy_tables(session.plan, database, tables, emit=printer)
+            print_json({"event": "recopy", "database": database, "tables": done}) if args.json else \
+                print(f"{database}: copying again under a fresh snapshot: {', '.join(done)} "
+                      "(`pgtide status` shows them until ready; then `pgtide verify`)")
+        return 0
+    if args.enable:
+        for database in databases:
+            enabled = migrate.enable_subscription(session.plan, database, emit=printer)
+            if not args.json:
+                print(f"{database}: {'enabled' if enabled else 'already enabled'}")
+        return 0
+    return _skip_failed(args, session, databases, printer)
+
+
+def _skip_failed(args: argparse.Namespace, session: Any, databases: tuple[str, ...], printer: EventPrinter) -> int:
+    from ..core.engine import migrate
+    from ..core.monitor.state import format_lsn, parse_lsn
+
+    if len(databases) != 1:
+        raise InputError("--skip-failed-transaction acts on one database", "Add --database NAME.")
+    database = databases[0]
+    lsn = None
+    if args.lsn:
+        try:
+            lsn = parse_lsn(args.lsn)
+        except ValueError:
+            raise InputError(f"--lsn {args.lsn!r} is not an LSN", "Pass it as shown by status, e.g. 0/1583B10.") from None
+    with session.monitor([database]) as monitor:
+        db = monitor.poll().databases[0]
+    if lsn is None:
+        lsn = db.target.failed_lsn
+        if lsn is None:
+            raise InputError(f"{database}: the failing transaction's LSN is not known"
+                             + (f" ({db.target.last_error})" if db.target.last_error else ""),
+                             "pgtide reads it from the target's server log (superuser or pg_read_server_files, "
+                             "logging_collector on); else find 'finished at X/Y' in that log and pass --lsn X/Y.")
+    print(f"{database}: the failing transaction (finished at {format_lsn(lsn)})"
+          + (f" on table {db.target.failed_table}" if db.target.failed_table else "")
+          + (f": {db.target.last_error}" if db.target.last_error else ""))
+    print("WARNING: every change of that transaction is thrown away on the target (not only the failing row): "
+          "those rows will differ from the source. Run `pgtide verify` afterwards; it names them.")
+    if not _confirm("Skip it?", args):
+        print("nothing done")
+        return 0
+    migrate.skip_failed_transaction(session.plan, database, lsn, emit=printer)
+    return 0
+
+
 def _cmd_sync(args: argparse.Namespace) -> int:
     from ..core.engine import migrate
 
+    actions = [name for name, given in (("--recopy", bool(args.recopy)), ("--enable", args.enable),
+                                        ("--skip-failed-transaction", args.skip_failed_transaction)) if given]
+    if len(actions) > 1:
+        raise InputError(f"{' and '.join(actions)} are separate steps", "Run one at a time.")
+    if args.lsn and not args.skip_failed_transaction:
+        raise InputError("--lsn goes with --skip-failed-transaction", "Add --skip-failed-transaction, or drop --lsn.")
+    if actions:
+        return _cmd_sync_action(args)
     plan = plan_from_args(args)
     printer = EventPrinter(as_json=args.json)
     if should_detach(args):
@@ -153,6 +240,20 @@ def register(sub: Any) -> None:
 
     sync = command("sync", "publication + subscription; PostgreSQL copies the data (or it is already there)")
     sync.add_argument("--no-copy-data", action="store_true", help="the rows are already on the target")
+    sync.add_argument("--migration", metavar="ID", help="with the actions below: the recorded migration to act on")
+    sync.add_argument("--database", action="append", metavar="NAME",
+                      help="with the actions below: only this database (repeatable)")
+    sync.add_argument("--recopy", action="append", default=[], metavar="TABLE",
+                      help="action: copy this table again under a fresh snapshot while the rest streams (after a "
+                           "type change or a dropped column; `pgtide schema diff` names them); repeatable")
+    sync.add_argument("--enable", action="store_true",
+                      help="action: enable the subscription again after fixing what stopped it (status shows the error)")
+    sync.add_argument("--skip-failed-transaction", action="store_true",
+                      help="action: throw away the remote transaction that stopped the subscription (ALTER "
+                           "SUBSCRIPTION ... SKIP, PostgreSQL 15+) and enable it; its rows are lost on the target")
+    sync.add_argument("--lsn", metavar="X/Y", help="with --skip-failed-transaction: the failing transaction's finish "
+                                                   "LSN, when status cannot read it from the target's log")
+    sync.add_argument("--yes", "-y", action="store_true", help="with --skip-failed-transaction: do not ask")
     add_detach_arguments(sync)
     sync.set_defaults(handler=_cmd_sync)
 

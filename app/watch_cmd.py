@@ -123,7 +123,28 @@ STATUS_HEADERS = ("DATABASE", "STATE", "LAG", "LAG TIME", "RETAINED WAL", "TABLE
 
 
 def _status_ok(status: Any) -> bool:
-    return status.healthy and all(db.retained_warning != "critical" for db in status.databases)
+    return status.healthy and not status.drifted and all(db.retained_warning != "critical" for db in status.databases)
+
+
+def drift_lines(status: Any) -> list[str]:
+    """Below the table: each drifted table, what differs, and the command that deals with it."""
+    lines = []
+    for db in status.databases:
+        drift = db.drift
+        if drift is None:
+            continue
+        if drift.error:
+            lines.append(f"{db.database}: schema drift not read: {drift.error}")
+            continue
+        for table in drift.tables:
+            lines.append(f"{db.database}: DRIFT {table.display}: {table.summary()}")
+        if drift.statements:
+            lines.append(f"{db.database}: `pgtide schema apply` runs {len(drift.statements)} additive statement(s) "
+                         "(`pgtide schema diff` lists them)")
+        if drift.recopy_tables:
+            lines.append(f"{db.database}: re-copy needed: pgtide sync --recopy "
+                         + " --recopy ".join(drift.recopy_tables))
+    return lines
 
 
 def cmd_status(args: argparse.Namespace, *, out: IO[str] | None = None) -> int:
@@ -179,6 +200,8 @@ def _print_status(status: Any, as_json: bool, out: IO[str], *, clear: bool) -> N
     if clear:
         out.write("\033[H\033[2J")
     print(f"{stamp}\n{text}", file=out, flush=True)
+    for line in drift_lines(status):
+        print(line, file=out, flush=True)
     if not clear:
         print(file=out, flush=True)
 

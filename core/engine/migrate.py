@@ -347,15 +347,19 @@ def create_subscription(plan: Plan, database: str, names: naming.ReplicationName
         emit(Log("warning", "the subscription keeps the source password in pg_subscription on the target; "
                             "use --no-subscription-password with a .pgpass entry on the target server to avoid it",
                  database))
-    statement = sql.SQL(
-        "CREATE SUBSCRIPTION {} CONNECTION {} PUBLICATION {} "
-        "WITH (create_slot = {}, slot_name = {}, copy_data = {}, enabled = true)"
-    ).format(
-        sql.Identifier(names.subscription), sql.Literal(subscription_conninfo(plan, database)),
-        sql.Identifier(names.publication), sql.SQL("true" if create_slot else "false"),
-        sql.Literal(names.slot), sql.SQL("true" if copy_data else "false"),
-    )
     with connect(plan.target.with_dbname(database)) as conn:
+        # PG15+: a change the target cannot apply (drift, a conflicting row) disables the
+        # subscription, with the error in the log and the counters, instead of a worker
+        # that fails and restarts every few seconds; status says how to go on.
+        extra = sql.SQL(", disable_on_error = true") if conn.info.server_version >= 150000 else sql.SQL("")
+        statement = sql.SQL(
+            "CREATE SUBSCRIPTION {} CONNECTION {} PUBLICATION {} "
+            "WITH (create_slot = {}, slot_name = {}, copy_data = {}, enabled = true{})"
+        ).format(
+            sql.Identifier(names.subscription), sql.Literal(subscription_conninfo(plan, database)),
+            sql.Identifier(names.publication), sql.SQL("true" if create_slot else "false"),
+            sql.Literal(names.slot), sql.SQL("true" if copy_data else "false"), extra,
+        )
         conn.execute(statement)
 
 
@@ -668,3 +672,144 @@ def _refresh_subscription(plan: Plan, database: str, name: str, *, copy_data: bo
     with connect(plan.target.with_dbname(database)) as conn:
         conn.execute(sql.SQL("ALTER SUBSCRIPTION {} REFRESH PUBLICATION WITH (copy_data = {})").format(
             sql.Identifier(name), sql.SQL("true" if copy_data else "false")))
+
+
+# -- a running subscription: re-copy tables, enable after an error, skip a failing transaction ------
+
+
+def _subscription_row(conn: psycopg.Connection[Any], name: str) -> tuple[int, bool, int | None] | None:
+    """(oid, enabled, apply worker pid) of the subscription in this database."""
+    row = conn.execute(
+        "SELECT s.oid, s.subenabled, (SELECT w.pid FROM pg_stat_subscription w WHERE w.subid = s.oid "
+        "AND w.relid IS NULL AND w.pid IS NOT NULL LIMIT 1) FROM pg_subscription s WHERE s.subname = %s "
+        "AND s.subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())", [name]).fetchone()
+    return None if row is None else (int(row[0]), bool(row[1]), row[2])
+
+
+def _require_subscription(conn: psycopg.Connection[Any], database: str, name: str) -> tuple[int, bool, int | None]:
+    row = _subscription_row(conn, name)
+    if row is None:
+        raise InputError(f"{database}: no pgtide subscription {name} on the target",
+                         "Start the migration first (`pgtide init` or `pgtide sync`).", title="Not replicating")
+    return row
+
+
+def _disable_and_wait(conn: psycopg.Connection[Any], name: str, *, timeout: float = 60.0) -> None:
+    """DISABLE, then wait until the apply worker is gone (it exits at its next message)."""
+    conn.execute(sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(sql.Identifier(name)))
+    deadline = time.monotonic() + timeout
+    while True:
+        row = _subscription_row(conn, name)
+        if row is None or row[2] is None:
+            return
+        if time.monotonic() > deadline:
+            raise MigrationFailed(f"the apply worker of {name} is still running {timeout:.0f} s after DISABLE",
+                                  "Check the target's log; run the command again once the worker has stopped.")
+        time.sleep(0.1)
+
+
+def _empty_table(conn: psycopg.Connection[Any], table: tuple[str, str]) -> None:
+    """Delete every row of a target table, as the apply worker would: no FK triggers fire
+    (other tables' rows that reference it are the source's, and stay)."""
+    with conn.transaction():
+        try:
+            with conn.transaction():
+                conn.execute("SET LOCAL session_replication_role = replica")
+        except psycopg.errors.InsufficientPrivilege:
+            pass  # without the right, referencing rows make the DELETE fail: the error says which
+        conn.execute(sql.SQL("DELETE FROM {}").format(sql.Identifier(*table)))
+
+
+def recopy_tables(plan: Plan, database: str, tables: list[tuple[str, str]], *, emit: Emit = discard) -> list[str]:
+    """Copy these tables again, each under a fresh snapshot of its own, while the rest streams.
+
+    For a table whose rows on the target no longer fit the source's definition (a type change,
+    a dropped column). The subscription's own table copy does it, gap-free: with the apply
+    worker stopped, the target table is emptied and given the source's columns; the table
+    leaves the publication and the subscription (REFRESH); emptied again (what the worker
+    applied meanwhile); then it rejoins the publication, with the same row filter, and
+    ``REFRESH PUBLICATION WITH (copy_data = true)`` copies it under a new snapshot and streams
+    it from that point.
+    """
+    from ..monitor.drift import read_fingerprints, recopy_statements
+    from .schema_sync import _run_qualified, refresh_publication
+
+    names = naming.replication_names(plan.source, plan.target, database)
+    source_db, target_db = plan.source.with_dbname(database), plan.target.with_dbname(database)
+    done: list[str] = []
+    with connect(source_db) as source, connect(target_db) as target:
+        _require_subscription(target, database, names.subscription)
+        published = {(r[0], r[1]): r[2] for r in source.execute(
+            "SELECT n.nspname, c.relname, " + ("pg_get_expr(pr.prqual, pr.prrelid)"
+                                               if source.info.server_version >= 150000 else "NULL::text")
+            + " FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid "
+            "JOIN pg_class c ON c.oid = pr.prrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE p.pubname = %s", [names.publication])}
+        unknown = [t for t in tables if t not in published]
+        if unknown:
+            raise InputError(f"{database}: not in the migration's publication: "
+                             + ", ".join(format_qualified_name(t) for t in unknown),
+                             "Name tables that replicate (`pgtide schema diff` lists the ones to re-copy; a new table "
+                             "is added by `pgtide schema apply`).", title="Unknown table")
+        ours = {t.qualified: t for t in read_fingerprints(source, schemas=sorted({s for s, _ in tables}))}
+        theirs = {t.qualified: t for t in read_fingerprints(target, schemas=sorted({s for s, _ in tables}))}
+        _disable_and_wait(target, names.subscription)
+        try:
+            for table in tables:
+                _empty_table(target, table)
+                for statement in recopy_statements(ours[table], theirs[table]):
+                    _run_qualified(target, statement)
+                    emit(Log("info", f"target: {statement}", database))
+            source.execute(sql.SQL("ALTER PUBLICATION {} DROP TABLE {}").format(
+                sql.Identifier(names.publication), sql.SQL(", ").join(sql.Identifier(*t) for t in tables)))
+            target.execute(sql.SQL("ALTER SUBSCRIPTION {} ENABLE").format(sql.Identifier(names.subscription)))
+            refresh_publication(plan, database, names.subscription, copy_data=False)
+            # A worker started by ENABLE may have cached the tables as ready before the REFRESH:
+            # stop it again so the next one reads their new state.
+            _disable_and_wait(target, names.subscription)
+            for table in tables:
+                _empty_table(target, table)
+            pin_quoting(source, search_path=True)
+            items = [sql.SQL("TABLE {}").format(sql.Identifier(*t)) if not published[t] else
+                     sql.SQL("TABLE {} WHERE ({})").format(sql.Identifier(*t), deparsed(published[t] or ""))
+                     for t in tables]
+            execute_parsed(source, sql.SQL("ALTER PUBLICATION {} ADD {}").format(
+                sql.Identifier(names.publication), sql.SQL(", ").join(items)))
+        finally:
+            target.execute(sql.SQL("ALTER SUBSCRIPTION {} ENABLE").format(sql.Identifier(names.subscription)))
+    refresh_publication(plan, database, names.subscription, copy_data=True)
+    for table in tables:
+        shown = format_qualified_name(table)
+        emit(Log("info", f"{shown}: emptied on the target and copied again by the subscription", database))
+        done.append(shown)
+    return done
+
+
+def enable_subscription(plan: Plan, database: str, *, emit: Emit = discard) -> bool:
+    """Enable the subscription again (after fixing what stopped it); False when it was enabled."""
+    names = naming.replication_names(plan.source, plan.target, database)
+    with connect(plan.target.with_dbname(database)) as conn:
+        _oid, enabled, _pid = _require_subscription(conn, database, names.subscription)
+        if enabled:
+            return False
+        conn.execute(sql.SQL("ALTER SUBSCRIPTION {} ENABLE").format(sql.Identifier(names.subscription)))
+    emit(Log("info", f"subscription {names.subscription} enabled", database))
+    return True
+
+
+def skip_failed_transaction(plan: Plan, database: str, lsn: int, *, emit: Emit = discard) -> None:
+    """``ALTER SUBSCRIPTION … SKIP (lsn = …)`` then enable: the failing remote transaction is
+    thrown away whole on the target — its rows are lost there, verify names them."""
+    from ..monitor.state import format_lsn
+
+    names = naming.replication_names(plan.source, plan.target, database)
+    with connect(plan.target.with_dbname(database)) as conn:
+        if conn.info.server_version < 150000:
+            raise InputError("skipping a transaction needs PostgreSQL 15 or newer on the target",
+                             "Fix the cause on the target (e.g. remove the conflicting row) instead.")
+        _require_subscription(conn, database, names.subscription)
+        conn.execute(sql.SQL("ALTER SUBSCRIPTION {} SKIP (lsn = {})").format(
+            sql.Identifier(names.subscription), sql.Literal(format_lsn(lsn))))
+        conn.execute(sql.SQL("ALTER SUBSCRIPTION {} ENABLE").format(sql.Identifier(names.subscription)))
+    emit(Log("warning", f"subscription {names.subscription}: the transaction finishing at {format_lsn(lsn)} is "
+                        "skipped on the target; its changes are lost there (run `pgtide verify`)", database))

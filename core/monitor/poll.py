@@ -44,7 +44,9 @@ from ..infra.db import connect
 from ..infra.endpoint import Endpoint
 from ..infra.errors import ConnectError, InputError
 from ..model.plan import Plan
+from ..model.selection import Selection
 from ..replication.naming import ReplicationNames, replication_names
+from .drift import DriftCache, DriftReport, compare, read_fingerprints, selection_filter
 from .state import (
     TABLE_STATES,
     DatabaseStatus,
@@ -56,6 +58,7 @@ from .state import (
     SubscriptionStatus,
     TableSyncState,
     WarningLevel,
+    WorkerFailure,
     format_lsn,
     interval_seconds,
     lag_eta,
@@ -153,10 +156,10 @@ def _target_sql(version: int) -> sql.Composed:
         sync_worker = "x.relid IS NOT NULL"
     if version >= 150000:
         stats_join = "LEFT JOIN pg_stat_subscription_stats st ON st.subid = s.oid"
-        errors = "st.apply_error_count, st.sync_error_count"
+        errors = "st.apply_error_count, st.sync_error_count, s.subdisableonerr"
     else:
         stats_join = ""
-        errors = "NULL::bigint, NULL::bigint"
+        errors = "NULL::bigint, NULL::bigint, NULL::boolean"
     if version >= 180000:
         conflicts = "ARRAY[" + ", ".join(f"st.confl_{name}" for name in _CONFLICT_COLUMNS) + "]"
     else:
@@ -194,7 +197,7 @@ def _target_sql(version: int) -> sql.Composed:
 def _subscription_status(name: str, row: Sequence[Any], version: int) -> SubscriptionStatus:
     """:func:`_target_sql`'s row for an existing subscription as a SubscriptionStatus."""
     (_oid, enabled, slot, pid, received, send_time, receipt_time, latest_end, latest_end_time,
-     sync_workers, apply_errors, sync_errors, conflicts, state_counts, pending) = row
+     sync_workers, apply_errors, sync_errors, disable_on_error, conflicts, state_counts, pending) = row
     counts = dict.fromkeys(TABLE_STATES.values(), 0)
     for code, count in state_counts or ():
         counts[TABLE_STATES.get(code, code)] = int(count)
@@ -214,6 +217,7 @@ def _subscription_status(name: str, row: Sequence[Any], version: int) -> Subscri
         apply_error_count=None if apply_errors is None else int(apply_errors),
         sync_error_count=None if sync_errors is None else int(sync_errors),
         conflict_counts=MappingProxyType(conflict_counts), server_version_num=version,
+        disable_on_error=disable_on_error,
     )
 
 
@@ -240,11 +244,17 @@ FROM pg_current_logfile() AS f WHERE f IS NOT NULL
 LOG_TAIL_BYTES = 256 * 1024
 
 
-def extract_worker_error(log_text: str, subscription_oid: int) -> str | None:
+_CONTEXT_TABLE = re.compile(r'replication target relation "([^"]+)"')
+_CONTEXT_FINISH = re.compile(r"finished at ([0-9A-Fa-f]+/[0-9A-Fa-f]+)")
+_ERROR_TABLE = re.compile(r'relation "([^"]+)"')
+
+
+def extract_worker_failure(log_text: str, subscription_oid: int) -> WorkerFailure | None:
     """The last error a subscription's workers logged, from server log text.
 
     Apply errors carry a CONTEXT line naming the subscription's replication origin
-    (``pg_<oid>``); the ERROR and DETAIL lines of the same process precede it.
+    (``pg_<oid>``), the target relation and the remote transaction's finish LSN; the ERROR
+    and DETAIL lines of the same process precede it.
     """
     lines = log_text.splitlines()
     marker = f'"pg_{subscription_oid}"'
@@ -265,13 +275,25 @@ def extract_worker_error(log_text: str, subscription_oid: int) -> str | None:
                 error = candidate.split("ERROR:", 1)[1].strip()
                 break
         if error:
-            return f"{error} ({detail})" if detail else error
+            table = _CONTEXT_TABLE.search(line) or _ERROR_TABLE.search(error)
+            finish = _CONTEXT_FINISH.search(line)
+            return WorkerFailure(f"{error} ({detail})" if detail else error,
+                                 table.group(1) if table else None,
+                                 parse_lsn(finish.group(1)) if finish else None)
     # No CONTEXT line (e.g. a sync worker that failed to connect): the last worker error.
     for index in range(len(lines) - 1, -1, -1):
         line = lines[index]
         if "ERROR:" in line and "logical replication" in line:
-            return line.split("ERROR:", 1)[1].strip()
+            text = line.split("ERROR:", 1)[1].strip()
+            table = _ERROR_TABLE.search(text)
+            return WorkerFailure(text, table.group(1) if table else None)
     return None
+
+
+def extract_worker_error(log_text: str, subscription_oid: int) -> str | None:
+    """The text of :func:`extract_worker_failure` (None when the log has none)."""
+    failure = extract_worker_failure(log_text, subscription_oid)
+    return failure.error if failure else None
 
 
 def _log_pid(line: str) -> str | None:
@@ -303,6 +325,7 @@ class Monitor:
         settings: MonitorSettings | None = None,
         names: Callable[[Endpoint, Endpoint, str], ReplicationNames] = replication_names,
         clock: Callable[[], float] = time.monotonic,
+        selection: Selection | None = None,
     ) -> None:
         if not databases:
             raise InputError("no database to monitor", "Select at least one database.")
@@ -317,6 +340,10 @@ class Monitor:
         self._target_conns: dict[str, psycopg.Connection[Any] | None] = {}
         self._versions: dict[str, int] = {}
         self._history: dict[str, History] = {db: History() for db in self.databases}
+        #: The migration's selection: a new source table it excludes is no drift.
+        self.selection = selection
+        self._drift = DriftCache()
+        self._drift_conns: dict[str, psycopg.Connection[Any] | None] = {}
         self._closed = False
 
     @classmethod
@@ -324,6 +351,7 @@ class Monitor:
         """Monitor the databases ``plan`` selects (or the ones given)."""
         if databases is None:
             databases = selected_databases(plan)
+        kwargs.setdefault("selection", plan.selection)
         return cls(plan.source, plan.target, databases, **kwargs)
 
     # -- connections ------------------------------------------------------------------------
@@ -373,6 +401,9 @@ class Monitor:
             for conn in self._target_conns.values():
                 self._drop(conn)
             self._target_conns.clear()
+            for conn in self._drift_conns.values():
+                self._drop(conn)
+            self._drift_conns.clear()
 
     def __enter__(self) -> Monitor:
         return self
@@ -392,8 +423,54 @@ class Monitor:
             for database in self.databases:
                 names = self.names[database]
                 target_status = self._with_retry(functools.partial(self._read_target, database))
-                statuses.append(self._interpret(database, slots[names.slot], target_status, polled_at))
+                status = self._interpret(database, slots[names.slot], target_status, polled_at)
+                statuses.append(replace(status, drift=self._drift_for(status, polled_at)))
             return MigrationStatus(tuple(statuses), polled_at)
+
+    def drift(self, database: str) -> DriftReport:
+        """Read one database's schema drift now (two queries), whatever the interval."""
+        with self._lock:
+            report = self._read_drift(database, None)
+            self._drift.reports[database] = report
+            self._drift.read_at[database] = self._clock()
+            return report
+
+    def _drift_for(self, status: DatabaseStatus, polled_at: datetime) -> DriftReport | None:
+        """The database's drift: read again when the last reading is older than the interval.
+
+        Only for a replication that exists on both sides (during the first copy the target is
+        still being built, and nothing could be compared)."""
+        interval = self.settings.drift_interval_seconds
+        database = status.database
+        if interval <= 0 or not (status.source.exists and status.target.exists):
+            return None
+        now = self._clock()
+        last = self._drift.read_at.get(database)
+        if last is None or now - last >= interval:
+            self._drift.reports[database] = self._read_drift(database, polled_at)
+            self._drift.read_at[database] = now
+        return self._drift.reports.get(database)
+
+    def _read_drift(self, database: str, polled_at: datetime | None) -> DriftReport:
+        names = self.names[database]
+        try:
+            source = self._drift_conns.get(database)
+            if source is None or source.closed:
+                source = self._drift_conns[database] = self._open(self.source.with_dbname(database))
+            target = self._target(database)
+            if target is None:
+                return DriftReport(database, polled_at, error="the target database does not exist")
+            ours = read_fingerprints(source, publication=names.publication)
+            schemas = sorted({t.schema for t in ours})
+            theirs = read_fingerprints(target, subscription=names.subscription, schemas=schemas)
+        except (psycopg.Error, ConnectError) as exc:
+            if isinstance(exc, psycopg.OperationalError):
+                self._drop(self._drift_conns.pop(database, None))
+            message = exc.cause if isinstance(exc, ConnectError) else (exc.diag.message_primary or str(exc))
+            return DriftReport(database, polled_at, error=self.source.redact(self.target.redact(message)))
+        include = selection_filter(self.selection, database, schemas) if self.selection is not None else None
+        return compare(database, ours, theirs, publication=names.publication, subscription=names.subscription,
+                       include=include, checked_at=polled_at)
 
     def _with_retry(self, action: Callable[[], Any]) -> Any:
         """One reconnect on a broken connection (server restart, idle timeout), then give up."""
@@ -438,7 +515,7 @@ class Monitor:
 
     # -- interpretation ---------------------------------------------------------------------
 
-    def _last_error(self, database: str, errors: int) -> str | None:
+    def _last_error(self, database: str, errors: int) -> WorkerFailure | None:
         """The worker's error text from the target's server log, read once per new error count.
 
         Needs superuser or pg_read_server_files and logging_collector on the target;
@@ -461,9 +538,9 @@ class Monitor:
             return None  # the next poll reconnects; the text is optional
         except psycopg.Error:
             row = oid = None
-        text = extract_worker_error(row[0], int(oid[0])) if row and row[0] and oid else None
-        history.cached_error = (errors, text)
-        return text
+        failure = extract_worker_failure(row[0], int(oid[0])) if row and row[0] and oid else None
+        history.cached_error = (errors, failure)
+        return failure
 
     def _interpret(
         self, database: str, slot: SlotStatus, sub: SubscriptionStatus, polled_at: datetime
@@ -478,10 +555,13 @@ class Monitor:
                                           settings=settings, slot_name=self.names[database].slot)
         eta = _catch_up_eta(state, history, now, settings, lag_bytes)
         if sub.last_error is None and state is ReplicationState.BROKEN and sub.exists and errors:
-            last_error = self._last_error(database, errors)
-            if last_error:
-                sub = replace(sub, last_error=last_error)
-                reason = f"{reason}: {last_error}"
+            failure = self._last_error(database, errors)
+            if failure:
+                sub = replace(sub, last_error=failure.error, failed_table=failure.table, failed_lsn=failure.finish_lsn)
+                reason = f"{reason}: {failure.error}" + (f" (table {failure.table})" if failure.table else "")
+            if not sub.enabled:
+                reason += ("; fix the cause, then `pgtide sync --enable`, or skip that transaction (its rows are "
+                           "lost): `pgtide sync --skip-failed-transaction`")
         return DatabaseStatus(
             database=database, source=slot, target=sub, state=state, reason=reason, lag_bytes=lag_bytes,
             lag_seconds=lag_seconds, retained_wal_bytes=retained, retained_warning=level,

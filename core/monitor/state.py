@@ -16,6 +16,7 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from ..infra.formatting import human_bytes
+from .drift import DriftReport
 
 # -- LSNs ---------------------------------------------------------------------------------
 
@@ -135,6 +136,12 @@ class SubscriptionStatus:
     conflict_counts: Mapping[str, int] = field(default_factory=dict)
     #: The apply/sync worker's last error, from the target's server log when readable.
     last_error: str | None = None
+    #: The table that change was for, and the source commit LSN of the failing transaction
+    #: (what ALTER SUBSCRIPTION ... SKIP takes), from the same log lines.
+    failed_table: str | None = None
+    failed_lsn: int | None = None
+    #: disable_on_error (PG15+): a failing change disables the subscription instead of a retry loop.
+    disable_on_error: bool | None = None
     server_version_num: int = 0
 
     @property
@@ -163,6 +170,8 @@ class DatabaseStatus:
     #: Estimated seconds until caught up, from the recent lag trend (None: not shrinking).
     eta_seconds: float | None
     polled_at: datetime
+    #: Schema drift between the two catalogs (monitor/drift.py); None when not read (yet).
+    drift: DriftReport | None = None
 
     @property
     def healthy(self) -> bool:
@@ -182,6 +191,10 @@ class MigrationStatus:
     @property
     def healthy(self) -> bool:
         return all(db.healthy for db in self.databases)
+
+    @property
+    def drifted(self) -> bool:
+        return any(db.drift is not None and db.drift.drifted for db in self.databases)
 
     def database(self, name: str) -> DatabaseStatus | None:
         return next((db for db in self.databases if db.database == name), None)
@@ -229,10 +242,24 @@ class MonitorSettings:
     trend_seconds: float = 60.0
     pending_table_limit: int = 100
     statement_timeout_ms: int = 5000
+    #: Schema drift is read this often (two catalog queries per database); 0 turns it off.
+    drift_interval_seconds: float = 30.0
 
 
 # -- version-aware SQL (every query of this module) ---------------------------------------------
 
+
+
+
+@dataclass(frozen=True)
+class WorkerFailure:
+    """A subscription worker's last error as the target's log tells it."""
+
+    error: str
+    #: The table the failing change was for ("schema.table" as the server printed it).
+    table: str | None = None
+    #: The failing remote transaction's commit LSN ("finished at"): what SKIP (lsn = ...) takes.
+    finish_lsn: int | None = None
 
 
 
@@ -247,7 +274,7 @@ class History:
     errors_grew_at: float | None = None
     worker_missing_since: float | None = None
     slot_inactive_since: float | None = None
-    cached_error: tuple[int, str | None] | None = None
+    cached_error: tuple[int, WorkerFailure | None] | None = None
 
 
 
@@ -283,8 +310,10 @@ def replication_state(
     recent_errors = history.errors_grew_at is not None and now - history.errors_grew_at <= settings.error_window_seconds
     failing = errors > 0 and (sub.worker_pid is None or not slot.active)
     if not sub.enabled:
-        if recent_errors:
-            return ReplicationState.BROKEN, "subscription disabled after an error"
+        # With disable_on_error the server disables the subscription at the first failing
+        # change: the counter it left is the reason, even for a status that polls once.
+        if recent_errors or (sub.disable_on_error and sub.apply_error_count):
+            return ReplicationState.BROKEN, "subscription disabled after an apply error"
         return ReplicationState.STALLED, f"subscription {sub.subscription_name} is disabled"
     if recent_errors or failing:
         kinds = []
