@@ -29,11 +29,53 @@ def _confirm(question: str, args: argparse.Namespace) -> bool:
     return answer in ("y", "yes")
 
 
+def _offer_fixes(plan: Any, report: Any, args: argparse.Namespace, printer: EventPrinter) -> Any:
+    """--fix: list every fixable check's statements and where each runs, ask, run them, and
+    validate again (the new report is returned; the old one when nothing was run)."""
+    from ..core.engine.fixes import apply_fixes, restart_pending
+    from ..core.engine.validate import validate
+
+    fixes = report.fixes
+    if not fixes:
+        if not args.json:
+            print("\nnothing pgtide can fix by itself" if not report.ok else "\nnothing to fix")
+        return report
+    if args.json:
+        print_json({"event": "fixes", "fixes": [
+            {"check": f.check, "database": f.database, "why": f.why, "restart_needed": f.restart_needed,
+             "statements": [{"server": s.server, "database": s.database, "sql": s.sql} for s in f.statements]}
+            for f in fixes]})
+    else:
+        print(f"\n{len(fixes)} fix(es) pgtide can apply:")
+        for fix in fixes:
+            print(f"  [{fix.check}{' / ' + fix.database if fix.database else ''}] {fix.why}")
+            for statement in fix.statements:
+                print(f"      on the {statement.server} server, database {statement.database}: {statement.sql}")
+            if fix.restart_needed:
+                print("      (restart needed afterwards: pgtide never restarts a server)")
+    if not _confirm(f"Run these {sum(len(f.statements) for f in fixes)} statement(s)?", args):
+        print("nothing changed")
+        return report
+    apply_fixes(plan, fixes, emit=printer)
+    if not args.json:
+        print("\napplied; checking again:")
+    again = validate(plan, emit=printer)
+    for note in restart_pending(plan, [f.setting for f in fixes if f.setting]):
+        if args.json:
+            print_json({"event": "restart_needed", "detail": note})
+        else:
+            print(f"restart needed: {note}")
+    return again
+
+
 def _cmd_validate(args: argparse.Namespace) -> int:
     from ..core.engine.validate import validate
 
     plan = plan_from_args(args)
-    report = validate(plan, emit=EventPrinter(as_json=args.json))
+    printer = EventPrinter(as_json=args.json)
+    report = validate(plan, emit=printer)
+    if args.fix:
+        report = _offer_fixes(plan, report, args, printer)
     errors = len(report.errors)
     warnings = sum(1 for c in report.checks if c.status == "warning")
     if args.json:
@@ -64,6 +106,8 @@ def _cmd_init(args: argparse.Namespace) -> int:
     plan = plan_from_args(args)
     printer = EventPrinter(as_json=args.json, quiet_checks=not args.verbose)
     report = validate(plan, emit=printer)
+    if args.fix and report.fixes:
+        report = _offer_fixes(plan, report, args, printer)
     # A selection the source refuses (a bad filter, a missing table) is bad input: say it
     # in full, with its fix and exit code 2, rather than as one failed check among others.
     bad_input = next((c for c in report.errors if c.name == "selection"), None)
@@ -226,7 +270,12 @@ def register(sub: Any) -> None:
         parser.add_argument("--json", action="store_true", help="one JSON object per event")
         return parser
 
-    validate = command("validate", "check that source, target and selection are ready; changes nothing")
+    validate = command("validate", "check that source, target and selection are ready; changes nothing "
+                                   "(unless --fix)")
+    validate.add_argument("--fix", action="store_true",
+                          help="list the statements that fix the failing checks pgtide can fix (replica identity, "
+                               "extensions, ALTER SYSTEM), and the server each runs on; ask, run them, check again")
+    validate.add_argument("--yes", "-y", action="store_true", help="with --fix: do not ask")
     validate.set_defaults(handler=_cmd_validate)
 
     estimate = command("estimate", "bytes to move and time per database", options=False, target=False)
@@ -235,6 +284,9 @@ def register(sub: Any) -> None:
     init = command("init", "copy schema and data under a replication snapshot, then start replication")
     init.add_argument("--yes", "-y", action="store_true", help="do not ask before starting")
     init.add_argument("--verbose", "-v", action="store_true", help="also list the checks that passed")
+    init.add_argument("--fix", action="store_true",
+                      help="first apply the fixes validate --fix offers (listed, asked for unless --yes), then check "
+                           "again and start")
     add_detach_arguments(init)
     init.set_defaults(handler=_cmd_init)
 

@@ -7,8 +7,8 @@ is something the user must know (it will not replicate, it needs a step at cutov
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from dataclasses import asdict, dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Literal
 
 import psycopg
 from psycopg import sql
@@ -22,6 +22,10 @@ from ..infra.tools import find_tool
 from ..model.plan import Plan
 from ..model.selection import format_qualified_name
 
+if TYPE_CHECKING:
+    from ..monitor.drift import Server
+    from .fixes import Fix
+
 Status = Literal["ok", "warning", "error"]
 
 
@@ -32,9 +36,15 @@ class Check:
     observed: str
     remedy: str = ""
     database: str | None = None
+    #: The remedy as statements pgtide can run (engine/fixes.py): `validate --fix`, the app's Fix button.
+    fixes: tuple[Fix, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data["fixes"] = [{"why": f.why, "restart_needed": f.restart_needed,
+                          "statements": [{"server": s.server, "database": s.database, "sql": s.sql}
+                                         for s in f.statements]} for f in self.fixes]
+        return data
 
 
 @dataclass(frozen=True)
@@ -67,6 +77,11 @@ class Report:
     @property
     def errors(self) -> list[Check]:
         return [c for c in self.checks if c.status == "error"]
+
+    @property
+    def fixes(self) -> list[Fix]:
+        """Every fix the failing or warning checks carry, in the report's order."""
+        return [fix for c in self.checks if c.status != "ok" for fix in c.fixes]
 
 
 _SETTINGS = ("wal_level", "max_replication_slots", "max_wal_senders", "max_logical_replication_workers",
@@ -151,8 +166,20 @@ def _wal_level_check(source: ServerFacts) -> Check:
         Check("source wal_level", "ok", "logical") if wal_level == "logical" else
         Check("source wal_level", "error", f"wal_level is {wal_level!r}",
               "Set wal_level = logical on the source and restart it (RDS: rds.logical_replication = 1 in "
-              "the parameter group; Neon: enable logical replication in the project settings).")
+              "the parameter group; Neon: enable logical replication in the project settings).",
+              fixes=_setting_fixes(source, "source wal_level", "source", "wal_level", "logical"))
     )
+
+
+def _setting_fixes(facts: ServerFacts, check: str, server: Server, setting: str,
+                   value: str | int) -> tuple[Fix, ...]:
+    """ALTER SYSTEM, offered where the role may run it (superuser; PG15+ also by GRANT, which
+    the fix's own error then reports)."""
+    from .fixes import setting_fix
+
+    if not facts.is_superuser and facts.version_num < 150000:
+        return ()
+    return (setting_fix(check, server, setting, value),)
 
 
 def _source_capacity_checks(source: ServerFacts, databases: int) -> list[Check]:
@@ -168,7 +195,9 @@ def _source_capacity_checks(source: ServerFacts, databases: int) -> list[Check]:
         checks.append(Check(f"source {setting}", status, f"{free} free of {limit} (need {need})",
                             "" if status == "ok" else
                             f"Raise {setting} on the source to at least {used + need} and restart it, or drop "
-                            "unused replication slots."))
+                            "unused replication slots.",
+                            fixes=() if status == "ok" else
+                            _setting_fixes(source, f"source {setting}", "source", setting, used + need)))
     return checks
 
 
@@ -182,11 +211,16 @@ def _target_worker_checks(plan: Plan, target: ServerFacts, databases: int) -> li
         Check("target max_logical_replication_workers",
               "ok" if workers >= need_workers else "error", f"{workers} (need {need_workers})",
               "" if workers >= need_workers else
-              f"Raise max_logical_replication_workers on the target to {need_workers} and restart it."),
+              f"Raise max_logical_replication_workers on the target to {need_workers} and restart it.",
+              fixes=() if workers >= need_workers else _setting_fixes(
+                  target, "target max_logical_replication_workers", "target", "max_logical_replication_workers",
+                  need_workers)),
         Check("target max_worker_processes", "ok" if processes > need_workers else "error",
               f"{processes} (need more than {need_workers})",
               "" if processes > need_workers else
-              f"Raise max_worker_processes on the target to at least {need_workers + 1} and restart it."),
+              f"Raise max_worker_processes on the target to at least {need_workers + 1} and restart it.",
+              fixes=() if processes > need_workers else _setting_fixes(
+                  target, "target max_worker_processes", "target", "max_worker_processes", need_workers + 1)),
     ]
 
 
@@ -406,4 +440,46 @@ def validate(plan: Plan, *, emit: Emit = discard, build: Callable[..., Scope] = 
             add(check)
         for check in _target_database_checks(plan, scope):
             add(check)
+    _attach_fixes(plan, report, add)
     return report
+
+
+def _attach_fixes(plan: Plan, report: Report, add: Callable[[Check], None]) -> None:
+    """The fixes that need the catalog: replica identity (for a table without a key, or a row
+    filter outside the identity, which refuses the whole selection) and extensions missing from
+    an existing target database (a check of its own, only when there is something to create)."""
+    from .fixes import EXTENSIONS_CHECK, IDENTITY_CHECK, extension_fixes, identity_fixes, scope_for_fixes
+
+    identity_failed = any(c.status == "error" and (c.name == IDENTITY_CHECK or (
+        c.name == "selection" and "replica identity" in c.observed)) for c in report.checks)
+    scope = report.scope
+    if identity_failed:
+        scope = scope_for_fixes(plan, report.scope)
+    if scope is None:
+        return
+    try:
+        found = [fix for db in scope.databases for fix in identity_fixes(plan, db)] if identity_failed else []
+    except PgtideError:
+        found = []
+    for index, check in enumerate(report.checks):
+        if check.status != "error":
+            continue
+        # A refused selection hides the per-database checks: its check carries every fix, so
+        # one --fix round also sets the identities of tables that lack a key.
+        mine = tuple(f for f in found if (check.name == "selection" and report.scope is None)
+                     or (f.check == check.name and check.database in (None, f.database)))
+        if mine:
+            report.checks[index] = replace(check, fixes=check.fixes + mine)
+    if report.scope is None:
+        return
+    for db in report.scope.databases:
+        try:
+            fixes = tuple(extension_fixes(plan, db))
+        except PgtideError:
+            continue
+        if fixes:
+            add(Check(EXTENSIONS_CHECK, "warning",
+                      "missing in the existing target database: "
+                      + ", ".join(f.statements[0].sql.rsplit(" ", 1)[-1] for f in fixes),
+                      "Create them in the target database (the server has them available): "
+                      + "; ".join(f.statements[0].sql for f in fixes), database=db.name, fixes=fixes))
