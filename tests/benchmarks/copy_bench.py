@@ -6,8 +6,11 @@ Source: pgbench -i -s SCALE. Each method copies into a fresh target database:
  (a) seeds: pg_dump -Fd -j2 -Z9, then pg_restore -j2;
  (b) limit: pre-data schema, one raw COPY (FORMAT binary) psql->psql pipe per table
      (JOBS at a time), then post-data with pg_restore -jJOBS;
- (c) pgtide init, until the subscription is streaming.
-Prints each median and the ratios; target (c) <= 1.1 x (b).
+ (c) pgtide init, until the subscription is streaming;
+ (d) peer: pgcopydb clone --table-jobs JOBS --index-jobs JOBS (Debian's pgcopydb package;
+     skipped with the reason when it is not installed).
+Prints each median and the ratios; target (c) <= 1.1 x (b), and pgtide against the fastest
+peer measured in the same run.
 """
 
 from __future__ import annotations
@@ -71,6 +74,17 @@ def limit_method(bindir: Path, source: PgCluster, target: PgCluster, db: str, jo
         _run(bindir / "pg_restore", "--section=post-data", f"-j{jobs}", "-d", _conninfo(target, db), schema)
 
 
+def pgcopydb_method(bindir: Path, source: PgCluster, target: PgCluster, db: str, jobs: int) -> None:
+    """The peer: a whole-database clone (schema, parallel COPY, parallel indexes) by pgcopydb."""
+    target.create_database(db)
+    with tempfile.TemporaryDirectory(prefix="pgcopydb-") as tmp:
+        # pgcopydb runs pg_dump/pg_restore from PATH: the server's own major version.
+        env = {**os.environ, "PATH": f"{bindir}:{os.environ.get('PATH', '')}"}
+        subprocess.run(["pgcopydb", "clone", "--source", source.url(dbname="bench"), "--target", target.url(dbname=db),
+                        "--table-jobs", str(jobs), "--index-jobs", str(jobs), "--dir", tmp, "--no-owner", "--no-acl"],
+                       check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def pgtide_method(source: PgCluster, target: PgCluster, jobs: int) -> None:
     plan = Plan(Endpoint.parse(source.url(dbname="bench"), env={}), Endpoint.parse(target.url(dbname="bench"), env={}),
                 Selection(), Options(jobs=jobs, drop_existing=True, resume=False, copy_roles=False))
@@ -114,7 +128,12 @@ def main() -> None:
             ("(b) limit: pre-data + binary psql pipes + post-data", lambda: limit_method(bindir, source, target, fresh(),
                                                                                          args.jobs)),
             ("(c) pgtide init until streaming", lambda: pgtide_method(source, target, args.jobs)),
+            (f"(d) peer: pgcopydb clone --table-jobs {args.jobs} --index-jobs {args.jobs}",
+             lambda: pgcopydb_method(bindir, source, target, fresh(), args.jobs)),
         ):
+            if label.startswith("(d)") and shutil.which("pgcopydb") is None:
+                print(f"{label:55s} skipped: pgcopydb is not installed (Debian: apt-get install pgcopydb)", flush=True)
+                continue
             times = []
             for _ in range(args.repeat):
                 drop_all()
@@ -124,9 +143,14 @@ def main() -> None:
             results[label] = times[len(times) // 2]
             print(f"{label:55s} {results[label]:7.2f} s", flush=True)
         drop_all()
-    a, b, c = results.values()
+    a, b, c = list(results.values())[:3]
     print(f"\n(c)/(b) = {c / b:.2f}  (target <= 1.10: {'met' if c / b <= 1.10 else 'MISSED'})")
     print(f"(c)/(a) = {c / a:.2f}")
+    peers = {label: seconds for label, seconds in results.items() if label.startswith("(d)")}
+    if peers:
+        fastest, seconds = min(peers.items(), key=lambda item: item[1])
+        print(f"(c)/fastest peer = {c / seconds:.2f}  ({fastest.split(': ', 1)[1]}: {seconds:.2f} s; pgtide also "
+              "leaves replication streaming from the copy's snapshot, the peer only copies)")
     shutil.rmtree(os.environ["PGTIDE_STATE_DIR"], ignore_errors=True)
 
 

@@ -221,3 +221,49 @@ def test_a_volatile_default_is_added_but_named_for_recopy() -> None:
     assert sqls == ['ALTER TABLE "public"."t" ADD COLUMN "at" timestamp with time zone',
                     'ALTER TABLE "public"."t" ALTER COLUMN "at" SET DEFAULT now()',
                     'ALTER TABLE "public"."t" ADD COLUMN "n" integer DEFAULT 0 NOT NULL']
+
+
+def test_recopy_statements_give_an_emptied_table_the_source_columns() -> None:
+    from pgtide.core.monitor.drift import recopy_statements
+
+    key = Column("id", "integer", True, "", "", None, None, "pg_catalog", "int4")
+    old_type = Column("v", "integer", False, "", "", "0", None, "pg_catalog", "int4")
+    new_type = Column("v", "text", False, "", "", "'x'::text", None, "pg_catalog", "text")
+    dropped = Column("gone", "text", False, "", "", None, None, "pg_catalog", "text")
+    report = compare("db", [_table([key, new_type])], [_table([key, old_type, dropped])], publication="p",
+                     subscription="s")
+    assert [d.kind for d in report.tables[0].differences] == ["type_changed", "column_dropped"]
+    assert report.recopy_tables == ("public.t",) and not report.statements
+    assert recopy_statements(_table([key, new_type]), _table([key, old_type, dropped])) == [
+        'ALTER TABLE "public"."t" ALTER COLUMN "v" DROP DEFAULT',
+        'ALTER TABLE "public"."t" ALTER COLUMN "v" TYPE text USING NULL',
+        'ALTER TABLE "public"."t" ALTER COLUMN "v" SET DEFAULT \'x\'::text',
+        'ALTER TABLE "public"."t" DROP COLUMN "gone"',
+    ]
+
+
+@pytest.mark.crossversion
+@pytest.mark.parametrize("major", [16, 18])
+def test_a_fresh_migration_to_a_newer_major_shows_no_drift(source_cluster: PgCluster,
+                                                            cluster_factory: Any, major: int) -> None:
+    """The catalogs' deparsed text must read alike across versions, or every migration would drift."""
+    target = cluster_factory(major=major)
+    source_cluster.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DB)))
+    try:
+        source_cluster.execute(
+            "CREATE TYPE mood AS ENUM ('calm', 'busy'); CREATE SEQUENCE seq; "
+            "CREATE TABLE parent (id bigserial PRIMARY KEY, code varchar(12) UNIQUE NOT NULL, m mood, "
+            "  n numeric(10,2) DEFAULT 0 CHECK (n >= 0), at timestamptz DEFAULT now(), s int DEFAULT nextval('seq'), "
+            "  g int GENERATED ALWAYS AS (id * 2) STORED); "
+            "CREATE TABLE child (id int PRIMARY KEY, parent_id bigint REFERENCES parent ON DELETE CASCADE, "
+            "  tags text[] NOT NULL DEFAULT '{}'); CREATE INDEX child_parent ON child (parent_id) WHERE id > 0; "
+            "INSERT INTO parent (code, m) VALUES ('a', 'calm');", dbname=DB)
+        plan = _plan(source_cluster, target)
+        assert [r.status for r in migrate.init(plan)] == ["streaming"]
+        with Monitor.from_plan(plan, [DB]) as monitor:
+            report = monitor.drift(DB)
+        assert report.error is None and not report.drifted, [(t.display, t.summary()) for t in report.tables]
+    finally:
+        target.clean_replication()
+        source_cluster.clean_replication()
+        source_cluster.drop_database(DB)
