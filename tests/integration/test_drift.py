@@ -267,3 +267,24 @@ def test_a_fresh_migration_to_a_newer_major_shows_no_drift(source_cluster: PgClu
         target.clean_replication()
         source_cluster.clean_replication()
         source_cluster.drop_database(DB)
+
+
+def test_recopy_recovers_a_subscription_a_type_change_stopped(streaming: tuple[PgCluster, PgCluster]) -> None:
+    source, target = streaming
+    source.execute("ALTER TABLE orders ALTER COLUMN qty DROP DEFAULT, ALTER COLUMN qty TYPE text; "
+                   "UPDATE orders SET qty = 'many' WHERE id = 5", dbname=DB)
+    with Monitor.from_plan(_plan(source, target), [DB]) as monitor:
+        def stopped() -> bool:
+            db = monitor.poll().databases[0]
+            return not db.target.enabled and db.state.value == "broken"
+        wait_for(stopped, timeout=60, interval=0.3, what="apply to stop on the value the target cannot take")
+    code, db, text = _status(source, target)
+    assert code == 1 and db["drift"]["tables"][0]["name"] == "orders", text
+    recopy = _cli("sync", *_ends(source, target), "--recopy", "public.orders")
+    assert recopy.returncode == 0, recopy.stdout + recopy.stderr
+    source.execute("UPDATE orders SET qty = 'plenty' WHERE id = 6", dbname=DB)
+    _wait_streaming(source, target)
+    wait_until_identical(source, target, DB, {("public", "orders"): None, ("public", "notes"): None})
+    code, db, text = _status(source, target)
+    assert code == 0 and not db["drift"]["tables"], text
+    _verify_clean(source, target)
