@@ -18,9 +18,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
-from textual.widgets import Button, Checkbox, Footer, Header, Input, Label, RadioButton, RadioSet, Select, Static
+from textual.widgets import Button, Checkbox, Footer, Header, Input, Label, RadioSet, Select, Static
 
 from ..core.infra.errors import PgtideError
+from ..widgets.toggles import Choice, TickBox
 from .base import PgtideScreen
 from .requests import RequestTracker, Ticket
 
@@ -113,7 +114,10 @@ class CutoverScreen(PgtideScreen):
     CutoverScreen #pgbouncer-row { display: none; }
     CutoverScreen.pgbouncer #pgbouncer-row { display: block; }
     CutoverScreen #pgbouncer-row Input { width: 1fr; }
-    CutoverScreen #verify-mode { width: 40; }
+    CutoverScreen #verify-mode { width: 42; }
+    CutoverScreen RadioSet, CutoverScreen Select { border: none; }
+    CutoverScreen TickBox { border: none; padding: 0 1; height: 1; }
+    CutoverScreen .row > Label { padding: 0 1 0 0; }
     CutoverScreen #checks, CutoverScreen #steps, CutoverScreen #result { height: auto; margin-top: 1; }
     CutoverScreen #confirm { margin-top: 1; }
     CutoverScreen .button-row { height: auto; }
@@ -143,21 +147,21 @@ class CutoverScreen(PgtideScreen):
             with Horizontal(classes="row"):
                 yield Label("Fence writes")
                 with RadioSet(id="fence"):
-                    yield RadioButton("roles: read-only + end sessions", value=True, id="fence-roles")
-                    yield RadioButton("pgbouncer: PAUSE, then RESUME on the target", id="fence-pgbouncer")
-                    yield RadioButton("none: I stopped the application", id="fence-none")
+                    yield Choice("roles: read-only + end sessions", value=True, id="fence-roles")
+                    yield Choice("pgbouncer: PAUSE, then RESUME on the target", id="fence-pgbouncer")
+                    yield Choice("none: I stopped the application", id="fence-none")
             with Horizontal(classes="row", id="pgbouncer-row"):
                 yield Label("PgBouncer")
                 yield Input(placeholder="admin console URL …/pgbouncer", id="pgbouncer-url")
                 yield Input(placeholder="the %include-d [databases] file", id="pgbouncer-file")
             with Horizontal(classes="row"):
                 yield Label("Final verify")
-                yield Select([("tables written since the last verify", "changed"), ("every table", "full"),
+                yield Select([("written since the last verify", "changed"), ("every table", "full"),
                               ("none", "none")], value="changed", allow_blank=False, id="verify-mode")
-            yield Checkbox("Keep a reverse subscription for a rollback window (PostgreSQL 16+)", id="reverse")
-            yield Checkbox("Lift the fence on the source after the switch", id="unfence")
-            yield Checkbox("Copy the application roles' SCRAM verifiers to the target", id="copy-passwords")
-            yield Checkbox("Pass over the checks that allow it (lag, last verify, login roles)", id="force")
+            yield TickBox("Keep a reverse subscription for a rollback window (PostgreSQL 16+)", id="reverse")
+            yield TickBox("Lift the fence on the source after the switch", id="unfence")
+            yield TickBox("Copy the application roles' SCRAM verifiers to the target", id="copy-passwords")
+            yield TickBox("Pass over the checks that allow it (lag, last verify, login roles)", id="force")
             yield Static(Text("Press p (or Preflight) to check what the cutover would do. It changes nothing.",
                               style="dim"), id="checks")
             yield Input(placeholder=f"type {self.expected_confirmation!r} to confirm", id="confirm", disabled=True)
@@ -245,6 +249,7 @@ class CutoverScreen(PgtideScreen):
         self.preflight = message.preflight
         self._show_checks()
         self._update_gate()
+        self.query_one("#checks", Static).scroll_visible()
         if self.preflight is not None and self.preflight.ok(force=self.query_one("#force", Checkbox).value):
             self.query_one("#confirm", Input).focus()
 
@@ -343,6 +348,9 @@ class CutoverScreen(PgtideScreen):
             for step in result.next_steps:
                 text.append(f"next: {step}\n", style="bold")
             result_box.update(text)
+            model = self.pgtide.dashboard
+            if model is not None and model.plan == self.plan:
+                model.torn_down = True  # nothing replicates any more: the dashboard stops polling
             self.pgtide.notify("The target is the primary now.", title="Cutover done", timeout=10)
         else:
             result_box.update(Text(f"✗ {_describe(message.error)}", style="bold red"))

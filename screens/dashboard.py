@@ -111,6 +111,7 @@ class DashboardScreen(PgtideScreen):
     BINDINGS = [
         Binding("v", "verify", "Verify now"),
         Binding("t", "teardown", "Teardown"),
+        Binding("c", "cutover", "Cut over"),
         Binding("escape", "leave", "Start screen"),
     ]
 
@@ -130,6 +131,7 @@ class DashboardScreen(PgtideScreen):
         with Horizontal(classes="button-row"):
             yield Button("Start screen", id="leave")
             yield Button("Verify now", id="verify", variant="primary")
+            yield Button("Cut over", id="cutover", variant="warning")
             yield Button("Teardown", id="teardown", variant="error")
         yield Footer()
 
@@ -161,6 +163,7 @@ class DashboardScreen(PgtideScreen):
             self._draw_verify(model)
             self.query_one("#verify", Button).disabled = model.verify_state == "running" or model.torn_down
             self.query_one("#teardown", Button).disabled = model.torn_down
+            self.query_one("#cutover", Button).disabled = not self._cutover_ready(model)
         self.refresh_bindings()
 
     def _draw_panels(self, model: DashboardModel) -> None:
@@ -206,6 +209,8 @@ class DashboardScreen(PgtideScreen):
             return model is not None and model.verify_state != "running" and not model.torn_down
         if action == "teardown":
             return model is not None and not model.torn_down
+        if action == "cutover":
+            return model is not None and self._cutover_ready(model)
         return True
 
     def action_verify(self) -> None:
@@ -231,12 +236,32 @@ class DashboardScreen(PgtideScreen):
         self.app.push_screen(ConfirmModal("Tear down the replication?", question, yes="Teardown",
                                           no="Keep replicating"), answered)
 
+    @staticmethod
+    def _cutover_ready(model: DashboardModel) -> bool:
+        """Offered once every database streams (the Cutover screen's preflight checks the rest)."""
+        if model.torn_down or model.latest is None or model.verify_state == "running":
+            return False
+        return bool(model.databases) and all(
+            (status := model.latest.database(name)) is not None and str(status.state) == "streaming"
+            for name in model.databases)
+
+    def action_cutover(self) -> None:
+        from .cutover import CutoverScreen
+
+        model = self.model
+        if model is not None and self._cutover_ready(model):
+            self.app.push_screen(CutoverScreen(model.plan, tuple(model.databases)))
+
     def action_leave(self) -> None:
         self.pgtide.show_start()
 
     @on(Button.Pressed, "#verify")
     def _verify_pressed(self) -> None:
         self.action_verify()
+
+    @on(Button.Pressed, "#cutover")
+    def _cutover_pressed(self) -> None:
+        self.action_cutover()
 
     @on(Button.Pressed, "#teardown")
     def _teardown_pressed(self) -> None:

@@ -101,7 +101,23 @@ Tables: mode (full, filtered, schema-only), subscription state (init, data copy,
 rows, and the last verify's verdict (✔ match, ✖ N differ). v verifies every table row by row on
 both sides (read-only); the time of the last verify is shown above the table. t tears the
 replication down (subscription, slot, publication; the copied data stays): it asks first.
-Quitting the app does not stop replication: it runs in the servers.""",
+Quitting the app does not stop replication: it runs in the servers. c opens the Cutover screen
+once every database is streaming.""",
+    "CutoverScreen": """Finish the migration: the application's writes move from the source to the target.
+
+Fence      how writes are stopped on the source: roles (the connected roles become read-only on
+           the migrated databases and their sessions are ended — a fence against applications,
+           not a security boundary), pgbouncer (PgBouncer pauses the clients, then resumes them
+           on the target; needs its admin console and the %include-d [databases] file), or none
+           (you stopped the application yourself)
+Verify     the final verify while writes are fenced: the tables written since the last verify,
+           every table, or none
+Reverse    keep a subscription on the source so the target's changes flow back (rollback window)
+
+p runs the preflight: it only reads, and lists each check with its fix (✓ ok, ! warning,
+✗ stops the cutover). Cut over needs a clean preflight and the database name typed exactly.
+During the run each step shows its time; Abort (until the switch) lifts the fence and leaves
+replication streaming. The result shows the write downtime pgtide measured and what to do next.""",
 }
 
 

@@ -113,3 +113,16 @@ async def test_the_screen_cuts_a_real_migration_over(source_cluster: PgCluster, 
         for cluster in (target_cluster, source_cluster):
             cluster.clean_replication()
             cluster.drop_database(db)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 34), (160, 48)], ids=lambda size: f"{size[0]}x{size[1]}")
+def test_snapshot_after_a_failed_preflight(snap_compare: Any, size: tuple[int, int]) -> None:
+    async def run_before(pilot: Any) -> None:
+        await settle(pilot)
+        pilot.app.push_screen(CutoverScreen(demo_plan(), ("shop",)))
+        await settle(pilot)
+        await pilot.press("p")
+        await settle(pilot)
+
+    assert snap_compare(make_app(services=FakeServices(), poll_seconds=3600), terminal_size=size,
+                        run_before=run_before)
