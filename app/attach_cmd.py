@@ -86,7 +86,7 @@ def follow(migration_id: str, *, as_json: bool, until: str = "WorkerFinished", o
     return 1
 
 
-def run_detached(plan: Any, command: str, *, as_json: bool, **extra: Any) -> int:
+def run_detached(plan: Any, command: str, *, as_json: bool, systemd: bool = False, **extra: Any) -> int:
     """Start ``command`` for ``plan`` in the migration's worker and follow it to its end."""
     from ..core.jobs.worker import EventLog, spawn
     from ..core.replication import naming
@@ -95,7 +95,7 @@ def run_detached(plan: Any, command: str, *, as_json: bool, **extra: Any) -> int
     migration_id = naming.migration_id(plan.source, plan.target)
     log = EventLog(migration_id)
     offset = log.path.stat().st_size if log.path.exists() else 0  # this run's events only
-    pid = spawn(migration_id, job_for(plan, command, **extra))
+    pid = spawn(migration_id, job_for(plan, command, **extra), systemd=systemd)
     if not as_json:
         print(f"running in worker {pid} of migration {migration_id}: Ctrl-C detaches, the migration goes on",
               file=sys.stderr)
@@ -182,3 +182,6 @@ def add_detach_arguments(parser: argparse.ArgumentParser) -> None:
                        help="run in a worker process that outlives this terminal (the default at a terminal)")
     group.add_argument("--foreground", action="store_true",
                        help="run in this process (the default when not at a terminal, e.g. scripts and CI)")
+    parser.add_argument("--systemd", action="store_true",
+                        help="start the worker under `systemd-run --user --scope`, so it survives logging out "
+                             "where systemd ends a user's processes (KillUserProcesses)")

@@ -126,8 +126,8 @@ def _cmd_init(args: argparse.Namespace) -> int:
     if not _confirm("Proceed?", args):
         print("nothing done")
         return 0
-    if should_detach(args):
-        code = run_detached(plan, "init", as_json=args.json)
+    if should_detach(args) or args.systemd:
+        code = run_detached(plan, "init", as_json=args.json, systemd=args.systemd)
         if code == 0 and not args.json:
             print("\nReplication is running (the worker watches it: `pgtide attach`, `pgtide stop`). "
                   "Watch it with `pgtide status`, prove it with `pgtide verify`.")
@@ -234,8 +234,8 @@ def _cmd_sync(args: argparse.Namespace) -> int:
         return _cmd_sync_action(args)
     plan = plan_from_args(args)
     printer = EventPrinter(as_json=args.json)
-    if should_detach(args):
-        return run_detached(plan, "sync", as_json=args.json, copy_data=not args.no_copy_data)
+    if should_detach(args) or args.systemd:
+        return run_detached(plan, "sync", as_json=args.json, systemd=args.systemd, copy_data=not args.no_copy_data)
     results = migrate.sync(plan, emit=printer, copy_data=not args.no_copy_data)
     if args.json:
         print_json({"event": "summary", "databases": [asdict(r) for r in results]})

@@ -27,6 +27,7 @@ import contextlib
 import fcntl
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -278,19 +279,31 @@ class ControlServer:
 
 
 def spawn(migration_id: str, job: Mapping[str, Any], *, module: str = "pgtide.app.worker",
-          wait: float = 15.0) -> int:
+          wait: float = 15.0, systemd: bool = False) -> int:
     """Start the worker for ``job`` (its plan, secrets included, goes through a pipe) and return its
-    pid once it holds the migration's lock."""
+    pid once it holds the migration's lock.
+
+    ``systemd``: in a transient scope of the user's systemd (``systemd-run --user --scope``),
+    which survives a logout even where logind ends the user's processes (KillUserProcesses);
+    the scope runs the worker itself, so the pipe and the lock work the same."""
     from ..infra.paths import log_dir
 
     if lock_held(migration_id):
         raise InputError(f"a worker of migration {migration_id} is already running",
                          f"Follow it with `pgtide attach {migration_id}`.", title="Worker running")
+    prefix: list[str] = []
+    if systemd:
+        runner = shutil.which("systemd-run")
+        if runner is None:
+            raise EnvironmentProblem("--systemd needs systemd-run, which is not on this machine",
+                                     "Leave --systemd out and keep the terminal in tmux/screen, or enable "
+                                     "lingering (loginctl enable-linger) where systemd is used.")
+        prefix = [runner, "--user", "--scope", "--quiet", "--collect", "--unit", f"pgtide-{migration_id}", "--"]
     log_dir().mkdir(parents=True, exist_ok=True)
     output = open(log_dir() / f"worker-{migration_id}.log", "ab")  # noqa: SIM115 - handed to the child
     try:
         process = subprocess.Popen(
-            [sys.executable, "-m", module, migration_id], stdin=subprocess.PIPE, stdout=output, stderr=output,
+            [*prefix, sys.executable, "-m", module, migration_id], stdin=subprocess.PIPE, stdout=output, stderr=output,
             start_new_session=True, close_fds=True, cwd="/",
         )
     finally:
@@ -306,8 +319,8 @@ def spawn(migration_id: str, job: Mapping[str, Any], *, module: str = "pgtide.ap
                                      f"Its output is in {log_dir() / f'worker-{migration_id}.log'}.",
                                      title="Worker did not start")
         info = worker_info(migration_id)
-        if info.alive and info.pid == process.pid:
-            return process.pid
+        if info.alive and (info.pid == process.pid or prefix):  # under systemd-run the pid is the scope's child
+            return info.pid or process.pid
         time.sleep(0.05)
     raise EnvironmentProblem(f"the worker of migration {migration_id} did not start within {wait:g} s",
                              f"Its output is in {log_dir() / f'worker-{migration_id}.log'}.",
