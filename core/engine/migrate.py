@@ -778,11 +778,21 @@ def recopy_tables(plan: Plan, database: str, tables: list[tuple[str, str]], *, e
         finally:
             target.execute(sql.SQL("ALTER SUBSCRIPTION {} ENABLE").format(sql.Identifier(names.subscription)))
     refresh_publication(plan, database, names.subscription, copy_data=True)
+    forget_last_verify(plan, f"{database}: tables copied again", emit)
     for table in tables:
         shown = format_qualified_name(table)
         emit(Log("info", f"{shown}: emptied on the target and copied again by the subscription", database))
         done.append(shown)
     return done
+
+
+def forget_last_verify(plan: Plan, why: str, emit: Emit = discard) -> None:
+    """The target changed outside replication (a re-copy, a skipped transaction, schema apply):
+    the recorded verify no longer speaks for it, so cutover's preflight runs a full one."""
+    store = JobStore(naming.migration_id(plan.source, plan.target))
+    if store.meta().get("last_verify") is not None:
+        store.record_meta("last_verify", None)
+        emit(Log("info", f"the last verify no longer counts ({why}): cutover verifies again"))
 
 
 def enable_subscription(plan: Plan, database: str, *, emit: Emit = discard) -> bool:
@@ -811,5 +821,6 @@ def skip_failed_transaction(plan: Plan, database: str, lsn: int, *, emit: Emit =
         conn.execute(sql.SQL("ALTER SUBSCRIPTION {} SKIP (lsn = {})").format(
             sql.Identifier(names.subscription), sql.Literal(format_lsn(lsn))))
         conn.execute(sql.SQL("ALTER SUBSCRIPTION {} ENABLE").format(sql.Identifier(names.subscription)))
+    forget_last_verify(plan, f"{database}: a transaction was skipped", emit)
     emit(Log("warning", f"subscription {names.subscription}: the transaction finishing at {format_lsn(lsn)} is "
                         "skipped on the target; its changes are lost there (run `pgtide verify`)", database))

@@ -27,7 +27,7 @@ from ..infra.errors import MigrationFailed
 from ..infra.events import Emit, Log, discard
 from ..infra.tools import run_tool
 from ..model.plan import Plan
-from ..monitor.drift import DriftReport, Statement
+from ..monitor.drift import DriftReport
 from ..monitor.poll import Monitor
 from ..replication import naming
 
@@ -38,11 +38,6 @@ def schema_diff(plan: Plan, databases: Sequence[str]) -> list[DriftReport]:
         return [monitor.drift(database) for database in databases]
 
 
-def planned_statements(report: DriftReport) -> list[Statement]:
-    """What ``apply`` runs for one database, in order: additive statements, then new tables."""
-    return list(report.statements)
-
-
 def schema_apply(plan: Plan, report: DriftReport, *, emit: Emit = discard) -> list[str]:
     """Run the report's additive statements and set up its new tables; returns what was done."""
     database = report.database
@@ -50,10 +45,9 @@ def schema_apply(plan: Plan, report: DriftReport, *, emit: Emit = discard) -> li
     done: list[str] = []
     new_tables = [t for t in report.tables if t.new_table]
     target_db = plan.target.with_dbname(database)
+    additive = [s for t in report.tables if not t.new_table for d in t.differences for s in d.statements]
     with connect(target_db) as conn:
-        for statement in report.statements:
-            if statement.server != "target" or statement.why == "pg_dump" or "REFRESH PUBLICATION" in statement.sql:
-                continue  # the new tables' steps, below
+        for statement in dict.fromkeys(additive):  # an enum two tables use is altered once
             _run_qualified(conn, statement.sql)
             emit(Log("info", f"target: {statement.sql}", database))
             done.append(statement.sql)
@@ -76,6 +70,10 @@ def schema_apply(plan: Plan, report: DriftReport, *, emit: Emit = discard) -> li
         emit(Log("info", f"subscription {names.subscription} refreshed: the new table(s) are copied by the "
                          "subscription, then streamed", database))
         done.append(f"refreshed subscription {names.subscription} (copy_data = true)")
+    if done:
+        from .migrate import forget_last_verify
+
+        forget_last_verify(plan, f"{database}: the target's schema changed", emit)
     return done
 
 

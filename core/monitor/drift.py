@@ -299,8 +299,8 @@ def compare_table(database: str, source: TableFingerprint, target: TableFingerpr
             out.append(_enum_difference(database, column, other))
         if column.not_null != other.not_null:
             verb = "SET" if column.not_null else "DROP"
-            out.append(Difference("not_null", f"{shown} is {'NOT NULL' if column.not_null else 'nullable'} on the "
-                                  "source only" if column.not_null else f"{shown} is NOT NULL on the target only",
+            side = "source" if column.not_null else "target"
+            out.append(Difference("not_null", f"{shown} is NOT NULL on the {side} only",
                                   (on_target(f"ALTER TABLE {table} ALTER COLUMN {_ident(column.name)} {verb} "
                                              "NOT NULL"),)))
         if not column.generated and column.default != other.default:

@@ -15,9 +15,11 @@ from psycopg import sql
 
 from pgtide.core.engine import migrate
 from pgtide.core.infra.endpoint import Endpoint
+from pgtide.core.jobs.store import JobStore
 from pgtide.core.model.plan import Options, Plan
 from pgtide.core.model.selection import Selection
 from pgtide.core.monitor.poll import Monitor, ReplicationState
+from pgtide.core.replication.naming import migration_id
 from pgtide.core.verify.compare import VerifyOptions, verify_plan
 
 PGTIDE = str(Path(sys.executable).parent / "pgtide")
@@ -67,10 +69,14 @@ def test_a_conflicting_row_disables_the_subscription_and_skip_resumes_it(
                                timeout=60)
         assert asked.returncode == 2 and "WARNING" in asked.stdout, asked.stdout + asked.stderr
         assert target.execute("SELECT subenabled FROM pg_subscription", dbname=DB) == [(False,)]
+        store = JobStore(migration_id(plan.source, plan.target))
+        store.record_verify({"ok": True, "tables": 2})  # a clean verify from before the conflict
         skipped = subprocess.run([PGTIDE, "sync", *base, "--skip-failed-transaction", "--yes"],
                                  capture_output=True, text=True, timeout=60)
         assert skipped.returncode == 0, skipped.stdout + skipped.stderr
         assert "its rows are lost" in skipped.stdout or "rows will differ" in skipped.stdout, skipped.stdout
+        # The target no longer matches what that verify saw: cutover must verify again.
+        assert "last_verify" not in JobStore(migration_id(plan.source, plan.target)).meta()
 
         source.execute("INSERT INTO accounts VALUES (600, 'after the skip')", dbname=DB)
         wait_for(lambda: "(600,\"after the skip\")" in table_rows(target, DB, "public", "accounts"), timeout=60,
