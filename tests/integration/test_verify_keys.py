@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from pgharness import PgCluster
+from pgharness import PgCluster, wait_for
 
 from pgtide.core.infra.endpoint import Endpoint
 from pgtide.core.model.plan import Plan
@@ -55,3 +55,50 @@ def test_a_changed_row_among_missing_and_extra_ones_is_found(gappy: Plan, target
     assert RowDifference("different", ("12345",)) in result.differences
     assert [d.key[0] for d in result.differences if d.kind == "extra"] == [str(k) for k in EXTRA]
     assert [d.key[0] for d in result.differences if d.kind == "missing"] == [str(k) for k in MISSING]
+
+
+def test_live_dense_ranges_settled_by_keys_while_the_source_keeps_changing(
+    source_cluster: PgCluster, target_cluster: PgCluster
+) -> None:
+    # Small units: several listings, so the source's lookups run on the second session that
+    # imports the listing's snapshot, while a writer keeps changing rows (ids 1..10000 and new
+    # ones) that replication carries over.
+    import test_verify  # the live-replication helpers of the main verify tests
+
+    name = source_cluster.create_database()
+    target_cluster.create_database(name)
+    try:
+        for cluster in (source_cluster, target_cluster):
+            cluster.execute("CREATE TABLE items (id int PRIMARY KEY, v int NOT NULL, note text); "
+                            "CREATE TABLE filtered (id int PRIMARY KEY, v int NOT NULL)", dbname=name)
+        test_verify.subscribe(source_cluster, target_cluster, name, "items, filtered")
+        source_cluster.execute("INSERT INTO items SELECT g, 0, 'n' || g FROM generate_series(1, 40000) g",
+                               dbname=name)
+        wait_for(lambda: target_cluster.execute("SELECT count(*) FROM items", dbname=name)[0][0] == 40000,
+                 what="the initial rows to replicate")
+        # Rows the writer never touches, lost on the target only: a tenth of 10001..40000.
+        target_cluster.execute("DELETE FROM items WHERE id > 10000 AND id <= 40000 AND id % 10 = 5", dbname=name)
+        writer = test_verify.Writer(source_cluster, name)
+        writer.start()
+        try:
+            wait_for(lambda: writer.transactions > 50, what="the writer to get going")
+            plan = Plan(Endpoint.parse(source_cluster.url(name), env={}),
+                        Endpoint.parse(target_cluster.url(name), env={}), Selection.from_cli(include_databases=name))
+            # The writer's new ids (from 1,000,000) stretch the key span: small buckets keep the rows
+            # it changes apart from the stable ones, whose units then settle by keys, live.
+            report = verify_plan(plan, tables=["items"], options=VerifyOptions(stream_rows=2000, rows_per_bucket=250))
+            (items,) = report.tables
+            assert report.live_databases == (name,)
+            assert (items.missing, items.extra, items.different) == (3000, 0, 0), items.notes
+            assert items.differences[:2] == (RowDifference("missing", ("10005",)),
+                                             RowDifference("missing", ("10015",)))
+            assert not items.unsettled and items.dense_ranges >= 1
+        finally:
+            writer.stop.set()
+            writer.join(timeout=10)
+        assert writer.error is None
+    finally:
+        target_cluster.clean_replication()
+        source_cluster.clean_replication()
+        target_cluster.drop_database(name)
+        source_cluster.drop_database(name)
