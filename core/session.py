@@ -135,15 +135,15 @@ class MigrationSession:
     def verify(self, *, tables: Sequence[str] | None = None, options: VerifyOptions | None = None,
                on_event: Callable[[Any], None] | None = None, cancel: CancelToken | None = None) -> VerifyReport:
         """Verify the recorded migration; a verify of every table is recorded as its last one."""
-        from .engine.cutover import table_modifications
+        from .engine import since_verify
         from .verify.compare import verify_plan
 
-        # Read before the comparison starts: a table written while verify runs counts as
-        # written since, so a cutover verifies it again.
-        written = table_modifications(self.plan.source, self.databases()) if not tables else None
+        # Read before the comparison starts: a row or table written while verify runs counts
+        # as written since, so a cutover verifies it again (engine/since_verify.py).
+        marks = since_verify.marks(self.plan.source, self.plan.target, self.databases()) if not tables else None
         report = verify_plan(self.plan, tables=tables or (), options=options, on_event=on_event, cancel=cancel)
-        if written is not None:
-            self.store.record_verify({"ok": report.ok, **report.summary(), "modifications": written})
+        if marks is not None:
+            self.store.record_verify({"ok": report.ok, **report.summary(), "marks": marks})
         return report
 
     def cutover(self, options: CutoverOptions | None = None, *, emit: Emit = discard,

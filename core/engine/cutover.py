@@ -200,20 +200,6 @@ WHERE (n.nspname, c.relname) IN (SELECT * FROM unnest(%s::text[], %s::text[]))
 ORDER BY 1, 2, a.attnum
 """
 
-_MODIFICATIONS_SQL = ("SELECT schemaname, relname, (n_tup_ins + n_tup_upd + n_tup_del)::bigint "
-                      "FROM pg_stat_user_tables")
-
-
-def table_modifications(source: Endpoint, databases: Sequence[str]) -> dict[str, dict[str, int]]:
-    """Per database, each table's count of rows written since the statistics began: a table
-    whose count moved since the last verify was written to since then."""
-    counts: dict[str, dict[str, int]] = {}
-    for database in databases:
-        with connect(source.with_dbname(database)) as conn:
-            counts[database] = {f"{s}.{t}": int(n) for s, t, n in conn.execute(_MODIFICATIONS_SQL)}
-    return counts
-
-
 def _quoted(*parts: str) -> str:
     return ".".join('"' + part.replace('"', '""') + '"' for part in parts)
 
@@ -656,30 +642,65 @@ class Cutover:
                 conn.execute("SELECT pg_current_xact_id()")
 
     def _final_verify(self, databases: Sequence[str]) -> int:
+        """Verify, fenced: the rows written since the last clean verify where that bound holds,
+        whole tables where it does not (engine/since_verify.py); everything with --verify full."""
         from ..verify.compare import VerifyOptions
+        from . import since_verify
 
-        tables: list[str] | None = None
+        full: list[str] | None = None  # None: every table
         last = self.session.store.meta().get("last_verify")
-        if self.options.verify == "changed" and isinstance(last, dict) and last.get("ok") \
-                and isinstance(last.get("modifications"), dict):
-            before: dict[str, dict[str, int]] = last["modifications"]
-            now = table_modifications(self.source, databases)
-            tables = [_quoted(database, *name.split(".", 1)) for database in databases
-                      for name, count in now[database].items()
-                      if before.get(database, {}).get(name) != count]
-            if not tables:
-                self.emit(Log("info", "no table was written since the last clean verify"))
-                return 0
-        # Writes are fenced and replication drained: nothing is in flight, a static compare is exact.
-        # Every table at once (the fence is up: the servers have nothing else to do), each
-        # with its own connections.
-        report = self.session.verify(tables=tables, options=VerifyOptions(live=False, jobs=4), cancel=self.cancel)
+        recorded = last.get("marks") if isinstance(last, dict) and last.get("ok") else None
+        checked = 0
+        if self.options.verify == "changed" and isinstance(recorded, dict):
+            full = []
+            resolved = self.session.store.meta().get("resolved", {})
+            for database in databases:
+                mark = recorded.get(database)
+                source = self.source.with_dbname(database)
+                target = self.plan.target.with_dbname(database)
+                now_source = since_verify.current_stats(source)
+                before = (mark or {}).get("source", {}).get("stats", {})
+                written = [t for t, (writes, _) in now_source.items() if before.get(t, [None])[0] != writes]
+                if not written:
+                    continue
+                now_target = since_verify.current_stats(target)
+                keys = since_verify.primary_keys(source)
+                for table in written:
+                    schema, name = table.split(".", 1)
+                    mode = resolved.get(database, {}).get(table, {}).get("mode")
+                    vacuumed = (before.get(table, [0, None])[1] != now_source[table][1]
+                                or (mark or {}).get("target", {}).get("stats", {}).get(table, [0, None])[1]
+                                != now_target.get(table, [0, -1])[1])
+                    if mark is None or mode != "full" or len(keys.get(table, [])) != 1 or vacuumed:
+                        full.append(_quoted(database, schema, name))
+                        continue
+                    result = since_verify.compare_written(
+                        source, target, schema, name, keys[table][0],
+                        {"source": mark["source"]["xmin"], "target": mark["target"]["xmin"]})
+                    checked += 1
+                    if not result.ok:
+                        counts = ("" if result.source_rows == result.target_rows else
+                                  f"{result.source_rows:,} rows on the source, {result.target_rows:,} on the target; ")
+                        raise MigrationFailed(
+                            f"the final verify found differences in {database}.{table}: {counts}"
+                            + (f"rows differ at {result.key_list}" if result.differing else ""),
+                            "Look at them with `pgtide verify`; the cutover did not switch anything.",
+                            title="Differences found")
+                    self.emit(Log("info", f"{table}: the {result.compared:,} row(s) written since the last verify "
+                                          "match", database))
+            if not full:
+                if not checked:
+                    self.emit(Log("info", "no table was written since the last clean verify"))
+                return checked
+        # Writes are fenced and replication drained: nothing is in flight, a static compare is
+        # exact. Every table at once (the servers have nothing else to do).
+        report = self.session.verify(tables=full, options=VerifyOptions(live=False, jobs=4), cancel=self.cancel)
         if not report.ok:
             listed = ", ".join(f"{t.display} ({t.difference_count} difference(s))" for t in report.differing_tables[:5])
             raise MigrationFailed(f"the final verify found differences: {listed}",
                                   "Look at them with `pgtide verify`; the cutover did not switch anything.",
                                   title="Differences found")
-        return len(report.tables)
+        return checked + len(report.tables)
 
     def _switch(self, database: str) -> None:
         from .migrate import teardown_database

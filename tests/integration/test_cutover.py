@@ -411,3 +411,41 @@ def test_a_rerun_after_a_crash_while_fenced_restores_what_the_role_had(migration
     result = migration.session().cutover(CutoverOptions(force=True, unfence_source=True)).run()
     assert result.downtime_seconds is not None
     assert _fenced_settings(source, role) == [(["default_transaction_read_only=off"],)]
+
+
+def test_the_fenced_verify_checks_only_rows_written_since_and_still_catches_each_kind_of_loss(
+        migration: Migration) -> None:
+    from pgtide.core.engine import since_verify
+
+    source, target, db = migration.source, migration.target, migration.db
+    assert migration.session().verify().ok
+    marks = migration.session().store.meta()["last_verify"]["marks"][db]
+    horizons = {"source": marks["source"]["xmin"], "target": marks["target"]["xmin"]}
+    src, dst = migration.plan.source.with_dbname(db), migration.plan.target.with_dbname(db)
+    source.execute("INSERT INTO orders (writer) SELECT 3 FROM generate_series(1, 25); "
+                   "UPDATE orders SET note = 'changed' WHERE id = 11", dbname=db)
+    wait_for(lambda: _ids(target, db) == _ids(source, db), timeout=30, what="replication")
+    time.sleep(0.5)  # the update too
+    clean = since_verify.compare_written(src, dst, "public", "orders", "id", horizons)
+    # Only what was written since is read by key: 25 inserts and one update, not 200+ rows.
+    assert clean.ok and clean.compared == 26, clean
+    # A change the target lost (made here with replication paused: the row differs on the target).
+    sub = target.execute("SELECT subname FROM pg_subscription")[0][0]
+    target.execute(sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(sql.Identifier(sub)), dbname=db)
+    wait_for(lambda: source.execute("SELECT bool_or(active) FROM pg_replication_slots") == [(False,)],
+             timeout=30, what="the apply worker to stop")
+    source.execute("UPDATE orders SET note = 'lost' WHERE id = 12", dbname=db)
+    lost = since_verify.compare_written(src, dst, "public", "orders", "id", horizons)
+    assert not lost.ok and "12" in lost.differing
+    # A stray write on the target, on a row the source never touched since.
+    source.execute("UPDATE orders SET note = (SELECT note FROM orders WHERE id = 13) WHERE id = 12", dbname=db)
+    target.execute("UPDATE orders SET note = 'lost' WHERE id = 12; UPDATE orders SET note = 'stray' WHERE id = 5",
+                   dbname=db)
+    source.execute("UPDATE orders SET note = 'lost' WHERE id = 12", dbname=db)
+    stray = since_verify.compare_written(src, dst, "public", "orders", "id", horizons)
+    assert stray.differing == ("5",), stray
+    # A delete the target never got leaves no xmin: the row counts tell.
+    target.execute("UPDATE orders SET note = (SELECT 'seed 5') WHERE id = 5", dbname=db)
+    source.execute("DELETE FROM orders WHERE id = 3", dbname=db)
+    gone = since_verify.compare_written(src, dst, "public", "orders", "id", horizons)
+    assert gone.source_rows == gone.target_rows - 1 and not gone.ok
