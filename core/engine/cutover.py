@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -653,6 +654,7 @@ class Cutover:
         checked = 0
         if self.options.verify == "changed" and isinstance(recorded, dict):
             full = []
+            bounded: list[tuple[Any, ...]] = []
             resolved = self.session.store.meta().get("resolved", {})
             for database in databases:
                 mark = recorded.get(database)
@@ -674,20 +676,24 @@ class Cutover:
                     if mark is None or mode != "full" or len(keys.get(table, [])) != 1 or vacuumed:
                         full.append(_quoted(database, schema, name))
                         continue
-                    result = since_verify.compare_written(
-                        source, target, schema, name, keys[table][0],
-                        {"source": mark["source"]["xmin"], "target": mark["target"]["xmin"]})
-                    checked += 1
-                    if not result.ok:
-                        counts = ("" if result.source_rows == result.target_rows else
-                                  f"{result.source_rows:,} rows on the source, {result.target_rows:,} on the target; ")
-                        raise MigrationFailed(
-                            f"the final verify found differences in {database}.{table}: {counts}"
-                            + (f"rows differ at {result.key_list}" if result.differing else ""),
-                            "Look at them with `pgtide verify`; the cutover did not switch anything.",
-                            title="Differences found")
-                    self.emit(Log("info", f"{table}: the {result.compared:,} row(s) written since the last verify "
-                                          "match", database))
+                    bounded.append((database, source, target, schema, name, keys[table][0],
+                                    {"source": mark["source"]["xmin"], "target": mark["target"]["xmin"]}))
+            # The bounded tables side by side (each already reads both servers at once).
+            with ThreadPoolExecutor(max_workers=4, thread_name_prefix="pgtide-fenced-verify") as pool:
+                outcomes = list(pool.map(lambda job: (job[0], since_verify.compare_written(*job[1:])), bounded))
+            for database, result in outcomes:
+                table = result.table
+                checked += 1
+                if not result.ok:
+                    counts = ("" if result.source_rows == result.target_rows else
+                              f"{result.source_rows:,} rows on the source, {result.target_rows:,} on the target; ")
+                    raise MigrationFailed(
+                        f"the final verify found differences in {database}.{table}: {counts}"
+                        + (f"rows differ at {result.key_list}" if result.differing else ""),
+                        "Look at them with `pgtide verify`; the cutover did not switch anything.",
+                        title="Differences found")
+                self.emit(Log("info", f"{table}: the {result.compared:,} row(s) written since the last verify "
+                                      "match", database))
             if not full:
                 if not checked:
                     self.emit(Log("info", "no table was written since the last clean verify"))

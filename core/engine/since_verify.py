@@ -22,7 +22,8 @@ since on either side (a VACUUM FREEZE rewrites xmin), a verify recorded without 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -122,15 +123,21 @@ def compare_written(source: Endpoint, target: Endpoint, schema: str, name: str, 
                     horizons: Mapping[str, str]) -> Written:
     """Compare, by ``key``, every row either side wrote since its horizon, and the row counts."""
     table = sql.Identifier(schema, name)
-    with connect(source, pooled=False) as src, connect(target, pooled=False) as dst:
-        _session(src)
-        _session(dst)
-        ours = _rows(src, table, key, since=_as_xid(horizons["source"]))
-        theirs = _rows(dst, table, key, since=_as_xid(horizons["target"]))
+    with connect(source, pooled=False) as src, connect(target, pooled=False) as dst, \
+            ThreadPoolExecutor(max_workers=2, thread_name_prefix="pgtide-since") as both:
+        # Each step on both servers at once: in the fence, their time is the downtime.
+        def on_both(action: Callable[[psycopg.Connection[Any], str], Any]) -> tuple[Any, Any]:
+            left, right = both.submit(action, src, "source"), both.submit(action, dst, "target")
+            return left.result(), right.result()
+
+        on_both(lambda conn, _: _session(conn))
+        ours, theirs = on_both(lambda conn, side: _rows(conn, table, key, since=_as_xid(horizons[side])))
         # A key one side changed: the other side's row for it, changed or not.
-        ours.update(_rows(src, table, key, keys=[k for k in theirs if k not in ours]))
-        theirs.update(_rows(dst, table, key, keys=[k for k in ours if k not in theirs]))
-        counts = [int(c.execute(sql.SQL("SELECT count(*) FROM {}").format(table)).fetchone()[0])  # type: ignore[index]
-                  for c in (src, dst)]
+        wanted = {"source": [k for k in theirs if k not in ours], "target": [k for k in ours if k not in theirs]}
+        more_ours, more_theirs = on_both(lambda conn, side: _rows(conn, table, key, keys=wanted[side]))
+        ours.update(more_ours)
+        theirs.update(more_theirs)
+        counts = on_both(lambda conn, _: int(
+            conn.execute(sql.SQL("SELECT count(*) FROM {}").format(table)).fetchone()[0]))  # type: ignore[index]
     differing = sorted((str(k) for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k)), key=str)
     return Written(f"{schema}.{name}", len(ours.keys() | theirs.keys()), counts[0], counts[1], tuple(differing))
