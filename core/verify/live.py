@@ -31,10 +31,13 @@ class LiveReplication:
 class _Waiter:
     """Waits until the target has applied the source's WAL up to a position."""
 
-    def __init__(self, pair: _Pair, live: LiveReplication | None, deadline: float, wal_block_size: int) -> None:
+    def __init__(self, pair: _Pair, live: LiveReplication | None, timeout: float, wal_block_size: int) -> None:
         self.pair = pair
         self.live = live
-        self.deadline = deadline
+        # Per wait, not per table: a table whose own comparison outlasts the timeout (a hot
+        # million-row table) would otherwise find every re-check already out of time, and its
+        # in-flight rows would come back as differences with no real lag.
+        self.timeout = timeout
         self.block = wal_block_size
         self.timed_out = False
         self.progress = ApplyProgress(pair.target, live.subscription) if live else None
@@ -53,6 +56,7 @@ class _Waiter:
         if self.timed_out:
             return False
         delay = 0.02
+        deadline = time.monotonic() + self.timeout
         while True:
             _check(self.pair.cancel)
             assert self.progress is not None
@@ -60,7 +64,7 @@ class _Waiter:
                 return True
             if lsn_reached(confirmed_flush_lsn(self.pair.source, self.live.slot), position, self.block):
                 return True
-            if time.monotonic() >= self.deadline:
+            if time.monotonic() >= deadline:
                 self.timed_out = True
                 return False
             self.pair.cancel.wait(delay)

@@ -289,7 +289,7 @@ class Verifier:
         if inherited:
             notes.append("partitioned table whose partitions are not selected: verified through the parent")
         timeout = min(options.recheck_timeout, _STUCK_TIMEOUT) if run.stuck else options.recheck_timeout
-        waiter = _Waiter(pair, run.live if options.live else None, time.monotonic() + timeout, block)
+        waiter = _Waiter(pair, run.live if options.live else None, timeout, block)
         verifier = _TableVerifier(shape, pair, waiter, options, self._emit, versions)
         try:
             return self._compare_rows(shape, waiter, verifier, base, notes)
