@@ -304,6 +304,10 @@ def _log_pid(line: str) -> str | None:
 # -- the poller ------------------------------------------------------------------------------
 
 
+#: Drift is read at most once per this many times the last reading took.
+DRIFT_COST_FACTOR = 30.0
+
+
 def _database_missing(exc: ConnectError) -> bool:
     return bool(re.search(r"database .* does not exist", exc.cause))
 
@@ -446,8 +450,13 @@ class Monitor:
             return None
         now = self._clock()
         last = self._drift.read_at.get(database)
+        # A huge catalog makes a reading take seconds: space them out so drift never costs more
+        # than a few percent of the polling (the dashboard waits for each poll).
+        interval = max(interval, DRIFT_COST_FACTOR * self._drift.seconds.get(database, 0.0))
         if last is None or now - last >= interval:
+            started = time.monotonic()
             self._drift.reports[database] = self._read_drift(database, polled_at)
+            self._drift.seconds[database] = time.monotonic() - started
             self._drift.read_at[database] = now
         return self._drift.reports.get(database)
 
