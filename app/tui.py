@@ -159,10 +159,15 @@ class PgtideApp(App[int]):
             self.load_profile(profile, dashboard=dashboard)
         elif source or target:
             self._open_urls(source or "", target or "", dashboard)
+        if self._welcome and not profile:
+            self._show_welcome()
+
+    def _show_welcome(self) -> None:
+        # A dialog, not a toast: a toast sat over Back/Next for 12 seconds, and the URLs in it
+        # must stay readable as long as the user needs. Shown once, over the first screen.
         if self._welcome:
-            # A dialog, not a toast: a toast sat over Back/Next for 12 seconds, and the URLs in it
-            # must stay readable as long as the user needs.
-            self.push_screen(InfoModal("pgtide demo", self._welcome))
+            welcome, self._welcome = self._welcome, None
+            self.push_screen(InfoModal("pgtide demo", welcome))
 
     @work(thread=True, exit_on_error=False, description="Reading the connection strings")
     def _open_urls(self, source: str, target: str, dashboard: bool) -> None:
@@ -209,6 +214,8 @@ class PgtideApp(App[int]):
         worker = event.worker
         if event.state == WorkerState.ERROR and worker.error is not None:
             self.show_error(worker.error)
+            if worker.group == "open-profile":
+                self._show_welcome()
         if event.state in (WorkerState.SUCCESS, WorkerState.ERROR, WorkerState.CANCELLED):
             if worker.group == "poll" and event.state != WorkerState.SUCCESS:
                 self._schedule_poll()
@@ -281,6 +288,7 @@ class PgtideApp(App[int]):
     @on(ProfileOpened)
     def _profile_opened(self, message: ProfileOpened) -> None:
         self.open_wizard(message.state, message.warnings)
+        self._show_welcome()  # over the wizard the profile opened, not under it
 
     @on(DashboardRequested)
     def _dashboard_requested(self, message: DashboardRequested) -> None:

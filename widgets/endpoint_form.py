@@ -83,6 +83,9 @@ class EndpointForm(Vertical):
         self.side = side
         self.border_title = title
         self._loading = False
+        #: The fields as last loaded: their own change events (which come later) are no edit.
+        #: None until the first load: the events of the empty fields being composed are none either.
+        self._loaded: dict[str, str] | None = None
 
     def compose(self) -> ComposeResult:
         with Grid():
@@ -128,6 +131,7 @@ class EndpointForm(Vertical):
             self.query_one("#sslmode", Select).value = ssl if ssl in {v for _, v in SSL_CHOICES} else ""
             if url is not None:
                 self.query_one("#url", Input).value = url
+            self._loaded = self.values()
         finally:
             self.call_after_refresh(self._done_loading)
 
@@ -184,7 +188,8 @@ class EndpointForm(Vertical):
     @on(Select.Changed, "#sslmode")
     def _field_changed(self, event: Input.Changed | Select.Changed) -> None:
         event.stop()
-        if not self._loading:
+        if not self._loading and self._loaded is not None and self.values() != self._loaded:
+            self._loaded = {}
             self.mark_untested()
             self.post_message(self.Edited(self))
 

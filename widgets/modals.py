@@ -261,12 +261,11 @@ class InfoModal(ModalScreen[None]):
     DEFAULT_CSS = """
     InfoModal { align: center middle; }
     InfoModal > Vertical {
-        width: 96; max-width: 95%; height: 90%;
+        width: 96; max-width: 95%; height: auto; max-height: 95%;
         border: thick $primary; background: $surface; padding: 0 1;
     }
     InfoModal #info-title { text-style: bold; color: $text-accent; margin-bottom: 1; }
-    /* The text scrolls; the Close button stays on screen, whatever the terminal's height. */
-    InfoModal VerticalScroll { height: 1fr; }
+    InfoModal VerticalScroll { height: auto; }
     InfoModal #info-body { height: auto; }
     InfoModal Horizontal { height: 1; align-horizontal: right; }
     InfoModal Button { height: 1; border: none; min-width: 10; }
@@ -285,10 +284,20 @@ class InfoModal(ModalScreen[None]):
             with VerticalScroll(id="info-scroll"):
                 yield Static(self.body, id="info-body", markup=False)
             with Horizontal():
-                yield Button("Close", id="info-close", variant="primary")
+                yield Button("Close", id="info-close", variant="primary", compact=True)
 
     def on_mount(self) -> None:
+        self._fit()
         self.query_one("#info-scroll", VerticalScroll).focus()
+
+    def on_resize(self) -> None:
+        self._fit()
+
+    def _fit(self) -> None:
+        # The text scrolls and the Close button stays on screen, whatever the terminal's height:
+        # the scroll area gets what the border, the title and the button row leave.
+        scroll = self.query_one("#info-scroll", VerticalScroll)
+        scroll.styles.max_height = max(3, int(self.size.height * 0.95) - 6)
 
     def action_close(self) -> None:
         self.dismiss(None)
