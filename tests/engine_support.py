@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 import time
@@ -168,13 +169,16 @@ def files_holding(secret: bytes, *roots: Path) -> list[Path]:
     """Plain files under ``roots`` (up to 1 MiB each) whose bytes contain ``secret``."""
     found = []
     for root in roots:
-        for path in root.rglob("*") if root.is_dir() else ():
-            try:
-                if path.is_file() and not path.is_symlink() and path.stat().st_size < 1 << 20 \
-                        and secret in path.read_bytes():
-                    found.append(path)
-            except OSError:
-                continue
+        # Other test runs' servers come and go under /tmp: a directory can vanish mid-walk.
+        for directory, _, names in os.walk(root, onerror=lambda _: None):
+            for name in names:
+                path = Path(directory) / name
+                try:
+                    if path.is_file() and not path.is_symlink() and path.stat().st_size < 1 << 20 \
+                            and secret in path.read_bytes():
+                        found.append(path)
+                except OSError:
+                    continue
     return found
 
 
