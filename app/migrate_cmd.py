@@ -166,21 +166,20 @@ def _recopy_targets(texts: list[str], databases: tuple[str, ...]) -> dict[str, l
 
 def _cmd_sync_action(args: argparse.Namespace) -> int:
     """--recopy, --enable, --skip-failed-transaction: acting on a running subscription."""
-    from ..core.engine import migrate
 
     session = session_from_args(args)
     databases = session.databases(args.database)
     printer = EventPrinter(as_json=args.json)
     if args.recopy:
         for database, tables in _recopy_targets(args.recopy, databases).items():
-            done = migrate.recopy_tables(session.plan, database, tables, emit=printer)
+            done = session.recopy(database, tables, emit=printer)
             print_json({"event": "recopy", "database": database, "tables": done}) if args.json else \
                 print(f"{database}: copying again under a fresh snapshot: {', '.join(done)} "
                       "(`pgtide status` shows them until ready; then `pgtide verify`)")
         return 0
     if args.enable:
         for database in databases:
-            enabled = migrate.enable_subscription(session.plan, database, emit=printer)
+            enabled = session.enable(database, emit=printer)
             if not args.json:
                 print(f"{database}: {'enabled' if enabled else 'already enabled'}")
         return 0
@@ -188,7 +187,6 @@ def _cmd_sync_action(args: argparse.Namespace) -> int:
 
 
 def _skip_failed(args: argparse.Namespace, session: Any, databases: tuple[str, ...], printer: EventPrinter) -> int:
-    from ..core.engine import migrate
     from ..core.monitor.state import format_lsn, parse_lsn
 
     if len(databases) != 1:
@@ -217,7 +215,7 @@ def _skip_failed(args: argparse.Namespace, session: Any, databases: tuple[str, .
     if not _confirm("Skip it?", args):
         print("nothing done")
         return 0
-    migrate.skip_failed_transaction(session.plan, database, lsn, emit=printer)
+    session.skip_failed_transaction(database, lsn, emit=printer)
     return 0
 
 

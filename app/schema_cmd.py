@@ -47,11 +47,10 @@ def _need_action(args: argparse.Namespace) -> int:
 
 
 def _reports(args: argparse.Namespace) -> tuple[Any, list[Any]]:
-    from ..core.engine.schema_sync import schema_diff
 
     session = session_from_args(args)
     databases = list(session.databases(args.database))
-    return session, schema_diff(session.plan, databases)
+    return session, session.drift(databases)
 
 
 def report_lines(report: Any) -> list[str]:
@@ -96,7 +95,6 @@ def cmd_schema_diff(args: argparse.Namespace, *, out: IO[str] | None = None) -> 
 
 
 def cmd_schema_apply(args: argparse.Namespace, *, out: IO[str] | None = None) -> int:
-    from ..core.engine.schema_sync import schema_apply
 
     out = out or sys.stdout
     session, reports = _reports(args)
@@ -117,7 +115,7 @@ def cmd_schema_apply(args: argparse.Namespace, *, out: IO[str] | None = None) ->
             print("nothing done", file=out)
             left += 1
             continue
-        done = schema_apply(session.plan, report, emit=printer)
+        done = session.schema_apply(report, emit=printer)
         if args.json:
             print(json.dumps({"database": report.database, "applied": done, "recopy": list(report.recopy_tables)}),
                   file=out)

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from .engine.migrate import DatabaseResult
     from .engine.validate import Report
     from .infra.events import CancelToken, Emit
+    from .monitor.drift import DriftReport
     from .monitor.poll import Monitor
     from .verify.compare import VerifyOptions, VerifyReport
 
@@ -145,6 +146,33 @@ class MigrationSession:
         if marks is not None:
             self.store.record_verify({"ok": report.ok, **report.summary(), "marks": marks})
         return report
+
+    # -- keeping the sync healthy (engine/schema_sync.py, engine/migrate.py, engine/fixes.py) -----
+
+    def drift(self, databases: Sequence[str] | None = None) -> list[DriftReport]:
+        from .engine.schema_sync import schema_diff
+
+        return schema_diff(self.plan, self.databases(databases))
+
+    def schema_apply(self, report: DriftReport, *, emit: Emit = discard) -> list[str]:
+        from .engine.schema_sync import schema_apply
+
+        return schema_apply(self.plan, report, emit=emit)
+
+    def recopy(self, database: str, tables: list[tuple[str, str]], *, emit: Emit = discard) -> list[str]:
+        from .engine import migrate
+
+        return migrate.recopy_tables(self.plan, database, tables, emit=emit)
+
+    def enable(self, database: str, *, emit: Emit = discard) -> bool:
+        from .engine import migrate
+
+        return migrate.enable_subscription(self.plan, database, emit=emit)
+
+    def skip_failed_transaction(self, database: str, lsn: int, *, emit: Emit = discard) -> None:
+        from .engine import migrate
+
+        migrate.skip_failed_transaction(self.plan, database, lsn, emit=emit)
 
     def cutover(self, options: CutoverOptions | None = None, *, emit: Emit = discard,
                 cancel: CancelToken | None = None) -> Cutover:
