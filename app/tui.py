@@ -422,7 +422,7 @@ class PgtideApp(App[int]):
         scope = self.services.migration_scope(plan)
         monitor = self.services.open_monitor(plan, [db.name for db in scope.databases],
                                              tables=sum(len(db.tables) for db in scope.databases))
-        self.post_message(DashboardOpened(plan, scope, monitor, request))
+        self.post_message(DashboardOpened(plan, scope, monitor, request, self.services.recorded_history(plan)))
 
     @on(DashboardOpened)
     def _dashboard_opened(self, message: DashboardOpened) -> None:
@@ -437,6 +437,9 @@ class PgtideApp(App[int]):
         previous = self._dashboards.get(key)
         if previous is not None:
             model.carry_over(previous)
+        else:
+            # Reopened in a new app: the worker's lag samples and the recorded verify.
+            model.restore(*message.history)
         self._dashboards[key] = model
         self.dashboard = model
         self.keep_long_lived()

@@ -8,6 +8,7 @@ would cost more than the poll.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from rich.text import Text
@@ -79,6 +80,16 @@ def verify_headline(model: DashboardModel) -> Text:
                                  (f" (took {report.seconds:.1f} s) · v verifies again", "dim"))
         return Text.assemble((f"✖ last verify{when}: {len(differing)} of {len(report.tables)} table(s) differ",
                               "bold red"), (" · v verifies again", "dim"))
+    recorded = model.recorded_verify
+    if recorded is not None and recorded.get("at"):
+        at = datetime.fromtimestamp(float(recorded["at"]))
+        day = "" if at.date() == datetime.now().date() else f"{at:%Y-%m-%d} "
+        if recorded.get("ok"):
+            return Text.assemble((f"✔ last verify {day}{at:%H:%M:%S}: all {recorded.get('tables', '?')} table(s) "
+                                  "match", "green"), (" (from the migration's record) · v verifies again", "dim"))
+        found = sum(int(recorded.get(k, 0) or 0) for k in ("missing", "extra", "different"))
+        return Text.assemble((f"✖ last verify {day}{at:%H:%M:%S}: {found:,} difference(s)", "red"),
+                             (" (from the migration's record) · v lists them again", "dim"))
     return Text.assemble(("Not verified yet: press v to compare every table, row by row.", "dim"))
 
 

@@ -7,7 +7,7 @@ and dashboard refreshes) are replaceable, so a burst collapses into the newest.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from textual.message import Message
 
@@ -258,13 +258,16 @@ class MigrationStopped(Message):
 class DashboardOpened(Message):
     """The migration's tables are known and a monitor is connected: polling can start."""
 
-    def __init__(self, plan: Plan, scope: Scope, monitor: StatusSource, request: int = 0) -> None:
+    def __init__(self, plan: Plan, scope: Scope, monitor: StatusSource, request: int = 0,
+                 history: tuple[dict[str, list[float]], dict[str, Any] | None] = ({}, None)) -> None:
         super().__init__()
         self.plan = plan
         self.scope = scope
         self.monitor = monitor
         #: Which open_dashboard() this answers: an older one's monitor is closed, not shown.
         self.request = request
+        #: What the record remembers: lag samples per database, the last verify's summary.
+        self.history = history
 
 
 class StatusPolled(Message):

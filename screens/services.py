@@ -132,6 +132,12 @@ class Services(Protocol):
         values (``pgbouncer_url`` for the admin console), checked by core."""
         ...
 
+    def recorded_history(self, plan: Plan) -> tuple[dict[str, list[float]], dict[str, Any] | None]:
+        """What the migration's record remembers for a reopened dashboard: per database the lag
+        samples (bytes) of the last hour its worker logged, and the last verify's summary
+        (``at``: epoch seconds), or None."""
+        ...
+
     # -- the machine ------------------------------------------------------------------------------
 
     def log_file(self) -> Path: ...
@@ -291,6 +297,20 @@ class CoreServices:
 
     def cutover(self, plan: Plan, options: Mapping[str, Any], emit: Emit) -> CutoverRun:
         return _CoreCutoverRun(plan, options, emit)
+
+    def recorded_history(self, plan: Plan) -> tuple[dict[str, list[float]], dict[str, Any] | None]:
+        import time
+
+        from ..core.jobs.worker import EventLog
+
+        session = _session(plan)
+        since = time.time() - 3600
+        lag: dict[str, list[float]] = {}
+        for record in EventLog(session.migration_id).read():
+            if record.get("event") == "LagSample" and float(record.get("at", 0)) >= since:
+                lag.setdefault(str(record.get("database")), []).append(float(record.get("lag_bytes") or 0))
+        verify = session.store.meta().get("last_verify")
+        return lag, verify if isinstance(verify, dict) else None
 
     def log_file(self) -> Path:
         from ..core.infra.logs import log_file

@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..core.infra.errors import PgtideError
 from ..core.infra.events import (
@@ -505,7 +505,16 @@ class DashboardModel:
     verify_report: VerifyReport | None = None
     #: When the last verify finished (wall clock, shown as a time of day).
     verify_finished_at: datetime | None = None
+    #: The last verify the migration's record holds (a summary; its time as epoch seconds).
+    recorded_verify: dict[str, Any] | None = None
     torn_down: bool = False
+
+    def restore(self, lag: Mapping[str, Sequence[float]], verify: dict[str, Any] | None) -> None:
+        """Start from what the record remembers (a dashboard opened after the app restarted)."""
+        for database, samples in lag.items():
+            if database in self.databases:
+                self.lag_history[database] = deque(samples, maxlen=LAG_SAMPLES_KEPT)
+        self.recorded_verify = verify
 
     def carry_over(self, previous: DashboardModel) -> None:
         """Keep what an earlier dashboard of the same migration learnt: lag history and the last verify."""

@@ -211,3 +211,24 @@ def test_the_worker_pauses_and_resumes_apply_and_verifies_on_request(shop: tuple
     wait_for(lambda: any(r.get("event") == "VerifyFinished" and r.get("ok") for r in EventLog(migration).read()),
              timeout=60, what="the worker's verify")
     assert JobStore(migration).meta()["last_verify"]["ok"]
+
+
+def test_a_reopened_app_gets_the_workers_lag_history_and_the_last_verify(shop: tuple[PgCluster, PgCluster]) -> None:
+    from pgtide.core.model.plan import Options, Plan
+    from pgtide.core.model.selection import Selection
+    from pgtide.screens.services import CoreServices
+
+    source, target = shop
+    done = subprocess.run(_init_args(source.url(DB), target, "--detach"), capture_output=True, text=True,
+                          timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+    migration = _migration(source, target)
+    wait_for(lambda: sum(r.get("event") == "LagSample" for r in EventLog(migration).read()) >= 2, timeout=30,
+             what="lag samples")
+    plan = Plan(Endpoint.parse(source.url(DB), env={}), Endpoint.parse(target.url(DB), env={}),
+                Selection.from_cli(include_databases=DB), Options(jobs=1))
+    lag, verify = CoreServices().recorded_history(plan)
+    assert len(lag[DB]) >= 2 and verify is None
+    assert subprocess.run([PGTIDE, "control", migration, "verify"], capture_output=True, timeout=60).returncode == 0
+    wait_for(lambda: CoreServices().recorded_history(plan)[1] is not None, timeout=60, what="the recorded verify")
+    assert CoreServices().recorded_history(plan)[1]["ok"]  # type: ignore[index]

@@ -256,6 +256,8 @@ class FakeServices:
         #: Every cancel token handed to the app, to see whether a run was asked to stop.
         self.cancel_tokens: list[CancelToken] = []
         self.passwords: dict[str, str] = {}
+        #: The last verify the record would hold (None: never verified).
+        self.recorded_verify: dict[str, Any] | None = None
 
     # -- servers ----------------------------------------------------------------------------
 
@@ -436,6 +438,9 @@ class FakeServices:
 
     def cutover(self, plan: Plan, options: Mapping[str, Any], emit: Emit) -> FakeCutoverRun:
         return FakeCutoverRun(plan, dict(options), emit)
+
+    def recorded_history(self, plan: Plan) -> tuple[dict[str, list[float]], dict[str, Any] | None]:
+        return {}, self.recorded_verify
 
     def log_file(self) -> Path:
         return Path("/var/log/pgtide/pgtide.log")
