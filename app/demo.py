@@ -85,7 +85,11 @@ def run_demo(*, scale: float = 1.0) -> int:
         from .tui import PgtideApp, run_app
 
         text = welcome(source_cluster.url("shop"), target_cluster.url(), profile_path)
-        return run_app(PgtideApp(profile=DEMO_PROFILE, welcome=text, quit_warning=QUIT_WARNING))
+        from ..screens.services import CoreServices
+
+        # In this process, not a worker: the demo's servers end with the app, so must its migration.
+        return run_app(PgtideApp(profile=DEMO_PROFILE, welcome=text, quit_warning=QUIT_WARNING,
+                                 services=CoreServices(detached=False)))
     finally:
         clean_up()
         atexit.unregister(clean_up)

@@ -57,7 +57,7 @@ from ..screens.messages import (
 from ..screens.services import CoreServices, Services, StatusSource, VerifyRun, check_services
 from ..screens.start import StartScreen
 from ..screens.state import DashboardModel, EndpointFields, RunModel, Side, WizardState
-from ..widgets.modals import ConfirmModal, ErrorModal, InfoModal
+from ..widgets.modals import ChoiceModal, ConfirmModal, ErrorModal, InfoModal
 
 if TYPE_CHECKING:
     from ..core.catalog.scope import Scope
@@ -342,8 +342,12 @@ class PgtideApp(App[int]):
             else:
                 self.post_message(CoreEventArrived(event))
 
+        from ..screens.services import Detached
+
         try:
             results = self.services.init(plan, scope, emit, cancel)
+        except Detached:
+            return  # the app quits; the migration goes on in its worker
         except Cancelled:
             # The same as Ctrl-C in the CLI: the engine removed what the interrupted run had
             # created and recorded it as unfinished; databases that had finished keep streaming,
@@ -610,10 +614,17 @@ class PgtideApp(App[int]):
 
     # -- quitting -----------------------------------------------------------------------------------------------
 
+    @property
+    def _migration_outlives_app(self) -> bool:
+        return self.migration_running and bool(getattr(self.services, "detached", False)) \
+            and self.quit_warning is None
+
     def _busy(self) -> list[str]:
         """What quitting now would stop, one sentence each; empty when nothing is lost."""
         busy = []
-        if self.migration_running:
+        if self._migration_outlives_app:
+            pass  # asked separately: leave it running, or stop it
+        elif self.migration_running:
             busy.append("A migration is copying: it will be cancelled (what this run created is removed; running "
                         "it again continues).")
         if self.dashboard is not None and self.dashboard.verify_state == "running":
@@ -629,6 +640,22 @@ class PgtideApp(App[int]):
         return busy
 
     async def action_quit(self) -> None:
+        if self._migration_outlives_app:
+            def chosen(answer: str | None) -> None:
+                if answer == "leave":
+                    self.services.detach()
+                    self.shut_down(keep_migration=True)
+                elif answer == "stop":
+                    self.shut_down()
+
+            others = [line for line in self._busy() if not line.startswith("Replication keeps streaming")]
+            self.push_screen(ChoiceModal(
+                "Quit pgtide?",
+                "A migration is copying in its own worker process. Leave it running (it goes on without the app: "
+                "`pgtide migrations`, `pgtide attach`), or stop it (what this run created is removed; running it "
+                "again continues)." + ("\n\n" + "\n\n".join(others) if others else ""),
+                [("leave", "Leave it running"), ("stop", "Stop it"), ("stay", "Stay")], cancel="stay"), chosen)
+            return
         busy = self._busy()
         if not busy:
             self.shut_down()
@@ -640,10 +667,11 @@ class PgtideApp(App[int]):
 
         self.push_screen(ConfirmModal("Quit pgtide?", "\n\n".join(busy), yes="Quit", no="Stay"), answered)
 
-    def shut_down(self) -> None:
-        """Cancel the long jobs (cleaning up on the servers), then exit once they have stopped."""
+    def shut_down(self, *, keep_migration: bool = False) -> None:
+        """Cancel the long jobs (cleaning up on the servers), then exit once they have stopped;
+        ``keep_migration``: the migration's worker goes on (the app only stops following it)."""
         self._exit_when_idle = True
-        if self.migration_running:
+        if self.migration_running and not keep_migration:
             self.cancel_migration()
         if self._verify_run is not None:
             self._verify_run.cancel()

@@ -13,6 +13,7 @@ Core modules are imported inside the methods, so starting the app does not impor
 from __future__ import annotations
 
 import inspect
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -118,6 +119,10 @@ class Services(Protocol):
     def init(self, plan: Plan, scope: Scope | None, emit: Emit, cancel: CancelToken) -> list[DatabaseResult]: ...
 
     def teardown(self, plan: Plan, databases: Sequence[str] | None, emit: Emit) -> list[str]: ...
+
+    def detach(self) -> None:
+        """Stop following running migrations' workers (the app quits): they keep running."""
+        ...
 
     def migration_scope(self, plan: Plan) -> Scope:
         """The tables a running migration covers (for the dashboard's per-table view)."""
@@ -271,8 +276,20 @@ class CoreServices:
 
         return CancelToken()
 
+    def __init__(self, *, detached: bool = True, keep_watching: bool = True) -> None:
+        #: Migrations run in a worker process that outlives the app (core/jobs/worker.py).
+        self.detached = detached
+        #: The worker keeps sampling lag once streaming (the demo's servers die with it: no).
+        self.keep_watching = keep_watching
+        self._detach = threading.Event()
+
     def init(self, plan: Plan, scope: Scope | None, emit: Emit, cancel: CancelToken) -> list[DatabaseResult]:
-        return _session(plan).init(scope=scope, emit=emit, cancel=cancel)
+        if not self.detached:
+            return _session(plan).init(scope=scope, emit=emit, cancel=cancel)
+        return _follow_worker(plan, emit, cancel, self._detach, watch=self.keep_watching)
+
+    def detach(self) -> None:
+        self._detach.set()
 
     def teardown(self, plan: Plan, databases: Sequence[str] | None, emit: Emit) -> list[str]:
         return _session(plan).teardown(databases, emit=emit)
@@ -372,3 +389,56 @@ class _CoreCutoverRun:
 
     def cancel(self) -> None:
         self._cancel.cancel()
+
+
+class Detached(Exception):
+    """The app stopped following a migration whose worker keeps running."""
+
+
+def _follow_worker(plan: Plan, emit: Emit, cancel: CancelToken, detach: threading.Event, *,
+                   watch: bool) -> list[DatabaseResult]:
+    """init in the migration's worker: its events come back as they would from the engine;
+    the app's Cancel becomes a stop request; quitting the app detaches."""
+    import dataclasses
+
+    from ..core.engine.migrate import DatabaseResult
+    from ..core.infra import events as core_events
+    from ..core.infra.errors import PgtideError
+    from ..core.jobs.worker import EventLog, lock_held, send_request, spawn
+    from ..core.replication import naming
+
+    kinds = {cls.__name__: cls for cls in (core_events.Log, core_events.PhaseStarted, core_events.PhaseFinished,
+                                           core_events.TableProgress, core_events.TableCopied,
+                                           core_events.CheckReported)}
+    migration = naming.migration_id(plan.source, plan.target)
+    log = EventLog(migration)
+    offset = log.path.stat().st_size if log.path.exists() else 0
+    job = {"command": "init", "source": plan.source.conninfo(), "target": plan.target.conninfo(),
+           "selection": plan.selection.to_dict(), "options": plan.options.to_dict(), "watch": watch}
+    spawn(migration, job)
+    asked_to_stop = False
+
+    def stop() -> bool:
+        nonlocal asked_to_stop
+        if cancel.cancelled and not asked_to_stop and lock_held(migration):
+            asked_to_stop = True
+            send_request(migration, {"command": "stop"})
+        return detach.is_set() or not lock_held(migration)
+
+    for record in log.follow(stop=stop, poll=0.1, offset=offset):
+        kind = str(record.get("event"))
+        if kind in kinds:
+            cls = kinds[kind]
+            names = {f.name for f in dataclasses.fields(cls)}
+            emit(cls(**{k: v for k, v in record.items() if k in names}))
+        elif kind == "CommandFinished":
+            return [DatabaseResult(**entry) for entry in record.get("databases", [])]
+        elif kind == "WorkerFinished":
+            if record.get("exit_code") == 4:
+                raise core_events.Cancelled()
+            error = record.get("error") or {}
+            raise PgtideError(str(error.get("cause", "the migration's worker failed")), str(error.get("remedy", "")),
+                              title=str(error.get("title", "Migration failed")))
+        if detach.is_set():
+            break
+    raise Detached()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ def _start(bindir: Path, **settings: str) -> PgCluster:
 
 
 @pytest.fixture(autouse=True)
-def private_dirs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+def private_dirs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """Every test gets its own config/state/log dirs and no OS keyring, never the user's."""
     root = tmp_path_factory.mktemp("pgtide-home")
     for var, sub in (("PGTIDE_CONFIG_DIR", "config"), ("PGTIDE_STATE_DIR", "state"), ("PGTIDE_LOG_DIR", "log")):
@@ -38,7 +39,33 @@ def private_dirs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
     from pgtide.core.replication.identity import forget_resolved
 
     forget_resolved()
-    return root
+    yield root
+    _stop_workers(root / "state" / "jobs")
+
+
+def _stop_workers(jobs: Path) -> None:
+    """A migration worker a test started (the app's Start, init --detach) ends with the test."""
+    import json
+    import signal
+    import time
+
+    from pgtide.core.jobs.worker import lock_held
+
+    for directory in jobs.glob("*/worker.json") if jobs.is_dir() else ():
+        migration = directory.parent.name
+        if not lock_held(migration):
+            continue
+        pid = json.loads(directory.read_text()).get("pid")
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                break
+            deadline = time.monotonic() + 20
+            while lock_held(migration) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if not lock_held(migration):
+                break
 
 
 @pytest.fixture(autouse=True)

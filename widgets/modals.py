@@ -305,3 +305,45 @@ class InfoModal(ModalScreen[None]):
     @on(Button.Pressed, "#info-close")
     def _close(self) -> None:
         self.dismiss(None)
+
+
+class ChoiceModal(ModalScreen[str]):
+    """A question with several answers, the first one the default (Enter); Esc picks ``cancel``."""
+
+    DEFAULT_CSS = """
+    ChoiceModal { align: center middle; }
+    ChoiceModal > Vertical {
+        width: 76; max-width: 95%; height: auto; border: thick $warning; background: $surface; padding: 1 2;
+    }
+    ChoiceModal #choice-title { text-style: bold; margin-bottom: 1; }
+    ChoiceModal Horizontal { height: auto; align-horizontal: right; margin-top: 1; }
+    ChoiceModal Button { margin-left: 1; }
+    """
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, title: str, question: str, choices: list[tuple[str, str]], *, cancel: str) -> None:
+        super().__init__()
+        self.question_title = title
+        self.question = question
+        self.choices = choices
+        self.cancel_value = cancel
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label(self.question_title, id="choice-title", markup=False)
+            yield Static(self.question, markup=False)
+            with Horizontal():
+                for index, (value, label) in enumerate(self.choices):
+                    yield Button(label, id=f"choice-{value}", variant="primary" if index == 0 else "default")
+
+    def on_mount(self) -> None:
+        self.query_one(f"#choice-{self.choices[0][0]}", Button).focus()
+
+    def action_cancel(self) -> None:
+        self.dismiss(self.cancel_value)
+
+    @on(Button.Pressed)
+    def _chosen(self, event: Button.Pressed) -> None:
+        if event.button.id and event.button.id.startswith("choice-"):
+            self.dismiss(event.button.id.removeprefix("choice-"))

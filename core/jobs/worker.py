@@ -160,6 +160,8 @@ def _lock_path(migration_id: str) -> Path:
 
 
 def lock_held(migration_id: str) -> bool:
+    for process in _spawned:
+        process.poll()  # reap a worker of ours that ended
     path = _lock_path(migration_id)
     if not path.exists():
         return False
@@ -278,6 +280,9 @@ class ControlServer:
 # -- starting one --------------------------------------------------------------------------------------
 
 
+_spawned: list[subprocess.Popen[bytes]] = []
+
+
 def spawn(migration_id: str, job: Mapping[str, Any], *, module: str = "pgtide.app.worker",
           wait: float = 15.0, systemd: bool = False) -> int:
     """Start the worker for ``job`` (its plan, secrets included, goes through a pipe) and return its
@@ -308,6 +313,10 @@ def spawn(migration_id: str, job: Mapping[str, Any], *, module: str = "pgtide.ap
         )
     finally:
         output.close()
+    # Kept, and polled now and then: a worker that ends before this process must be reaped
+    # (no zombie), and must not be reported as a leak when its Popen would be collected.
+    _spawned[:] = [p for p in _spawned if p.poll() is None]
+    _spawned.append(process)
     assert process.stdin is not None
     with process.stdin:
         process.stdin.write(json.dumps(dict(job)).encode("utf-8"))

@@ -241,3 +241,30 @@ def test_the_app_validates_an_unreachable_target_as_a_failed_check(source_cluste
     report = CoreServices().validate(plan, lambda event: None)  # no exception: a check says it
     target = next(c for c in report.checks if c.name == "target reachable")
     assert target.status == "error" and not report.ok
+
+
+async def test_quit_mid_copy_leaving_it_running_reaches_streaming(shop: tuple[PgCluster, PgCluster]) -> None:
+    from pgtide.core.jobs.worker import worker_info
+    from pgtide.core.replication import naming
+
+    source, target = shop
+    plan = _plan(source, target)
+    scope = build_scope(plan.source, plan.selection)
+    app = PgtideApp(cursor_blink=False)
+    async with app.run_test(size=(120, 34)) as pilot:
+        await _settle(pilot)
+        app.start_migration(plan, scope)
+        await _wait(pilot, lambda: app.migration is not None and "data" in app.migration.phase_started,
+                    "the data phase")
+        await pilot.press("ctrl+q")
+        await pilot.pause()
+        await pilot.click("#choice-leave")  # the default: the migration outlives the app
+        await _wait(pilot, lambda: not app.is_running, "the app to quit")
+    migration = naming.migration_id(plan.source, plan.target)
+    assert worker_info(migration).alive  # still copying, without the app
+    deadline = time.monotonic() + 120
+    while JobStore(migration).database(DB).get("status") != "streaming" and time.monotonic() < deadline:
+        time.sleep(0.5)
+    _assert_streams_identical(source, target)
+    listed = subprocess.run([PGTIDE, "stop", migration], capture_output=True, text=True, timeout=90)
+    assert listed.returncode == 0, listed.stderr

@@ -442,6 +442,9 @@ class FakeServices:
     def recorded_history(self, plan: Plan) -> tuple[dict[str, list[float]], dict[str, Any] | None]:
         return {}, self.recorded_verify
 
+    def detach(self) -> None:
+        self.detached = True
+
     def log_file(self) -> Path:
         return Path("/var/log/pgtide/pgtide.log")
 
