@@ -6,6 +6,7 @@ import argparse
 import time
 from typing import Any
 
+from ..core.jobs.overview import describe
 from .render import print_json, table
 
 HEADERS = ("ID", "SOURCE -> TARGET", "DATABASES", "STATE", "WORKER", "LAST VERIFY", "AGE")
@@ -19,29 +20,6 @@ def _age(seconds: float) -> str:
     if seconds < 172800:
         return f"{int(seconds // 3600)} h"
     return f"{int(seconds // 86400)} d"
-
-
-def describe(store: Any, now: float) -> dict[str, Any]:
-    """One migration as plain data (what --json prints)."""
-    meta = store.meta()
-    databases = store.databases()
-    legacy = meta.get("format") is None
-    created = meta.get("created_at") or min((d.get("updated_at", now) for d in databases.values()), default=now)
-    verify = meta.get("last_verify")
-    from ..core.jobs.worker import worker_info
-
-    worker = worker_info(store.migration_id)
-    return {
-        "id": store.migration_id,
-        "source": meta.get("source", {}).get("display"),
-        "target": meta.get("target", {}).get("display"),
-        "databases": {name: entry.get("status") for name, entry in sorted(databases.items())},
-        "last_verify": verify,
-        "created_at": created,
-        "age_seconds": max(0.0, now - created),
-        "recorded_by": "pgtide 0.1 (no plan recorded)" if legacy else "pgtide",
-        "worker": {"state": worker.state, "pid": worker.pid, "command": worker.command},
-    }
 
 
 def _cmd_migrations(args: argparse.Namespace) -> int:

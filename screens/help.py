@@ -34,7 +34,11 @@ Modified   when the file was last written
 
 Load, Duplicate, Delete and Dashboard act on the highlighted profile; they are unavailable while
 there is none. Delete asks first. "Dashboard" opens the live view of a migration already started
-with that profile.""",
+with that profile.
+
+Recorded migrations (shown once there is one): every migration pgtide recorded on this machine,
+from the app or the CLI, with each database's state and its worker (running, finished, or dead
+when it was killed). o opens the highlighted one's dashboard.""",
     "ConnectScreen": """\
 Step 1 of 4: the two servers. Fill the fields, or paste a URL (postgresql://user@host:5432/db)
 into the URL box: it fills the fields; a password in it moves into the masked Password field.

@@ -35,6 +35,20 @@ if TYPE_CHECKING:
 # -- start -----------------------------------------------------------------------------------
 
 
+class MigrationsListed(Message):
+    """The migrations recorded on this machine, as plain data."""
+
+    def __init__(self, migrations: list[dict[str, Any]]) -> None:
+        super().__init__()
+        self.migrations = migrations
+
+
+class MigrationPlanRead(Message):
+    def __init__(self, plan: Plan) -> None:
+        super().__init__()
+        self.plan = plan
+
+
 class ProfilesListed(Message):
     def __init__(self, ticket: Ticket, profiles: list[ProfileSummary]) -> None:
         super().__init__()

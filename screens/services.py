@@ -124,6 +124,14 @@ class Services(Protocol):
         """Stop following running migrations' workers (the app quits): they keep running."""
         ...
 
+    def list_migrations(self) -> list[dict[str, Any]]:
+        """Every migration recorded on this machine (what `pgtide migrations --json` prints)."""
+        ...
+
+    def migration_plan(self, migration_id: str) -> Plan:
+        """A recorded migration's plan (passwords from libpq or the keyring)."""
+        ...
+
     def migration_scope(self, plan: Plan) -> Scope:
         """The tables a running migration covers (for the dashboard's per-table view)."""
         ...
@@ -290,6 +298,20 @@ class CoreServices:
 
     def detach(self) -> None:
         self._detach.set()
+
+    def list_migrations(self) -> list[dict[str, Any]]:
+        import time
+
+        from ..core.jobs.overview import describe
+        from ..core.jobs.store import all_records
+
+        now = time.time()
+        return [describe(store, now) for store in all_records()]
+
+    def migration_plan(self, migration_id: str) -> Plan:
+        from ..core.session import MigrationSession
+
+        return MigrationSession.from_record(migration_id).plan
 
     def teardown(self, plan: Plan, databases: Sequence[str] | None, emit: Emit) -> list[str]:
         return _session(plan).teardown(databases, emit=emit)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -13,7 +13,7 @@ from textual.widgets import Button, DataTable, Footer, Header, Static
 from ..widgets.live_table import LiveTable
 from ..widgets.modals import ConfirmModal, NamePrompt
 from .base import PgtideScreen
-from .messages import ProfilesChanged, ProfilesListed
+from .messages import MigrationPlanRead, MigrationsListed, ProfilesChanged, ProfilesListed
 from .requests import RequestTracker, Ticket
 
 if TYPE_CHECKING:
@@ -37,11 +37,13 @@ class StartScreen(PgtideScreen):
         Binding("b", "open_dashboard", "Dashboard"),
         Binding("m", "show_run", "Running migration"),
         Binding("r", "refresh", "Refresh", show=False),
+        Binding("o", "open_migration", "Open migration"),
     ]
 
     def __init__(self) -> None:
         super().__init__()
         self.profiles: list[ProfileSummary] = []
+        self.migrations: list[dict[str, Any]] = []
         #: A refresh right after a delete must not be overtaken by the listing from before it.
         self.requests = RequestTracker()
 
@@ -53,6 +55,9 @@ class StartScreen(PgtideScreen):
             table = LiveTable(id="profiles", cursor_type="row", zebra_stripes=True)
             yield table
             yield Static("", id="profiles-note", markup=False)
+            with Vertical(id="migrations-box"):
+                yield Static("Recorded migrations (o opens the highlighted one's dashboard)", classes="section-title")
+                yield LiveTable(id="migrations", cursor_type="row", zebra_stripes=True)
             with Horizontal(classes="button-row"):
                 yield Button("New migration", id="new", variant="primary")
                 yield Button("Load", id="load")
@@ -68,6 +73,12 @@ class StartScreen(PgtideScreen):
         table.add_column("Modified", key="modified", width=16)
         table.add_column("Source", key="source")
         table.add_column("Target", key="target")
+        migrations = self.query_one("#migrations", DataTable)
+        # The long URLs last: at 80 columns the states and the worker stay in sight.
+        for label, key in (("Migration", "id"), ("Databases", "states"), ("Worker", "worker"),
+                           ("Source → target", "pair")):
+            migrations.add_column(label, key=key)
+        self.query_one("#migrations-box").display = False  # until there is one
         self._enable_profile_buttons()
 
     def on_screen_resume(self) -> None:
@@ -84,6 +95,42 @@ class StartScreen(PgtideScreen):
 
     def action_refresh(self) -> None:
         self._list_profiles(self.requests.start("profiles"))
+        self._list_migrations()
+
+    @work(thread=True, exit_on_error=False, exclusive=True, group="migrations",
+          description="Reading the recorded migrations")
+    def _list_migrations(self) -> None:
+        self.post_message(MigrationsListed(self.services.list_migrations()))
+
+    @on(MigrationsListed)
+    def _show_migrations(self, message: MigrationsListed) -> None:
+        self.migrations = message.migrations
+        table = self.query_one("#migrations", DataTable)
+        table.clear()
+        for entry in self.migrations:
+            states = ", ".join(f"{db} {state}" for db, state in entry["databases"].items()) or "-"
+            worker = entry.get("worker", {})
+            shown = {"alive": f"running ({worker.get('command')})", "none": "-"}.get(worker.get("state"),
+                                                                                      worker.get("state", "-"))
+            pair = f"{entry['source']} → {entry['target']}" if entry.get("source") else entry.get("recorded_by", "")
+            table.add_row(entry["id"], states, shown, pair, key=entry["id"])
+        self.query_one("#migrations-box").display = bool(self.migrations)
+        self.refresh_bindings()
+
+    def action_open_migration(self) -> None:
+        table = self.query_one("#migrations", DataTable)
+        if not self.migrations or not 0 <= table.cursor_row < len(self.migrations):
+            return
+        self._read_migration(self.migrations[table.cursor_row]["id"])
+
+    @work(thread=True, exit_on_error=False, exclusive=True, group="migrations",
+          description="Reading a recorded migration's plan")
+    def _read_migration(self, migration_id: str) -> None:
+        self.post_message(MigrationPlanRead(self.services.migration_plan(migration_id)))
+
+    @on(MigrationPlanRead)
+    def _open_migration(self, message: MigrationPlanRead) -> None:
+        self.pgtide.open_dashboard(message.plan)
 
     @work(thread=True, exit_on_error=False, exclusive=True, group="profiles", description="Reading saved profiles")
     def _list_profiles(self, ticket: Ticket) -> None:
@@ -127,6 +174,8 @@ class StartScreen(PgtideScreen):
             return self.highlighted is not None
         if action == "show_run":
             return self.pgtide.migration is not None
+        if action == "open_migration":
+            return bool(self.migrations)
         return True
 
     # -- actions ------------------------------------------------------------------------------

@@ -258,6 +258,8 @@ class FakeServices:
         self.passwords: dict[str, str] = {}
         #: The last verify the record would hold (None: never verified).
         self.recorded_verify: dict[str, Any] | None = None
+        #: What `pgtide migrations --json` would list (none by default: the Start screen hides the list).
+        self.recorded_migrations: list[dict[str, Any]] = []
 
     # -- servers ----------------------------------------------------------------------------
 
@@ -444,6 +446,12 @@ class FakeServices:
 
     def detach(self) -> None:
         self.detached = True
+
+    def list_migrations(self) -> list[dict[str, Any]]:
+        return list(self.recorded_migrations)
+
+    def migration_plan(self, migration_id: str) -> Plan:
+        return demo_plan()
 
     def log_file(self) -> Path:
         return Path("/var/log/pgtide/pgtide.log")
