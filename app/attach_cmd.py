@@ -25,9 +25,17 @@ _RENDERED = {cls.__name__: cls for cls in (core_events.Log, core_events.PhaseSta
                                            core_events.CheckReported)}
 
 
+def _cutover_step() -> Any:
+    from ..core.engine.cutover import CutoverStep
+
+    return CutoverStep
+
+
 def event_from_record(record: dict[str, Any]) -> core_events.Event | None:
     """A logged record as the core event it was, when the terminal knows how to show it."""
     cls = _RENDERED.get(str(record.get("event")))
+    if cls is None and record.get("event") == "CutoverStep":
+        cls = _cutover_step()
     if cls is None:
         return None
     names = {f.name for f in dataclasses.fields(cls)}
@@ -48,39 +56,58 @@ def should_detach(args: argparse.Namespace) -> bool:
 
 
 def follow(migration_id: str, *, as_json: bool, until: str = "WorkerFinished", out: IO[str] | None = None,
-           offset: int = 0) -> int:
-    """Render the worker's events until ``until`` is logged (its exit code) or Ctrl-C (detach, 0)."""
-    from ..core.jobs.worker import EventLog, lock_held
+           offset: int = 0, printer: EventPrinter | None = None, stop_on_interrupt: bool = False,
+           last: dict[str, Any] | None = None) -> int:
+    """Render the worker's events until ``until`` is logged (its exit code) or Ctrl-C: that
+    detaches (0), or with ``stop_on_interrupt`` asks the worker to stop and follows it to the end
+    (a cutover: Ctrl-C means abort). ``last`` receives the final record."""
+    from ..core.jobs.worker import EventLog, lock_held, send_request
 
     stream = out or sys.stdout
-    printer = EventPrinter(as_json=as_json, stream=stream)
+    printer = printer or EventPrinter(as_json=as_json, stream=stream)
     log = EventLog(migration_id)
     started = time.monotonic()
-    try:
-        for record in log.follow(stop=lambda: not lock_held(migration_id) and time.monotonic() - started > 1.0,
-                                 offset=offset):
-            kind = record.get("event")
-            if as_json:
-                print(json.dumps(record, default=str), file=stream, flush=True)
-            else:
-                event = event_from_record(record)
-                if event is not None:
-                    printer(event)
-                elif kind == "LagSample":
-                    pass  # the dashboard's history; status shows the live value
-                elif kind == "VerifyFinished":
-                    print(f"verify: {'all tables match' if record.get('ok') else 'DIFFERENCES FOUND'}", file=stream)
-                elif kind == "WorkerFinished" and record.get("error"):
-                    error = record["error"]
-                    print(f"error: {error.get('title')}: {error.get('cause')}", file=stream)
-                    if error.get("remedy"):
-                        print(f"  fix: {error['remedy']}", file=stream)
-            if kind in (until, "WorkerFinished"):
-                return int(record.get("exit_code") or 0)
-    except KeyboardInterrupt:
-        print(f"\ndetached: the migration goes on in its worker (`pgtide attach {migration_id}` to follow it, "
-              f"`pgtide stop {migration_id}` to stop it)", file=sys.stderr)
-        return 0
+    while True:
+        try:
+            return _follow(log, migration_id, as_json=as_json, until=until, stream=stream, printer=printer,
+                           offset=offset, started=started, last=last, lock_held=lock_held)
+        except KeyboardInterrupt:
+            if not stop_on_interrupt:
+                print(f"\ndetached: the migration goes on in its worker (`pgtide attach {migration_id}` to follow "
+                      f"it, `pgtide stop {migration_id}` to stop it)", file=sys.stderr)
+                return 0
+            print("\ninterrupted: asking the worker to abort (the fence is lifted before the switch)…",
+                  file=sys.stderr)
+            stop_on_interrupt = False  # a second Ctrl-C detaches
+            offset = log.path.stat().st_size if log.path.exists() else 0
+            if lock_held(migration_id):
+                send_request(migration_id, {"command": "stop"})
+
+
+def _follow(log: Any, migration_id: str, *, as_json: bool, until: str, stream: IO[str], printer: EventPrinter,
+            offset: int, started: float, last: dict[str, Any] | None, lock_held: Any) -> int:
+    for record in log.follow(stop=lambda: not lock_held(migration_id) and time.monotonic() - started > 1.0,
+                             offset=offset):
+        kind = record.get("event")
+        if as_json:
+            print(json.dumps(record, default=str), file=stream, flush=True)
+        else:
+            event = event_from_record(record)
+            if event is not None:
+                printer(event)
+            elif kind == "LagSample":
+                pass  # the dashboard's history; status shows the live value
+            elif kind == "VerifyFinished":
+                print(f"verify: {'all tables match' if record.get('ok') else 'DIFFERENCES FOUND'}", file=stream)
+            elif kind == "WorkerFinished" and record.get("error"):
+                error = record["error"]
+                print(f"error: {error.get('title')}: {error.get('cause')}", file=stream)
+                if error.get("remedy"):
+                    print(f"  fix: {error['remedy']}", file=stream)
+        if kind in (until, "WorkerFinished"):
+            if last is not None:
+                last.update(record)
+            return int(record.get("exit_code") or 0)
     print(f"the worker of migration {migration_id} ended without a word (killed?): `pgtide migrations` shows "
           "its last state; `pgtide init` continues it", file=sys.stderr)
     return 1

@@ -11,6 +11,7 @@ from ..core.infra.errors import CheckFailed, InputError
 from ..core.infra.events import Event
 from ..core.infra.formatting import human_seconds, parse_size
 from .args import add_endpoint_arguments, add_selection_arguments, session_from_args
+from .attach_cmd import add_detach_arguments, follow, should_detach
 from .render import EventPrinter, print_json
 
 
@@ -95,19 +96,61 @@ def cmd_cutover(args: argparse.Namespace, *, out: IO[str] | None = None) -> int:
     if not _confirm(pending, args, stream):
         print("nothing done", file=stream)
         return 0
-    result = cutover.run(preflight)
+    if should_detach(args) or args.systemd:
+        code, summary = _in_worker(session, options, printer, as_json=args.json, systemd=args.systemd)
+        if summary is None:
+            return code
+    else:
+        summary = cutover.run(preflight).to_dict()
     if args.json:
-        print_json({"event": "summary", **result.to_dict()})
+        print_json({"event": "summary", **summary})
         return 0
     print("", file=stream)
-    if result.downtime_seconds is not None:
-        print(f"cut over {', '.join(result.databases)}: write downtime {human_seconds(result.downtime_seconds)} "
-              f"(fence up to switch done, as pgtide measured it)", file=stream)
-    print(f"{result.sequences} sequence(s) set, {len(result.matviews)} materialized view(s) refreshed, "
-          f"{result.verified_tables} table(s) verified while fenced", file=stream)
-    for step in result.next_steps:
+    if summary["downtime_seconds"] is not None:
+        print(f"cut over {', '.join(summary['databases'])}: write downtime "
+              f"{human_seconds(summary['downtime_seconds'])} (fence up to switch done, as pgtide measured it)",
+              file=stream)
+    print(f"{summary['sequences']} sequence(s) set, {len(summary['matviews'])} materialized view(s) refreshed, "
+          f"{summary['verified_tables']} table(s) verified while fenced", file=stream)
+    for step in summary["next_steps"]:
         print(f"next: {step}", file=stream)
     return 0
+
+
+def _in_worker(session: Any, options: Any, printer: EventPrinter, *, as_json: bool,
+               systemd: bool = False) -> tuple[int, Any]:
+    """The cutover in the migration's worker: a lost terminal (SSH, a closed window) no longer
+    kills it with writes fenced. Ctrl-C still aborts it (the fence is lifted before the switch)."""
+    import time
+
+    from ..core.jobs.worker import EventLog, lock_held, send_request, spawn, worker_info
+    from .worker import cutover_fields, job_for
+
+    migration = session.migration_id
+    if lock_held(migration):
+        # The worker that watches a streaming migration hands over; anything else is busy.
+        answer = send_request(migration, {"command": "state"})
+        if answer.get("phase") != "watching":
+            raise InputError(f"the worker of migration {migration} is {answer.get('phase')}",
+                             f"Wait for it (`pgtide attach {migration}`), then cut over.", title="Worker busy")
+        send_request(migration, {"command": "stop"})
+        deadline = time.monotonic() + 30
+        while lock_held(migration) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if lock_held(migration):
+            raise InputError(f"the worker of migration {migration} (pid {worker_info(migration).pid}) did not stop",
+                             f"Stop it with `pgtide stop {migration}`, then cut over.", title="Worker busy")
+    log = EventLog(migration)
+    offset = log.path.stat().st_size if log.path.exists() else 0
+    pid = spawn(migration, job_for(session.plan, "cutover", cutover=cutover_fields(options), watch=False),
+                systemd=systemd)
+    if not as_json:
+        print(f"cutting over in worker {pid} of migration {migration} (Ctrl-C aborts; a lost terminal does not)",
+              file=sys.stderr)
+    last: dict[str, Any] = {}
+    code = follow(migration, as_json=as_json, until="CommandFinished", offset=offset, printer=printer,
+                  stop_on_interrupt=True, last=last)
+    return code, last.get("result") if last.get("event") == "CommandFinished" else None
 
 
 def register(sub: Any) -> None:
@@ -152,5 +195,6 @@ def register(sub: Any) -> None:
     parser.add_argument("--abort", action="store_true",
                         help="lift the fence an interrupted cutover left; replication keeps streaming")
     parser.add_argument("--yes", "-y", action="store_true", help="do not ask for the database name")
+    add_detach_arguments(parser)
     parser.add_argument("--json", action="store_true", help="one JSON object per event")
     parser.set_defaults(handler=cmd_cutover)

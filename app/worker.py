@@ -8,6 +8,7 @@ a lag sample per database every second, a verify when asked — until ``pgtide s
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -37,6 +38,29 @@ def plan_from_job(job: dict[str, Any]) -> Any:
     return Plan(Endpoint.parse(job["source"]), Endpoint.parse(job["target"]),
                 Selection.from_dict(job["selection"], source="the worker's job"),
                 Options.from_dict(job["options"], source="the worker's job"))
+
+
+def cutover_fields(options: Any) -> dict[str, Any]:
+    """CutoverOptions as JSON for the worker's pipe (the PgBouncer console's password included)."""
+    fields = {f.name: getattr(options, f.name) for f in dataclasses.fields(options)}
+    fields["pgbouncer"] = options.pgbouncer.conninfo() if options.pgbouncer else None
+    fields["pgbouncer_databases_file"] = str(options.pgbouncer_databases_file) \
+        if options.pgbouncer_databases_file else None
+    return fields
+
+
+def cutover_options(fields: dict[str, Any]) -> Any:
+    from pathlib import Path
+
+    from ..core.engine.cutover import CutoverOptions
+    from ..core.infra.endpoint import Endpoint
+
+    values = dict(fields)
+    values["pgbouncer"] = Endpoint.parse(values["pgbouncer"]) if values.get("pgbouncer") else None
+    values["pgbouncer_databases_file"] = Path(values["pgbouncer_databases_file"]) \
+        if values.get("pgbouncer_databases_file") else None
+    values["pgbouncer_target"] = tuple(values["pgbouncer_target"]) if values.get("pgbouncer_target") else None
+    return CutoverOptions(**values)
 
 
 def job_for(plan: Any, command: str, **extra: Any) -> dict[str, Any]:
@@ -90,6 +114,11 @@ class _Worker:
         self.session = session
         command = self.job["command"]
         self.phase = command
+        if command == "cutover":
+            result = session.cutover(cutover_options(self.job["cutover"]), emit=self.emit, cancel=self.cancel).run()
+            self.events.append({"event": "CommandFinished", "command": command, "exit_code": 0,
+                                "result": result.to_dict()})
+            return 0
         if command == "init":
             results = session.init(emit=self.emit, cancel=self.cancel)
         elif command == "sync":

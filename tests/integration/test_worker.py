@@ -232,3 +232,19 @@ def test_a_reopened_app_gets_the_workers_lag_history_and_the_last_verify(shop: t
     assert subprocess.run([PGTIDE, "control", migration, "verify"], capture_output=True, timeout=60).returncode == 0
     wait_for(lambda: CoreServices().recorded_history(plan)[1] is not None, timeout=60, what="the recorded verify")
     assert CoreServices().recorded_history(plan)[1]["ok"]  # type: ignore[index]
+
+
+def test_the_cutover_runs_in_the_worker_which_takes_over_from_the_watcher(shop: tuple[PgCluster, PgCluster]) -> None:
+    source, target = shop
+    done = subprocess.run(_init_args(source.url(DB), target, "--detach"), capture_output=True, text=True,
+                          timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+    migration = _migration(source, target)
+    assert worker_info(migration).alive  # watching
+    cut = subprocess.run([PGTIDE, "cutover", "--source", source.url(DB), "--target", target.url(DB), "--detach",
+                          "--yes", "--force"], capture_output=True, text=True, timeout=240)
+    assert cut.returncode == 0, cut.stdout + cut.stderr
+    assert "cutting over in worker" in cut.stderr and "write downtime" in cut.stdout
+    assert "fence" in cut.stdout and "switch" in cut.stdout  # the steps, as they happened in the worker
+    assert _state(migration) == "cut_over" and not worker_info(migration).alive
+    assert replication_objects(source, target) == {"slots": [], "publications": [], "subscriptions": []}
