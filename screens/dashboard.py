@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from rich.text import Text
-from textual import on
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
@@ -28,6 +28,8 @@ from .messages import DashboardUpdated
 from .state import DashboardModel, DashboardTable, lag_samples, table_key_text
 
 if TYPE_CHECKING:
+    from ..core.model.plan import Plan
+    from ..core.monitor.poll import DatabaseStatus
     from ..core.verify.compare import TableResult
 
 COLUMNS = ("table", "mode", "state", "rows", "verify")
@@ -123,6 +125,9 @@ class DashboardScreen(PgtideScreen):
         Binding("v", "verify", "Verify now"),
         Binding("t", "teardown", "Teardown"),
         Binding("c", "cutover", "Cut over"),
+        Binding("a", "apply_schema", "Apply schema"),
+        Binding("e", "enable_apply", "Enable apply"),
+        Binding("k", "skip_failed", "Skip failed txn"),
         Binding("escape", "leave", "Start screen"),
     ]
 
@@ -222,6 +227,10 @@ class DashboardScreen(PgtideScreen):
             return model is not None and not model.torn_down
         if action == "cutover":
             return model is not None and self._cutover_ready(model)
+        if action == "apply_schema":
+            return model is not None and bool(self._drifted(model))
+        if action in ("enable_apply", "skip_failed"):
+            return model is not None and bool(self._stopped(model, need_lsn=action == "skip_failed"))
         return True
 
     def action_verify(self) -> None:
@@ -255,6 +264,92 @@ class DashboardScreen(PgtideScreen):
         return bool(model.databases) and all(
             (status := model.latest.database(name)) is not None and str(status.state) == "streaming"
             for name in model.databases)
+
+    # -- keeping the sync healthy: drift, apply errors --------------------------------------------
+
+    @staticmethod
+    def _statuses(model: DashboardModel) -> list[DatabaseStatus]:
+        if model.latest is None or model.torn_down:
+            return []
+        return [s for name in model.databases if (s := model.latest.database(name)) is not None]
+
+    def _drifted(self, model: DashboardModel) -> list[DatabaseStatus]:
+        return [s for s in self._statuses(model) if s.drift is not None and s.drift.statements]
+
+    def _stopped(self, model: DashboardModel, *, need_lsn: bool) -> list[DatabaseStatus]:
+        return [s for s in self._statuses(model) if s.target.exists and not s.target.enabled
+                and (s.target.apply_error_count or s.target.last_error)
+                and (not need_lsn or s.target.failed_lsn is not None)]
+
+    def action_apply_schema(self) -> None:
+        model = self.model
+        drifted = self._drifted(model) if model is not None else []
+        if model is None or not drifted:
+            return
+        status = drifted[0]
+        assert status.drift is not None
+        listed = "\n".join(f"  [{s.server}] {s.sql}" for s in status.drift.statements)
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._act(model.plan, "apply", status.database)
+
+        self.app.push_screen(ConfirmModal(f"Apply the schema changes on {status.database}'s target?",
+                                          f"pgtide runs, in this order:\n{listed}\n\nOnly additive statements; "
+                                          "the subscription then picks the new columns or tables up.",
+                                          yes="Apply", no="Cancel"), answered)
+
+    def action_enable_apply(self) -> None:
+        model = self.model
+        stopped = self._stopped(model, need_lsn=False) if model is not None else []
+        if model is None or not stopped:
+            return
+        status = stopped[0]
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._act(model.plan, "enable", status.database)
+
+        self.app.push_screen(ConfirmModal(f"Enable apply on {status.database}?",
+                                          f"The subscription stopped on: {status.target.last_error or 'an error'}. "
+                                          "Enable it once the cause is fixed (else it stops again at once).",
+                                          yes="Enable", no="Cancel"), answered)
+
+    def action_skip_failed(self) -> None:
+        model = self.model
+        stopped = self._stopped(model, need_lsn=True) if model is not None else []
+        if model is None or not stopped:
+            return
+        status = stopped[0]
+        lsn = status.target.failed_lsn
+        assert lsn is not None
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._act(model.plan, "skip", status.database, lsn)
+
+        self.app.push_screen(ConfirmModal(
+            f"Skip the failing transaction on {status.database}?",
+            f"{status.target.last_error or 'A change failed'}"
+            + (f" (table {status.target.failed_table})" if status.target.failed_table else "")
+            + ". Every change of that transaction — not only the failing row — is thrown away on the target: "
+            "those rows will differ from the source. Verify afterwards (v): it names them.",
+            yes="Skip it", no="Cancel"), answered)
+
+    @work(thread=True, exit_on_error=False, group="dashboard-action", description="Changing the subscription")
+    def _act(self, plan: Plan, what: str, database: str, lsn: int | None = None) -> None:
+        if what == "apply":
+            done = self.services.schema_apply(plan, database, lambda event: None)
+            message = f"{database}: " + ("; ".join(done) or "nothing to apply")
+        elif what == "enable":
+            message = f"{database}: apply " + ("enabled" if self.services.enable_apply(plan, database,
+                                                                                       lambda event: None)
+                                               else "was already enabled")
+        else:
+            assert lsn is not None
+            self.services.skip_failed_transaction(plan, database, lsn, lambda event: None)
+            message = f"{database}: the failing transaction was skipped; verify now (v) to see which rows differ"
+        self.app.call_from_thread(self.pgtide.notify, message, title="Subscription", timeout=10)
 
     def action_cutover(self) -> None:
         from .cutover import CutoverScreen

@@ -88,7 +88,9 @@ tables refuses the migration. With it, Start asks you to type the name of each d
 will be dropped: its tables and rows are lost.
 
 g (or Start migration) starts once every check passes; otherwise it says what blocks it.
-s saves the plan as a profile (no password in it); r checks again.""",
+s saves the plan as a profile (no password in it); r checks again. f applies the fixes pgtide
+can make for failed checks (REPLICA IDENTITY, CREATE EXTENSION, ALTER SYSTEM — a restart stays
+yours): it lists each statement and its server first, then checks again.""",
     "RunScreen": """\
 The migration: the phases (○ waiting, ● running with its time, ✔ done, ✖ failed), the copy's
 progress with throughput, elapsed time and ETA, every table (schema-only ones listed with no rows),
@@ -106,7 +108,13 @@ rows, and the last verify's verdict (✔ match, ✖ N differ). v verifies every 
 both sides (read-only); the time of the last verify is shown above the table. t tears the
 replication down (subscription, slot, publication; the copied data stays): it asks first.
 Quitting the app does not stop replication: it runs in the servers. c opens the Cutover screen
-once every database is streaming.""",
+once every database is streaming.
+
+When the source's schema drifts (a column the target lacks, a new table), the panel says which
+table and what differs; a lists the additive statements and applies them on the target after you
+confirm. When a change failed to apply, the subscription stops (PostgreSQL 15+) and the panel
+shows the server's error and table: e enables it again once the cause is fixed; k skips the
+failing transaction after a warning (its rows are lost on the target: verify names them).""",
     "CutoverScreen": """Finish the migration: the application's writes move from the source to the target.
 
 Fence      how writes are stopped on the source: roles (the connected roles become read-only on

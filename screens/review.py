@@ -6,7 +6,7 @@ import copy
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
 from textual import on, work
@@ -21,7 +21,7 @@ from ..core.model.selection import Selection, format_qualified_name, quote_ident
 from ..widgets.check_list import CheckList
 from ..widgets.formatting import human_bytes, human_count, human_seconds
 from ..widgets.live_table import LiveTable
-from ..widgets.modals import NamePrompt, TypedConfirmModal
+from ..widgets.modals import ConfirmModal, NamePrompt, TypedConfirmModal
 from ..widgets.toggles import TickBox
 from .base import PgtideScreen
 from .messages import (
@@ -125,6 +125,7 @@ class ReviewScreen(PgtideScreen):
         Binding("g", "start", "Go: start"),
         Binding("s", "save_profile", "Save as profile"),
         Binding("r", "revalidate", "Check again"),
+        Binding("f", "fix", "Fix"),
         Binding("escape", "back", "Back"),
     ]
 
@@ -283,6 +284,41 @@ class ReviewScreen(PgtideScreen):
         more = f" (largest {shown} shown)" if count > shown else ""
         total.update(f"Total {human_bytes(estimate.bytes)} in {count} table(s){more}: about "
                      f"{human_seconds(estimate.seconds)} at {rate}")
+
+    # -- one-step fixes ----------------------------------------------------------------------------
+
+    def _fixes(self) -> list[Any]:
+        if self.report is None:
+            return []
+        return [fix for check in self.report.checks if check.status != "ok" for fix in check.fixes]
+
+    def action_fix(self) -> None:
+        fixes = self._fixes()
+        if not fixes or self.plan is None:
+            self.pgtide.notify("No check here has a fix pgtide can apply: each says what to do.", timeout=6)
+            return
+        plan = self.plan
+        lines = []
+        for fix in fixes:
+            lines.append(f"{fix.why}" + (" (restart needed: pgtide never restarts a server)"
+                                         if fix.restart_needed else ""))
+            lines += [f"  [{st.server} · {st.database}] {st.sql}" for st in fix.statements]
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._apply_fixes(plan, fixes)
+
+        self.app.push_screen(ConfirmModal("Apply these fixes?", "pgtide runs, in this order:\n" + "\n".join(lines)
+                                          + "\n\nThen it checks again.", yes="Apply", no="Cancel"), answered)
+
+    @work(thread=True, exit_on_error=False, group="fix", description="Applying validate's fixes")
+    def _apply_fixes(self, plan: Plan, fixes: list[Any]) -> None:
+        done = self.services.apply_fixes(plan, fixes, lambda event: None)
+        self.app.call_from_thread(self._fixed, done)
+
+    def _fixed(self, done: list[str]) -> None:
+        self.pgtide.notify(f"{len(done)} statement(s) applied; checking again.", title="Fixes", timeout=6)
+        self.action_revalidate()
 
     def start_blocked_reason(self) -> str | None:
         """Why Start cannot go ahead now, in words; None when it can."""

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from ..core.catalog.scope import Scope
     from ..core.catalog.server import ServerInfo
     from ..core.engine.cutover import CutoverResult, Preflight
+    from ..core.engine.fixes import Fix
     from ..core.engine.migrate import DatabaseResult
     from ..core.engine.validate import Report
     from ..core.infra.endpoint import Endpoint
@@ -126,6 +127,22 @@ class Services(Protocol):
 
     def list_migrations(self) -> list[dict[str, Any]]:
         """Every migration recorded on this machine (what `pgtide migrations --json` prints)."""
+        ...
+
+    def apply_fixes(self, plan: Plan, fixes: Sequence[Fix], emit: Emit) -> list[str]:
+        """Run validate's fixes (each statement on its server); what ran, one line each."""
+        ...
+
+    def schema_apply(self, plan: Plan, database: str, emit: Emit) -> list[str]:
+        """Apply the database's additive drift statements on the target (as `pgtide schema apply`)."""
+        ...
+
+    def enable_apply(self, plan: Plan, database: str, emit: Emit) -> bool:
+        """Enable the subscription again after the cause of its error was fixed."""
+        ...
+
+    def skip_failed_transaction(self, plan: Plan, database: str, lsn: int, emit: Emit) -> None:
+        """Throw away the remote transaction that stopped the subscription, then enable it."""
         ...
 
     def migration_plan(self, migration_id: str) -> Plan:
@@ -298,6 +315,22 @@ class CoreServices:
 
     def detach(self) -> None:
         self._detach.set()
+
+    def apply_fixes(self, plan: Plan, fixes: Sequence[Fix], emit: Emit) -> list[str]:
+        from ..core.engine.fixes import apply_fixes
+
+        return apply_fixes(plan, fixes, emit=emit)
+
+    def schema_apply(self, plan: Plan, database: str, emit: Emit) -> list[str]:
+        session = _session(plan)
+        (report,) = session.drift([database])
+        return session.schema_apply(report, emit=emit)
+
+    def enable_apply(self, plan: Plan, database: str, emit: Emit) -> bool:
+        return _session(plan).enable(database, emit=emit)
+
+    def skip_failed_transaction(self, plan: Plan, database: str, lsn: int, emit: Emit) -> None:
+        _session(plan).skip_failed_transaction(database, lsn, emit=emit)
 
     def list_migrations(self) -> list[dict[str, Any]]:
         import time

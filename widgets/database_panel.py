@@ -59,6 +59,21 @@ def status_lines(status: DatabaseStatus | None, *, torn_down: bool = False) -> T
     text.append(str(errors), style="bold red" if errors else "")
     if target.last_error:
         text.append("\n✖ " + target.last_error, style="red")
+        if target.failed_table:
+            text.append(f" (table {target.failed_table})", style="red")
+    if target.exists and not target.enabled and (target.apply_error_count or target.last_error):
+        text.append("\n  apply stopped: fix the cause, then e enables it again; k skips the failing "
+                    "transaction (its rows are lost on the target)", style="yellow")
+    drift = status.drift
+    if drift is not None and drift.drifted:
+        text.append(f"\n▲ schema drift in {len(drift.tables)} table(s): ", style="bold yellow")
+        text.append("; ".join(f"{t.display} ({t.summary()})" for t in drift.tables[:3])
+                    + (" …" if len(drift.tables) > 3 else ""), style="yellow")
+        if drift.statements:
+            text.append("\n  a applies the additive statement(s) on the target", style="yellow")
+        if drift.recopy_tables:
+            text.append("\n  re-copy needed: " + ", ".join(drift.recopy_tables)
+                        + " (`pgtide sync --recopy TABLE`)", style="yellow")
     return text
 
 

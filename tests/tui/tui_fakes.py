@@ -260,6 +260,12 @@ class FakeServices:
         self.recorded_verify: dict[str, Any] | None = None
         #: What `pgtide migrations --json` would list (none by default: the Start screen hides the list).
         self.recorded_migrations: list[dict[str, Any]] = []
+        self.fixes_applied: list[Any] = []
+        #: validate's replica-identity error carries its fix (the app's Fix action).
+        self.fixable = False
+        self.schema_applied: list[str] = []
+        self.enabled: list[str] = []
+        self.skipped: list[tuple[str, int]] = []
 
     # -- servers ----------------------------------------------------------------------------
 
@@ -356,7 +362,8 @@ class FakeServices:
                                 f"1 table(s) without one: {names}",
                                 "Once published, UPDATE and DELETE on these tables fail on the source. Add a primary "
                                 'key, or run on the source: ALTER TABLE "public"."audit_log" REPLICA IDENTITY FULL; '
-                                "(or exclude them / make them schema-only).", database="shop"))
+                                "(or exclude them / make them schema-only).", database="shop",
+                                fixes=_identity_fixes(names) if self.fixable else ()))
         else:
             checks.append(Check("tables have a primary key or replica identity", "ok", "7 table(s)", database="shop"))
         for db in scope.databases:
@@ -450,6 +457,21 @@ class FakeServices:
     def list_migrations(self) -> list[dict[str, Any]]:
         return list(self.recorded_migrations)
 
+    def apply_fixes(self, plan: Plan, fixes: Sequence[Any], emit: Emit) -> list[str]:
+        self.fixes_applied += list(fixes)
+        return [s.sql for f in fixes for s in f.statements]
+
+    def schema_apply(self, plan: Plan, database: str, emit: Emit) -> list[str]:
+        self.schema_applied.append(database)
+        return [f"applied the drift statements of {database}"]
+
+    def enable_apply(self, plan: Plan, database: str, emit: Emit) -> bool:
+        self.enabled.append(database)
+        return True
+
+    def skip_failed_transaction(self, plan: Plan, database: str, lsn: int, emit: Emit) -> None:
+        self.skipped.append((database, lsn))
+
     def migration_plan(self, migration_id: str) -> Plan:
         return demo_plan()
 
@@ -515,3 +537,12 @@ def wizard_state(*, password: str = "") -> WizardState:
     state.source = Endpoint.parse(SOURCE_URL)
     state.target = Endpoint.parse(TARGET_URL)
     return state
+
+
+def _identity_fixes(names: str) -> tuple[Any, ...]:
+    from pgtide.core.engine.fixes import Fix
+    from pgtide.core.monitor.drift import Statement
+
+    return (Fix("tables have a primary key or replica identity", "shop",
+                (Statement("source", "shop", 'ALTER TABLE "public"."audit_log" REPLICA IDENTITY FULL'),),
+                f"{names} has no key: FULL logs the whole old row of each UPDATE and DELETE"),)
