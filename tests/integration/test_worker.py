@@ -174,7 +174,13 @@ def test_the_worker_holds_no_password_in_argv_environment_or_event_log(shop: tup
         _stop_worker(_migration(source, target))
         for cluster in (target, source):  # the publication belongs to the role
             cluster.clean_replication()
-        source.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(PASSWORD_ROLE)))
+        # On both: init copies the source's roles to the target (without their passwords), and
+        # the target's copied tables keep their owner.
+        for cluster in (target, source):
+            if cluster.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [PASSWORD_ROLE]):
+                if cluster.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DB]):
+                    cluster.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(PASSWORD_ROLE)), dbname=DB)
+                cluster.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(PASSWORD_ROLE)))
 
 
 def test_the_event_log_rotates_and_keeps_one_generation(tmp_path: Path) -> None:
