@@ -101,7 +101,18 @@ def cmd_cutover(args: argparse.Namespace, *, out: IO[str] | None = None) -> int:
         if summary is None:
             return code
     else:
-        summary = cutover.run(preflight).to_dict()
+        # A hangup (the SSH session dropped) unwinds like Ctrl-C: the fence is lifted before the
+        # process goes, never left up by a default-action death.
+        import signal
+
+        def _hangup(signum: int, frame: object) -> None:
+            raise KeyboardInterrupt
+
+        previous = signal.signal(signal.SIGHUP, _hangup)
+        try:
+            summary = cutover.run(preflight).to_dict()
+        finally:
+            signal.signal(signal.SIGHUP, previous)
     if args.json:
         print_json({"event": "summary", **summary})
         return 0

@@ -166,6 +166,13 @@ def sync_sequences(source: Endpoint, target: Endpoint, *, margin: int = DEFAULT_
                 extreme = _column_extreme(conn, t_schema, t_name, column, step < 0)
                 if extreme is not None:
                     candidates.append((extreme, f"column {t_schema}.{t_name}.{column}"))
+            if last_value is None:
+                # Never called, or set with is_called = false (ALTER SEQUENCE … RESTART): its next
+                # value is last_value itself, and a RESTART far ahead must not be moved back.
+                row = conn.execute(sql.SQL("SELECT last_value::text, is_called FROM {}").format(
+                    _qualified(schema, name))).fetchone()
+                if row is not None and not row[1] and int(row[0]) != int(_start):
+                    last_value = str(int(row[0]) - step)
             value, reason, clamped = plan_value(increment=step, minimum=int(minimum), maximum=int(maximum),
                                                 candidates=candidates,
                                                 target_value=None if last_value is None else int(last_value),

@@ -160,7 +160,9 @@ class WriteLoad:
     def _run(self) -> None:
         rng = random.Random(7)
         try:
-            with connect(self.endpoint) as conn:
+            # Named as the application it plays: pgtide's own sessions (application name pgtide*)
+            # are the ones a cutover's fence leaves alone.
+            with connect(self.endpoint.with_params(application_name="shop-demo-app"), pooled=False) as conn:
                 customers = int(conn.execute("SELECT max(id) FROM customers").fetchone()[0] or 1)  # type: ignore[index]
                 while not self._stop.wait(self.interval):
                     self._write(conn, rng, customers)

@@ -264,6 +264,10 @@ class Cutover:
         pending = tuple(d for d in databases if d not in switched)
         preflight = Preflight(databases, switched=switched,
                               unfinished=record if record.get("state") not in (None, "done", "aborted") else None)
+        if preflight.unfinished and self.running_elsewhere():
+            self._check(preflight, "earlier cutover", "error", "a cutover of this migration is running right now",
+                        f"Wait for it (`pgtide attach {self.session.migration_id}`); never --abort a running one.")
+            return preflight
         if preflight.unfinished and preflight.unfinished.get("state") == "fenced":
             since = human_seconds(time.time() - float(preflight.unfinished.get("fenced_at", time.time())))
             self._check(preflight, "earlier cutover", "warning",
@@ -481,8 +485,18 @@ class Cutover:
         elif versions["target"][1] != "logical":
             self._check(preflight, "reverse", "error", f"the target's wal_level is {versions['target'][1]}",
                         "Set wal_level = logical on the target (a restart), or cut over without --reverse.")
+        elif any(s.role == self._own_role() for s in preflight.sessions) and self.options.fence == "roles":
+            self._check(preflight, "reverse", "error",
+                        f"the application uses pgtide's own role {self._own_role()!r}: the roles fence makes it "
+                        "read-only on the source, and the reverse subscription applies as that role",
+                        "Give the application its own role, or use --fence pgbouncer / none with --reverse.")
         else:
             self._check(preflight, "reverse", "ok", "the target will publish its changes back to the source")
+
+    def _own_role(self) -> str:
+        with connect(self.source.with_dbname("postgres")) as conn:
+            row = conn.execute("SELECT current_user").fetchone()
+        return str(row[0]) if row else ""
 
     def _estimate(self, preflight: Preflight, databases: Sequence[str], flushed_before: dict[str, int],
                   elapsed: float) -> None:
@@ -508,7 +522,53 @@ class Cutover:
 
     # -- run ---------------------------------------------------------------------------------------
 
+    @contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """One cutover (or abort) of a migration at a time, across processes: a second one would
+        take the first one's fence for a crashed run's and lift it mid-cutover."""
+        import fcntl
+        import os
+
+        path = self.session.store.path.with_name("cutover.lock")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise InputError("a cutover of this migration is running right now (in another process)",
+                                 f"Follow it with `pgtide attach {self.session.migration_id}` if it runs in the "
+                                 "worker; do not abort it from here.", title="Cutover running") from None
+            self._holding = True
+            yield
+        finally:
+            self._holding = False
+            os.close(fd)
+
+    def running_elsewhere(self) -> bool:
+        import fcntl
+        import os
+
+        if getattr(self, "_holding", False):
+            return False  # this very run
+
+        path = self.session.store.path.with_name("cutover.lock")
+        if not path.exists():
+            return False
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+        return False
+
     def run(self, preflight: Preflight | None = None) -> CutoverResult:
+        with self._exclusive():
+            return self._run(preflight)
+
+    def _run(self, preflight: Preflight | None) -> CutoverResult:
         preflight = preflight or self.preflight()
         errors = preflight.errors(force=self.options.force)
         if errors:
@@ -538,9 +598,11 @@ class Cutover:
             fencer = self._fencer(preflight)
             try:
                 with self._step("fence", f"--fence {self.options.fence}"):
-                    fencer.up(pending)
+                    # Recorded before the fence goes up: a crash halfway leaves a record that
+                    # --abort and a rerun act on.
                     self._save(state="fenced", fence=self.options.fence, fenced_at=time.time(),
                                databases=list(pending))
+                    fencer.up(pending)
                 with self._step("quiet", "no open write transaction, none prepared"):
                     wait_for_quiet(self.source, pending, timeout=self.options.quiet_timeout, cancel=self.cancel)
                 with self._step("drain"):
@@ -560,6 +622,7 @@ class Cutover:
                     with self._step("final verify", f"--verify {self.options.verify}"):
                         verified = self._final_verify(pending)
                 self.cancel.check()
+                fencer.check_holding(pending)
                 with self._step("switch", "with a reverse subscription" if self.options.reverse else ""):
                     for database in pending:
                         self._switch(database)
@@ -595,16 +658,22 @@ class Cutover:
 
     def _abort_run(self, fencer: _Fencer, pending: Sequence[str], switched: Sequence[str],
                    exc: BaseException) -> None:
+        # What the servers say, not only what this run noted: a subscription already gone
+        # means that database switched, whatever failed after (a publication, the record).
+        switched = sorted(set(switched) | {d for d in pending if self._subscription_gone(d)})
         left = [d for d in pending if d not in switched]
         lifted = ""
+        lift_failed = False
         try:
             fencer.down(left)
             lifted = "the fence is lifted" if self.options.fence != "none" else "nothing was fenced"
         except (PgtideError, psycopg.Error) as lift_error:
+            lift_failed = True
             lifted = (f"the fence could NOT be lifted ({_reason(lift_error)}): run `pgtide cutover --abort` "
                       "as soon as the source is reachable")
-        self._save(state="switched" if switched else "aborted", aborted_at=time.time(),
-                   reason=_reason(exc), **({"switched": list(switched)} if switched else {}))
+        state = "switched" if switched else ("fenced" if lift_failed else "aborted")
+        self._save(state=state, aborted_at=time.time(), reason=_reason(exc),
+                   **({"switched": list(switched)} if switched else {}))
         where = (f"{', '.join(switched)} switched already (run the cutover again to finish); " if switched else "")
         cause = f"{_reason(exc)}: {where}{lifted}; replication keeps streaming, nothing was lost"
         remedy = "Fix the cause above, then run `pgtide cutover` again."
@@ -614,6 +683,15 @@ class Cutover:
             remedy = exc.remedy
         raise CutoverAborted(cause, remedy) from exc
 
+    def _subscription_gone(self, database: str) -> bool:
+        try:
+            with connect(self.plan.target.with_dbname(database)) as conn:
+                return conn.execute("SELECT 1 FROM pg_subscription WHERE subname = %s AND subdbid = "
+                                    "(SELECT oid FROM pg_database WHERE datname = current_database())",
+                                    [self._names(database).subscription]).fetchone() is None
+        except (PgtideError, psycopg.Error):
+            return False  # cannot tell: the record's word stands
+
     def _drain(self, databases: Sequence[str]) -> None:
         with connect(self.source.with_dbname("postgres")) as conn:
             position = current_insert_lsn(conn)
@@ -621,7 +699,8 @@ class Cutover:
             # A synchronous commit flushes the WAL up to here at once: with synchronous_commit
             # off on the source, the last commits would otherwise wait for the WAL writer
             # before the walsender may send them (measured: 0.39 s of drain → 0.02-0.13 s).
-            conn.execute("SET synchronous_commit = on")
+            # local: a synchronous standby that is down must not hold the cutover.
+            conn.execute("SET synchronous_commit = local")
             conn.execute("SELECT pg_current_xact_id()")
         deadline = time.monotonic() + self.options.drain_timeout
         for database in databases:
@@ -639,7 +718,7 @@ class Cutover:
                     self.cancel.wait(0.02)
                 # The apply worker commits without waiting for its WAL flush; one synchronous
                 # commit here flushes everything it applied before the subscription is dropped.
-                conn.execute("SET synchronous_commit = on")
+                conn.execute("SET synchronous_commit = local")
                 conn.execute("SELECT pg_current_xact_id()")
 
     def _final_verify(self, databases: Sequence[str]) -> int:
@@ -661,15 +740,29 @@ class Cutover:
                 source = self.source.with_dbname(database)
                 target = self.plan.target.with_dbname(database)
                 now_source = since_verify.current_stats(source)
+                now_target = since_verify.current_stats(target)
                 before = (mark or {}).get("source", {}).get("stats", {})
-                written = [t for t, (writes, _) in now_source.items() if before.get(t, [None])[0] != writes]
+                before_target = (mark or {}).get("target", {}).get("stats", {})
+                # Written since, on either side (a stray write on the target counts). The
+                # counters are trusted only where every application session was ended (the
+                # roles fence: a backend publishes its counts when it exits); with PgBouncer's
+                # or no fence live sessions may not have published theirs yet, so every table
+                # gets the bounded compare.
+                trust = self.options.fence == "roles"
+                # Only the migrated tables that carry rows (statistics also count matviews, and
+                # tables the selection left out).
+                migrated = {t for t, entry in resolved.get(database, {}).items() if entry.get("mode") != "schema_only"}
+                written = [t for t, (writes, _) in now_source.items() if t in migrated and (
+                           not trust or before.get(t, [None])[0] != writes
+                           or before_target.get(t, [None])[0] != now_target.get(t, [None])[0])]
                 if not written:
                     continue
-                now_target = since_verify.current_stats(target)
                 keys = since_verify.primary_keys(source)
                 for table in written:
                     schema, name = table.split(".", 1)
-                    mode = resolved.get(database, {}).get(table, {}).get("mode")
+                    entry = resolved.get(database, {}).get(table, {})
+                    # A row filter or time window: rows outside it are rightly absent on the target.
+                    mode = "filtered" if entry.get("where") or entry.get("time_cutoff") else entry.get("mode")
                     vacuumed = (before.get(table, [0, None])[1] != now_source[table][1]
                                 or (mark or {}).get("target", {}).get("stats", {}).get(table, [0, None])[1]
                                 != now_target.get(table, [0, -1])[1])
@@ -721,10 +814,11 @@ class Cutover:
             tables = [(s, t) for s, t in conn.execute(_PUBLISHED_SQL, [names.publication])]
         teardown_database(replace(self.plan, source=self.source), database, self.emit)
         self._switched.append(database)  # from here on the target is the primary, whatever fails next
+        self._save(switched=sorted({*self._record().get("switched", []), database}))
+        self.session.store.transition(database, DatabaseState.CUT_OVER, cutover_at=time.time())
         if self.options.reverse and tables:
             reverse = self._reverse(database, names, tables)
-        self.session.store.transition(database, DatabaseState.CUT_OVER, cutover_at=time.time(),
-                                      **({"reverse": reverse} if reverse else {}))
+            self.session.store.update(database, reverse=reverse)
         self.emit(Log("info", "switched: the target is the primary" + (" (changes flow back to the source)"
                                                                         if reverse else ""), database))
 
@@ -765,15 +859,30 @@ class Cutover:
 
     def abort(self) -> list[str]:
         """Lift the fence an interrupted cutover left (``pgtide cutover --abort``)."""
-        record = self._record()
-        if record.get("state") != "fenced":
-            raise InputError("no cutover of this migration is waiting with writes fenced"
-                             + (f" (the last one is {record['state']})" if record.get("state") else ""),
-                             "Nothing to abort.", title="Nothing to abort")
-        fencer = self._fencer(Preflight(tuple(record.get("databases", ()))))
-        fencer.restore(record)
-        self._save(state="aborted", aborted_at=time.time(), reason="aborted by the user")
-        return list(record.get("databases", ()))
+        with self._exclusive():
+            record = self._record()
+            if not (record.get("fenced") or record.get("paused")) or record.get("state") == "done":
+                raise InputError("no cutover of this migration left writes fenced"
+                                 + (f" (the last one is {record['state']})" if record.get("state") else ""),
+                                 "Nothing to abort.", title="Nothing to abort")
+            switched = set(record.get("switched", [])) | {
+                d for d in record.get("databases", []) if self.session.store.state(d) is DatabaseState.CUT_OVER}
+            left = [d for d in record.get("databases", []) if d not in switched]
+            if not left:
+                raise InputError("every database of that cutover was switched already: the target is the primary",
+                                 "Lifting the fence now would let the application write to the old source. Run "
+                                 "`pgtide cutover` again to finish it, or `pgtide teardown`.",
+                                 title="Already switched")
+            fence = record.get("fence", self.options.fence)
+            if fence == "pgbouncer" and self.options.pgbouncer is None:
+                raise InputError("that cutover paused PgBouncer", "Pass --pgbouncer URL (and its "
+                                 "--pgbouncer-databases-file) so pgtide can RESUME it.")
+            fencer = _RolesFencer(self) if fence == "roles" else (
+                _PgBouncerFencer(self) if fence == "pgbouncer" else _Fencer(self))
+            fencer.restore({**record, "fenced": [e for e in record.get("fenced", []) if e.get("database") in left],
+                            "paused": [d for d in record.get("paused", []) if d in left]})
+            self._save(state="aborted", aborted_at=time.time(), reason="aborted by the user")
+            return left
 
 
 class _Fencer:
@@ -794,15 +903,18 @@ class _Fencer:
     def restore(self, record: dict[str, Any]) -> None:
         pass
 
+    def check_holding(self, databases: Sequence[str]) -> None:
+        """Just before the switch: nothing got past the fence."""
+
 
 class _RolesFencer(_Fencer):
     def __init__(self, cutover: Cutover) -> None:
         super().__init__(cutover)
         self.fence = RolesFence(cutover.source, [], record=self._record)
         record = cutover._record()
-        if record.get("state") == "fenced":
-            # A cutover that crashed while fenced: its entries hold what each role had before;
-            # fencing them again would record "on" as the value to go back to.
+        if record.get("state") not in ("done", "aborted"):
+            # A cutover that crashed with the fence (partly) up: its entries hold what each role
+            # had before; fencing them again would record "on" as the value to go back to.
             self.fence.fenced = [FencedRole(**entry) for entry in record.get("fenced", [])]
 
     def _record(self, fenced: list[FencedRole]) -> None:
@@ -815,6 +927,10 @@ class _RolesFencer(_Fencer):
         self.cutover.emit(Log("info", f"read-only for {roles}; {len(ended)} session(s) ended"))
 
     def down(self, databases: Sequence[str]) -> None:
+        # What this run holds and what the record holds (an interrupt can land between the two).
+        recorded = [FencedRole(**e) for e in self.cutover._record().get("fenced", [])]
+        known = {(f.role, f.database) for f in self.fence.fenced}
+        self.fence.fenced += [f for f in recorded if (f.role, f.database) not in known]
         lifted = self.fence.lift([f for f in self.fence.fenced if f.database in databases])
         self.cutover._save(fenced=[f.to_dict() for f in self.fence.fenced])
         if lifted:
@@ -823,6 +939,10 @@ class _RolesFencer(_Fencer):
     def after_switch(self, databases: Sequence[str], *, unfence: bool) -> None:
         if unfence:
             self.down(databases)
+
+    def check_holding(self, databases: Sequence[str]) -> None:
+        self.fence.databases = list(databases)
+        self.fence.check_holding()
 
     def restore(self, record: dict[str, Any]) -> None:
         entries = [FencedRole(**entry) for entry in record.get("fenced", [])]
@@ -853,7 +973,7 @@ class _PgBouncerFencer(_Fencer):
         with _bouncer(self.cutover.options) as admin:
             for database in databases:
                 admin.resume(database)
-        self.cutover._save(paused=[])
+                self.cutover._save(paused=[d for d in self.cutover._record().get("paused", []) if d != database])
 
     def after_switch(self, databases: Sequence[str], *, unfence: bool) -> None:
         target = self.cutover.plan.target
@@ -862,11 +982,16 @@ class _PgBouncerFencer(_Fencer):
             for database in databases:
                 try:
                     admin.redirect(database, host, port, database)
-                finally:
-                    # Queued clients go on in any case: a failed repoint shows as errors on the
-                    # read-only source, not as a PgBouncer holding everyone until its timeout.
-                    admin.resume(database)
-        self.cutover._save(paused=[])
+                except PgtideError as exc:
+                    # Resuming now would send the application to the old source, writable and no
+                    # longer replicated: its writes would be lost. Paused, clients wait.
+                    raise MigrationFailed(
+                        f"{database} is switched to the target, but PgBouncer could not be repointed: {exc.cause}",
+                        "PgBouncer keeps the clients paused: point its [databases] entry at the target, RELOAD "
+                        f"and RESUME {database} yourself (or fix the cause and run `pgtide cutover` again).",
+                        title="PgBouncer not repointed") from exc
+                admin.resume(database)
+                self.cutover._save(paused=[d for d in self.cutover._record().get("paused", []) if d != database])
 
     def restore(self, record: dict[str, Any]) -> None:
         self.down(record.get("paused", []))

@@ -110,14 +110,18 @@ WHERE s.setrole = (SELECT oid FROM pg_roles WHERE rolname = %s)
 """
 
 
-def fence_role(conn: psycopg.Connection[Any], role: str, database: str) -> FencedRole:
+def read_previous(conn: psycopg.Connection[Any], role: str, database: str) -> FencedRole:
+    """What the role has in that database now, and the server's clock: the entry to record
+    *before* the fence goes up."""
     row = conn.execute(_PREVIOUS_SQL, [role, database]).fetchone()
     now = conn.execute("SELECT extract(epoch FROM clock_timestamp())::float8").fetchone()
     assert now is not None
-    fenced = FencedRole(role, database, row[0] if row else None, float(now[0]))
+    return FencedRole(role, database, row[0] if row else None, float(now[0]))
+
+
+def fence_role(conn: psycopg.Connection[Any], role: str, database: str) -> None:
     conn.execute(sql.SQL("ALTER ROLE {} IN DATABASE {} SET default_transaction_read_only = on").format(
         sql.Identifier(role), sql.Identifier(database)))
-    return fenced
 
 
 def unfence_role(conn: psycopg.Connection[Any], fenced: FencedRole) -> None:
@@ -160,11 +164,13 @@ class RolesFence:
                 if not new:
                     break
                 for role, database in new:
-                    # Recorded before it is applied: a crash in between leaves a record that
-                    # lifts a fence which may not exist (harmless), never the reverse.
-                    self._record([*self.fenced, FencedRole(role, database, None)])
-                    self.fenced.append(fence_role(conn, role, database))
+                    # Recorded, with what the role had, before it is applied: an interrupt in
+                    # between leaves a record that restores a value that never changed
+                    # (harmless), never a fence nobody knows of.
+                    entry = read_previous(conn, role, database)
+                    self.fenced.append(entry)
                     self._record(self.fenced)
+                    fence_role(conn, role, database)
                 # Listed after the ALTERs: every session that began before its role's fence is
                 # here; those that begin later are read-only already and are left alone.
                 victims = [s for s in client_sessions(conn, self.databases) if (s.role, s.database) in set(new)]
@@ -180,6 +186,19 @@ class RolesFence:
                 title="Fence did not hold",
             )
         return ended
+
+    def check_holding(self) -> None:
+        """Just before the switch: no session of a role the fence does not cover (a cron job,
+        an ETL that connected after the fence) — its writes after the drain would be lost."""
+        fenced = {(f.role, f.database) for f in self.fenced}
+        with connect(self.admin, pooled=False) as conn:
+            outside = [s for s in client_sessions(conn, self.databases) if (s.role, s.database) not in fenced]
+        if outside:
+            raise MigrationFailed(
+                "sessions of roles the fence does not cover connected after it went up: "
+                + "; ".join(s.describe() for s in outside[:5]),
+                "Stop those clients (or let the next run fence their roles too), then run the cutover again.",
+                title="Fence did not hold")
 
     def lift(self, fenced: Sequence[FencedRole] | None = None) -> list[FencedRole]:
         """Restore each fenced role's previous setting; returns what was restored."""

@@ -449,3 +449,31 @@ def test_the_fenced_verify_checks_only_rows_written_since_and_still_catches_each
     source.execute("DELETE FROM orders WHERE id = 3", dbname=db)
     gone = since_verify.compare_written(src, dst, "public", "orders", "id", horizons)
     assert gone.source_rows == gone.target_rows - 1 and not gone.ok
+
+
+def test_abort_refuses_while_a_cutover_runs_and_after_the_switch(migration: Migration) -> None:
+    from pgtide.core.infra.errors import InputError
+
+    session = migration.session()
+    running = Cutover(session, CutoverOptions())
+    running._save(state="fenced", fence="roles", databases=[migration.db],
+                  fenced=[{"role": migration.role, "database": migration.db, "previous": None, "fenced_at": 0.0}])
+    with running._exclusive():  # a cutover in progress (in another process, as far as the lock knows)
+        with pytest.raises(InputError, match="running right now"):
+            Cutover(migration.session(), CutoverOptions()).abort()
+        assert any(c.name == "earlier cutover" and c.status == "error"
+                   for c in Cutover(migration.session(), CutoverOptions()).preflight().checks)
+    running._save(switched=[migration.db])
+    with pytest.raises(InputError, match="switched already"):
+        Cutover(migration.session(), CutoverOptions()).abort()
+
+
+def test_a_session_of_an_unfenced_role_stops_the_switch(migration: Migration) -> None:
+    from pgtide.core.engine.fence import RolesFence
+    from pgtide.core.infra.errors import MigrationFailed
+
+    fence = RolesFence(migration.plan.source, [migration.db], record=lambda entries: None)
+    assert fence.apply() == []  # nobody connected: nothing fenced
+    with migration.app_connect(migration.source):  # a cron job connects after the fence went up
+        with pytest.raises(MigrationFailed, match="the fence does not cover"):
+            fence.check_holding()
