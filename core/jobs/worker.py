@@ -196,13 +196,17 @@ class WorkerLock:
     def __init__(self, migration_id: str) -> None:
         self.migration_id = migration_id
         self.fd = os.open(_lock_path(migration_id), os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(self.fd)
-            raise InputError(f"a worker of migration {migration_id} is already running",
-                             f"Follow it with `pgtide attach {migration_id}`, or stop it with "
-                             f"`pgtide stop {migration_id}`.", title="Worker running") from None
+        for _ in range(20):
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                # lock_held() takes the lock shared for an instant: that is not a live worker.
+                time.sleep(0.05)
+        os.close(self.fd)
+        raise InputError(f"a worker of migration {migration_id} is already running",
+                         f"Follow it with `pgtide attach {migration_id}`, or stop it with "
+                         f"`pgtide stop {migration_id}`.", title="Worker running")
 
     def release(self) -> None:
         with contextlib.suppress(OSError):
