@@ -546,23 +546,11 @@ class Cutover:
             os.close(fd)
 
     def running_elsewhere(self) -> bool:
-        import fcntl
-        import os
+        from ..jobs.worker import file_lock_held
 
         if getattr(self, "_holding", False):
             return False  # this very run
-
-        path = self.session.store.path.with_name("cutover.lock")
-        if not path.exists():
-            return False
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        finally:
-            os.close(fd)
-        return False
+        return file_lock_held(self.session.store.path.with_name("cutover.lock"))
 
     def run(self, preflight: Preflight | None = None) -> CutoverResult:
         with self._exclusive():

@@ -159,10 +159,8 @@ def _lock_path(migration_id: str) -> Path:
     return migration_dir(migration_id) / "worker.lock"
 
 
-def lock_held(migration_id: str) -> bool:
-    for process in _spawned:
-        process.poll()  # reap a worker of ours that ended
-    path = _lock_path(migration_id)
+def file_lock_held(path: Path) -> bool:
+    """Whether some process holds an exclusive flock on ``path`` (tried shared, for an instant)."""
     if not path.exists():
         return False
     fd = os.open(path, os.O_RDONLY)
@@ -173,6 +171,12 @@ def lock_held(migration_id: str) -> bool:
     finally:
         os.close(fd)
     return False
+
+
+def lock_held(migration_id: str) -> bool:
+    for process in _spawned:
+        process.poll()  # reap a worker of ours that ended
+    return file_lock_held(_lock_path(migration_id))
 
 
 def worker_info(migration_id: str) -> WorkerInfo:
