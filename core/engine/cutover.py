@@ -935,7 +935,10 @@ class _RolesFencer(_Fencer):
     def restore(self, record: dict[str, Any]) -> None:
         entries = [FencedRole(**entry) for entry in record.get("fenced", [])]
         self.fence.lift(entries)
-        self.cutover._save(fenced=[])
+        # Only what was lifted leaves the record: a switched database's fence stays for teardown.
+        lifted = {(f.role, f.database) for f in entries}
+        self.cutover._save(fenced=[e for e in self.cutover._record().get("fenced", [])
+                                   if (e.get("role"), e.get("database")) not in lifted])
 
 
 @contextmanager
