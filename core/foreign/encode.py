@@ -1,0 +1,125 @@
+"""The ``jsonb`` layout's value encoding, compatible with the seed tool's.
+
+Each source row becomes ``(id TEXT, data JSONB, _source_type TEXT, _migrated_at TIMESTAMP)``.
+Inside ``data``: integers and floats are JSON numbers (NaN and ±Infinity as the strings
+"NaN", "Infinity", "-Infinity", which JSON cannot hold), DECIMAL a string, text a string,
+bytes that are UTF-8 a string and other bytes ``{"_type": "binary", "data": "<base64>"}``,
+DATETIME/DATE ``{"_type": "datetime", "value": "YYYY-MM-DDTHH:MM:SS[.ffffff]Z"}`` (a date is
+its midnight; an aware value is converted to UTC; a naive one is taken as UTC, as the source
+stored it), TIME ``{"_type": "time", "value": "HH:MM:SS[.ffffff]"}`` (a MySQL TIME beyond a
+day or negative keeps its sign and hours, "-838:59:59"). A source's own types arrive as
+:class:`Special` and become ``{"_type": name, "value": value}`` (MongoDB's objectid,
+regex, timestamp, minkey, maxkey).
+
+The same function gives verify its canonical form (``canonical``), so a row reads the same
+whether it was encoded from the source or decoded from the target.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import math
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Special:
+    """A source-specific value the adapter has already reduced to JSON-able parts."""
+
+    type: str
+    value: Any = None
+
+
+def _utc_text(value: dt.datetime) -> str:
+    if value.tzinfo is not None:
+        value = value.astimezone(dt.UTC).replace(tzinfo=None)
+    return value.isoformat() + "Z"
+
+
+def time_text(value: dt.time | dt.timedelta) -> str:
+    if isinstance(value, dt.time):
+        return value.replace(tzinfo=None).isoformat()
+    total = value.days * 86400 + value.seconds
+    sign = "-" if total < 0 or (total == 0 and value.microseconds < 0) else ""
+    if value < dt.timedelta(0):
+        value = -value
+        total = value.days * 86400 + value.seconds
+    hours, rest = divmod(total, 3600)
+    minutes, seconds = divmod(rest, 60)
+    fraction = f".{value.microseconds:06d}" if value.microseconds else ""
+    return f"{sign}{hours:02d}:{minutes:02d}:{seconds:02d}{fraction}"
+
+
+def encode_value(value: Any) -> Any:
+    """One source value as the JSON value the seed layout stores."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "NaN"
+        if math.isinf(value):
+            return "Infinity" if value > 0 else "-Infinity"
+        return value
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        raw = bytes(value)
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return {"_type": "binary", "data": base64.b64encode(raw).decode("ascii")}
+    if isinstance(value, dt.datetime):
+        return {"_type": "datetime", "value": _utc_text(value)}
+    if isinstance(value, dt.date):
+        return {"_type": "datetime", "value": _utc_text(dt.datetime(value.year, value.month, value.day))}
+    if isinstance(value, (dt.time, dt.timedelta)):
+        return {"_type": "time", "value": time_text(value)}
+    if isinstance(value, Special):
+        return {"_type": value.type, "value": encode_value(value.value)}
+    if isinstance(value, dict):
+        return {str(k): encode_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [encode_value(v) for v in value]
+    if isinstance(value, (set, frozenset)):
+        return sorted(encode_value(v) for v in value)
+    raise TypeError(f"no jsonb encoding for a {type(value).__name__} value")
+
+
+def encode_id(value: Any) -> str:
+    """The ``id`` column's text: a Special's value (an ObjectId's hex), a number's digits,
+    bytes as hex when they are not UTF-8."""
+    if isinstance(value, Special):
+        value = value.value
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        raw = bytes(value)
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return raw.hex()
+    if isinstance(value, dt.datetime):
+        return _utc_text(value)
+    return str(value)
+
+
+def document(columns: tuple[str, ...], row: tuple[Any, ...]) -> dict[str, Any]:
+    """A SQL row as the seed's ``data`` object (column names as keys, in table order)."""
+    return {name: encode_value(value) for name, value in zip(columns, row, strict=True)}
+
+
+def dumps(data: Any) -> str:
+    """JSON text for the ``data`` column (allow_nan off: encode_value already made NaN a string).
+    NUL cannot be stored in jsonb text; it is written as the escape \\u0000, which jsonb
+    refuses too, so it is dropped from strings as pgloader drops it from text."""
+    text = json.dumps(data, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    return text.replace("\\u0000", "") if "\\u0000" in text else text
+
+
+def canonical(data: Any) -> str:
+    """The comparison form verify hashes: key order and spacing fixed."""
+    return json.dumps(data, ensure_ascii=False, allow_nan=False, sort_keys=True, separators=(",", ":"))
