@@ -18,7 +18,7 @@ from textual.widgets import Button, DataTable, Footer, Header, Static
 from ..core.infra.errors import PgtideError
 from ..core.infra.events import CheckReported, Event
 from ..core.model.selection import Selection, format_qualified_name, quote_ident
-from ..widgets.check_list import CheckList
+from ..widgets.check_list import CheckList, WrapStatic
 from ..widgets.formatting import human_bytes, human_count, human_seconds
 from ..widgets.live_table import LiveTable
 from ..widgets.modals import ConfirmModal, NamePrompt, TypedConfirmModal
@@ -149,7 +149,7 @@ class ReviewScreen(PgtideScreen):
                 yield LiveTable(id="estimate", cursor_type="row", zebra_stripes=True)
                 yield Static("", id="estimate-total", markup=False)
                 yield Static("Plan", classes="section-title")
-                yield Static("", id="plan-words", markup=False)
+                yield WrapStatic("", id="plan-words", markup=False)
         with Horizontal(id="review-options"):
             yield TickBox("Drop and recreate non-empty target databases (asks you to type their names)",
                           id="drop-existing", value=bool(self.wizard.options.get("drop_existing", False)),
