@@ -144,6 +144,13 @@ class JobStore:
             entry.setdefault("tables", {})[table_key] = {"rows": rows, "bytes": size, "at": time.time()}
             self._save()
 
+    def table_update(self, name: str, table_key: str, **fields: Any) -> None:
+        """Record facts about one table of ``name`` (merged into what is there)."""
+        with self._fresh():
+            entry = self._data["databases"].setdefault(name, {})
+            entry.setdefault("tables", {}).setdefault(table_key, {}).update(fields, at=time.time())
+            self._save()
+
     def reset(self, name: str) -> None:
         with self._fresh():
             self._data["databases"].pop(name, None)
