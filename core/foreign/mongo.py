@@ -18,7 +18,6 @@ refused before anything reaches the server.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
 import threading
 import uuid
@@ -31,7 +30,7 @@ from urllib.parse import quote, urlencode
 
 from ..infra.errors import ConnectError, EnvironmentProblem, InputError, MigrationFailed, PgtideError
 from .encode import Special
-from .endpoint import ForeignEndpoint
+from .endpoint import PASSWORD_ENV, ForeignEndpoint
 from .source import CaptureCheck, Change, Kind, Row, SourceColumn, SourceTable
 
 if TYPE_CHECKING:
@@ -61,6 +60,9 @@ SAFE_OPTIONS = frozenset({
     "waitQueueTimeoutMS", "retryReads", "maxConnecting", "timeoutMS",
 })
 _OPTIONS_BY_LOWER = {name.lower(): name for name in SAFE_OPTIONS}
+
+#: Mechanisms that authenticate without a password (a certificate, the cloud's identity).
+PASSWORDLESS = frozenset({"MONGODB-X509", "MONGODB-AWS", "MONGODB-OIDC", "GSSAPI"})
 
 #: Query operators that run JavaScript on the server: never sent, wherever they appear.
 JS_OPERATORS = ("$where", "$function", "$accumulator")
@@ -172,7 +174,7 @@ def _reduce(value: Any) -> Any:
     reducer = _reducers.get(type(value))
     if reducer is None:
         for kind, candidate in _load_reducers().items():
-            if isinstance(value, kind) and kind is not object:
+            if isinstance(value, kind):
                 reducer = candidate
                 break
         else:
@@ -473,6 +475,7 @@ class MongoSource:
         except pymongo.errors.PyMongoError as exc:
             raise self.failure(exc, f"listing the collections of {self.endpoint.database!r}") from None
         if self.endpoint.database not in known:
+            known = [name for name in known if name not in ("admin", "config", "local")]
             raise InputError(f"there is no database {self.endpoint.database!r} on {self.endpoint.host}",
                              f"Check the database name in the URL (this server has: "
                              f"{', '.join(sorted(known)[:20]) or 'none'}).", title="Unknown database")
@@ -530,8 +533,8 @@ class MongoSource:
     # -- filters -------------------------------------------------------------------------------
 
     def check_filter(self, table: SourceTable, where: str) -> str:
-        from bson import json_util
         import pymongo.errors
+        from bson import json_util
 
         parsed = parse_filter(where)
         try:
@@ -564,8 +567,8 @@ class MongoSource:
     def position_now(self) -> str | None:
         """Where a change stream opened now starts, as JSON (a resume token, else the cluster
         time); None when the server has no change streams."""
-        from bson import json_util
         import pymongo.errors
+        from bson import json_util
 
         try:
             with self.db.watch(max_await_time_ms=1) as stream:
@@ -633,7 +636,7 @@ class MongoSource:
         pipeline: list[dict[str, Any]] = [
             {"$match": {"$or": [{"ns.coll": {"$in": names}}, {"to.coll": {"$in": names}},
                                 {"operationType": {"$in": ["dropDatabase", "invalidate"]}}]}},
-            {"$project": {name: 1 for name in _CHANGE_FIELDS}},
+            {"$project": dict.fromkeys(_CHANGE_FIELDS, 1)},
         ]
         resume: dict[str, Any] = ({"resume_after": position.token} if position.token is not None
                                   else {"start_at_operation_time": position.operation_time})
@@ -728,9 +731,7 @@ def _change(event: Mapping[str, Any], names: set[str]) -> Change | None:
                                 "follow a dropped or renamed collection.")
     if op not in ("insert", "update", "replace", "delete") or coll not in names:
         return None  # DDL events (showExpandedEvents) and other collections
-    wall = event.get("wallTime")
-    committed = (wall.replace(tzinfo=dt.UTC) if wall.tzinfo is None else wall).timestamp() \
-        if isinstance(wall, dt.datetime) else float(event["clusterTime"].time) if event.get("clusterTime") else None
+    committed = _committed_at(event)
     try:
         if op == "delete":
             key = event.get("documentKey") or {}
@@ -743,6 +744,15 @@ def _change(event: Mapping[str, Any], names: set[str]) -> Change | None:
                       committed_at=committed)
     except UnsupportedValue as problem:
         raise UnsupportedValue(f"collection {coll!r}, a changed document: {problem.cause}", problem.remedy) from None
+
+
+def _committed_at(event: Mapping[str, Any]) -> float | None:
+    """wallTime (6.0+, milliseconds) when the server sends it, else the cluster time's seconds."""
+    wall = event.get("wallTime")
+    if isinstance(wall, dt.datetime):
+        return (wall.replace(tzinfo=dt.UTC) if wall.tzinfo is None else wall).timestamp()
+    cluster = event.get("clusterTime")
+    return float(cluster.time) if cluster is not None else None
 
 
 def _client_uri(endpoint: ForeignEndpoint) -> str:
@@ -773,17 +783,26 @@ def open_mongo(endpoint: ForeignEndpoint) -> MongoSource:
     _require_driver()
     import pymongo
     import pymongo.errors
+    from bson.codec_options import DatetimeConversion
 
     uri = _client_uri(endpoint)
     credentials: dict[str, Any] = {}
     if endpoint.user:
-        credentials = {"username": endpoint.user, "password": endpoint.resolved_password()}
+        password = endpoint.resolved_password()
+        mechanism = {k.lower(): v for k, v in endpoint.options}.get("authmechanism", "").upper()
+        if password is None and mechanism not in PASSWORDLESS:
+            raise ConnectError(f"no password for the MongoDB user {endpoint.user!r}",
+                               f"Store it with pgtide profile, set {PASSWORD_ENV}, or run at a terminal to be "
+                               "asked for it.", title="Password needed")
+        credentials = {"username": endpoint.user}
+        if password is not None:
+            credentials["password"] = password
     try:
         # tz_aware: dates come back as aware UTC values; datetime_auto: a date beyond what
         # Python holds comes back as DatetimeMS (named in UnsupportedValue) instead of failing
         # the whole batch with a decode error.
         client: MongoClient[Doc] = pymongo.MongoClient(uri, tz_aware=True, tzinfo=dt.UTC,
-                                                       datetime_conversion="datetime_auto",
+                                                       datetime_conversion=DatetimeConversion.DATETIME_AUTO,
                                                        appname="pgtide", **credentials)
     except pymongo.errors.ConfigurationError as exc:
         raise InputError(f"the MongoDB URL is not usable: {endpoint.redact(str(exc))}",
@@ -801,7 +820,15 @@ def open_mongo(endpoint: ForeignEndpoint) -> MongoSource:
     return source
 
 
-__all__ = ["CollectionChanged", "ChangeStreamLost", "MongoSnapshot", "MongoSource", "UnsupportedValue",
-           "after_filter", "open_mongo", "parse_filter", "raw_id", "reduce_document"]
-
-_ = json  # json_util builds on json; kept for readers looking for the module's JSON dependency
+__all__ = [
+    "ChangeStreamLost",
+    "CollectionChanged",
+    "MongoSnapshot",
+    "MongoSource",
+    "UnsupportedValue",
+    "after_filter",
+    "open_mongo",
+    "parse_filter",
+    "raw_id",
+    "reduce_document",
+]
