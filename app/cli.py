@@ -181,6 +181,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ..core.infra.db import connection_pools
 
     try:
+        from .foreign_cmd import FOREIGN_COMMANDS, handler_for, is_foreign
+
+        # A foreign source (SQLite, MySQL/MariaDB, MongoDB) runs the same verbs on its own engine.
+        if getattr(args, "command", None) in FOREIGN_COMMANDS and is_foreign(args):
+            handler = handler_for(args.command)
         # One small pool per server and database for the command's short queries.
         with connection_pools():
             return handler(args)

@@ -16,6 +16,7 @@ from .args import (
     session_from_args,
 )
 from .attach_cmd import add_detach_arguments, run_detached, should_detach
+from .foreign_cmd import add_foreign_arguments
 from .render import EventPrinter, estimate_table, print_json, table
 
 
@@ -265,6 +266,7 @@ def register(sub: Any) -> None:
         add_selection_arguments(parser)
         if options:
             add_option_arguments(parser)
+        add_foreign_arguments(parser)
         parser.add_argument("--json", action="store_true", help="one JSON object per event")
         return parser
 

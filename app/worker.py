@@ -107,6 +107,8 @@ class _Worker:
         return {"ok": False, "error": f"unknown request {command!r}"}
 
     def run(self) -> int:
+        if self.job["command"] == "foreign-sync":
+            return self.run_foreign()
         from ..core.session import MigrationSession
 
         plan = plan_from_job(self.job)
@@ -129,6 +131,41 @@ class _Worker:
                             "databases": [asdict(r) for r in results]})
         if self.job.get("watch", True) and any(r.status == "streaming" for r in results):
             self.watch(session)
+        return 0
+
+    def run_foreign(self) -> int:
+        """A foreign source's sync: the change stream (or the refresh) until stopped, with a
+        progress event per second and a verify when asked."""
+        from dataclasses import replace
+
+        from ..core.foreign.session import ForeignSession
+        from ..core.infra.endpoint import Endpoint
+
+        session = ForeignSession.from_record(self.migration_id)
+        session.plan = replace(session.plan, source=session.plan.source.with_password(self.job.get("source_password")),
+                               target=Endpoint.parse(self.job["target"]),
+                               refresh_every=self.job.get("refresh_every") or session.plan.refresh_every)
+        self.session = session
+        self.phase = "watching"
+        stop = self.cancel.event
+        last = [0.0]
+
+        def progress(summary: dict[str, Any]) -> None:
+            import time
+
+            if time.monotonic() - last[0] >= SAMPLE_SECONDS or summary.get("mode") == "refresh":
+                last[0] = time.monotonic()
+                self.events.append({"event": "ForeignProgress", **summary})
+            if self.verify_wanted.is_set():
+                self.verify_wanted.clear()
+                report = session.verify(cancel=self.cancel)
+                self.events.append({"event": "VerifyFinished", "ok": report.ok, **report.summary()})
+
+        self.events.append({"event": "Log", "level": "info", "database": session.plan.database,
+                            "text": f"keeping {session.plan.target.redacted()} in sync with "
+                                    f"{session.plan.source.redacted()}"})
+        session.sync(stop=stop, emit=self.emit, on_progress=progress)
+        self.events.append({"event": "CommandFinished", "command": "foreign-sync", "exit_code": 0})
         return 0
 
     def watch(self, session: Any) -> None:

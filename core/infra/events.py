@@ -111,6 +111,11 @@ class CancelToken:
         if self._event.is_set():
             raise Cancelled()
 
+    @property
+    def event(self) -> threading.Event:
+        """The flag itself, for loops that wait on a threading.Event (a change stream's stop)."""
+        return self._event
+
     def wait(self, seconds: float) -> bool:
         """Sleep up to ``seconds``; True if cancelled meanwhile."""
         return self._event.wait(seconds)
