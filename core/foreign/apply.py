@@ -10,9 +10,11 @@ the stream resumes exactly where the target's data is.
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from queue import Empty, Queue
 from typing import Any
 
 import psycopg
@@ -70,6 +72,40 @@ class Applied:
     applied_at: float | None = None
 
 
+_END = object()
+
+
+def _with_idle_marks(changes: Iterable[Change], idle: float) -> Iterator[Change | None]:
+    """``changes`` read on a thread of their own, with None whenever none came for ``idle``
+    seconds, so a batch is committed when the source goes quiet rather than at the next change."""
+    queue: Queue[object] = Queue(maxsize=10000)
+    failure: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            for change in changes:
+                queue.put(change)
+        except BaseException as exc:  # handed to the applying thread, which raises it
+            failure.append(exc)
+        finally:
+            queue.put(_END)
+
+    reader = threading.Thread(target=read, name="pgtide-changes", daemon=True)
+    reader.start()
+    while True:
+        try:
+            item = queue.get(timeout=idle)
+        except Empty:
+            yield None
+            continue
+        if item is _END:
+            reader.join()
+            if failure:
+                raise failure[0]
+            return
+        yield item  # type: ignore[misc]
+
+
 class Applier:
     """Applies changes for a set of tables to the target over one connection."""
 
@@ -123,7 +159,16 @@ class Applier:
         opened = time.monotonic()
         pending = 0
         self.conn.execute("BEGIN")
-        for change in changes:
+        for change in _with_idle_marks(changes, max_seconds):
+            if change is None:  # the source went quiet: make what was applied visible now
+                if batch.position is not None and pending:
+                    self._run(statement, params)
+                    statement, params = None, []
+                    self._commit(batch, pending)
+                    pending = 0
+                    opened = time.monotonic()
+                    self.conn.execute("BEGIN")
+                continue
             table = self.tables.get(change.table)
             if table is not None and table.key_columns:
                 steps: list[tuple[sql.Composed, tuple[Any, ...]]] = []
