@@ -6,7 +6,6 @@ import datetime as dt
 import random
 import threading
 import time
-from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -31,11 +30,11 @@ def _seed(server: Any, db: str) -> ObjectId:
     return oid
 
 
-def test_copy_is_the_seed_layout(mongo_server: Any, mongo_db: str, target_cluster: Any, target_db: str) -> None:  # noqa: F811
+def test_copy_is_the_seed_layout(mongo_server: Any, mongo_db: str, target_cluster: Any, target_db: str) -> None:
     oid = _seed(mongo_server, mongo_db)
     session = ForeignSession(plan_for(mongo_server.url(mongo_db), target_cluster, target_db, layout="jsonb"))
     report = session.validate()
-    assert report.ok, [c for c in report.errors]
+    assert report.ok, list(report.errors)
     session.init()
     rows = dict(target_cluster.execute("SELECT id, data FROM orders", dbname=target_db))
     assert rows[str(oid)] == {
@@ -51,7 +50,7 @@ def test_copy_is_the_seed_layout(mongo_server: Any, mongo_db: str, target_cluste
         plan_for(mongo_server.url(mongo_db), target_cluster, target_db, layout="typed")
 
 
-def test_change_stream_under_a_writer(mongo_server: Any, mongo_db: str, target_cluster: Any,  # noqa: F811
+def test_change_stream_under_a_writer(mongo_server: Any, mongo_db: str, target_cluster: Any,
                                       target_db: str) -> None:
     with mongo_server.client() as client:
         client[mongo_db]["events"].insert_many([{"_id": i, "n": i} for i in range(300)])

@@ -35,7 +35,7 @@ def build(path: Path) -> Path:
     """)
     conn.executemany("INSERT INTO items VALUES (?,?,?,?,?,?,?,?,?,?,?)", [
         (1, 5, 1.5, "plain", b"\xff\x00\xfe", None, "2024-02-29", "2024-02-29 13:14:15", "12.50", 1, '{"a": [1, 2]}'),
-        (2, -7, float("inf"), "emoji 🐘 and NUL", "text in a blob".encode(), 42, "1999-12-31",
+        (2, -7, float("inf"), "emoji 🐘 and NUL", b"text in a blob", 42, "1999-12-31",
          "2000-01-01T00:00:00.123456", "0.000001", 0, None),
         (3, None, None, None, None, None, None, None, None, None, None),
     ])
