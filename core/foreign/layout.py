@@ -104,7 +104,7 @@ class TargetTable:
 
     # -- DDL ---------------------------------------------------------------------------------
 
-    def create_statements(self) -> Iterator[sql.Composable]:
+    def create_statements(self) -> Iterator[sql.Composed]:
         if self.layout == "jsonb":
             yield sql.SQL("CREATE TABLE {} (id text NOT NULL, data jsonb NOT NULL, _source_type text NOT NULL, "
                           "_migrated_at timestamp DEFAULT now())").format(self.ident)
@@ -135,7 +135,7 @@ class TargetTable:
             columns.append(sql.SQL(" ").join(parts))
         yield sql.SQL("CREATE TABLE {} ({})").format(self.ident, sql.SQL(", ").join(columns))
 
-    def key_statements(self) -> Iterator[sql.Composable]:
+    def key_statements(self) -> Iterator[sql.Composed]:
         """The primary key, then the other indexes; built after the data, as pg_restore does."""
         if self.key_columns:
             yield sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} PRIMARY KEY ({})").format(
@@ -155,7 +155,7 @@ class TargetTable:
                 sql.Identifier(pg_name(self.name, index.name)), self.ident,
                 sql.SQL(", ").join(sql.Identifier(c) for c in index.columns))
 
-    def foreign_key_statements(self, migrated: set[str]) -> Iterator[sql.Composable]:
+    def foreign_key_statements(self, migrated: set[str]) -> Iterator[sql.Composed]:
         if self.layout == "jsonb":
             return
         for fk in self.source.foreign_keys:

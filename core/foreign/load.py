@@ -243,7 +243,7 @@ def _quoted(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _run_once(conn: psycopg.Connection[Any], statement: sql.Composable) -> None:
+def _run_once(conn: psycopg.Connection[Any], statement: sql.Composed) -> None:
     """Run a CREATE INDEX / ADD CONSTRAINT unless a rerun already made that object."""
     try:
         conn.execute(statement)

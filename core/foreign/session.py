@@ -304,10 +304,11 @@ class ForeignSession:
         with connect(self.plan.target, pooled=False) as conn:
             ensure_bookkeeping(conn)
             position, _ = applied_position(conn, self.migration_id)
-            start = position or self.store.database(self.plan.database).get("capture_start")
-            if start is None:
+            recorded = position or self.store.database(self.plan.database).get("capture_start")
+            if not isinstance(recorded, str):
                 raise PgtideError("no change-log position was recorded for this migration's copy",
                                   "Run `pgtide init --no-resume` to copy again with the change log on.")
+            start: str = recorded
             applier = Applier(conn, keyed, self.migration_id)
             last_note = 0.0
 
