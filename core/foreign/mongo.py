@@ -668,6 +668,9 @@ class MongoSource:
                 if stop.is_set() and not group:
                     return
                 event = stream.try_next()
+                if event is None and not stream.alive:
+                    raise ChangeStreamLost("the server closed the change stream",
+                                           "Rerun to resume from the last applied position.")
                 if event is None:
                     # Nothing more is available now, so a transaction being gathered is whole:
                     # its events are all in the oplog before any of them can be read.
@@ -755,6 +758,23 @@ def _committed_at(event: Mapping[str, Any]) -> float | None:
     return float(cluster.time) if cluster is not None else None
 
 
+def _validate_options(options: Mapping[str, str]) -> None:
+    """InputError for an option value the driver cannot use: given in a URI the driver only
+    warns and ignores it (a typo'd ``tls=ture`` would silently connect in clear). Checked on a
+    placeholder host, so nothing is resolved; the two SRV-only options need an SRV URL."""
+    from pymongo.errors import ConfigurationError
+    from pymongo.uri_parser import parse_uri
+
+    checkable = {k: v for k, v in options.items() if k not in ("srvServiceName", "srvMaxHosts")}
+    if not checkable:
+        return
+    try:
+        parse_uri("mongodb://localhost/?" + urlencode(checkable), warn=False)
+    except (ConfigurationError, ValueError, TypeError, OSError) as exc:  # OSError: an unreadable tlsCAFile
+        raise InputError(f"the URL's options are not usable: {exc}", "Fix or remove that option.",
+                         title="Bad source") from None
+
+
 def _client_uri(endpoint: ForeignEndpoint) -> str:
     """The driver's URI without credentials (they go as keywords): host, database (the
     default authSource, as in the user's URL) and the safe options."""
@@ -770,6 +790,7 @@ def _client_uri(endpoint: ForeignEndpoint) -> str:
         raise InputError(f"pgtide does not pass the option(s) {', '.join(sorted(refused))} to MongoDB",
                          "Remove them; pgtide accepts: " + ", ".join(sorted(SAFE_OPTIONS)) + ".",
                          title="Bad source")
+    _validate_options(options)
     options.setdefault("serverSelectionTimeoutMS", str(CONNECT_TIMEOUT_MS))
     options.setdefault("connectTimeoutMS", str(CONNECT_TIMEOUT_MS))
     host = f"[{endpoint.host}]" if ":" in endpoint.host else endpoint.host
