@@ -42,6 +42,7 @@ from ..jobs.store import JobStore, jobs_dir, record_throughput
 from ..model.plan import Plan
 from ..model.selection import format_qualified_name
 from ..replication import naming
+from .index_progress import watch_post_data
 from .target import TargetAction, TargetDecision, decide_target, target_facts
 
 STATUS_STREAMING = DatabaseState.STREAMING.value
@@ -485,7 +486,8 @@ def _init_database(plan: Plan, db: DatabaseScope, store: JobStore, emit: Emit, c
         cancel.check()
         with _phase(emit, database, "indexes"):
             store.update(database, post_data="started")
-            restore_section(plan, database, schema_file, "post-data", jobs=plan.options.jobs)
+            with watch_post_data(target_db, database, schema_file, emit):
+                restore_section(plan, database, schema_file, "post-data", jobs=plan.options.jobs)
             copy_sequences(plan, db)
             store.update(database, post_data="done")
         with _phase(emit, database, "sync"):

@@ -1,8 +1,8 @@
 """Typed events: how core reports progress. Core never prints.
 
 The CLI renders events as lines, progress bars or JSON; the TUI turns them into messages.
-High-rate events (:class:`TableProgress`) are *replaceable*: a consumer that falls behind
-may keep only the newest one per key (Textual's ``Message.can_replace``).
+High-rate events (:class:`TableProgress`, :class:`IndexProgress`) are *replaceable*: a consumer
+that falls behind may keep only the newest one per key (Textual's ``Message.can_replace``).
 """
 
 from __future__ import annotations
@@ -72,6 +72,42 @@ class TableCopied(Event):
     rows: int
     bytes: int
     seconds: float
+
+
+@dataclass(frozen=True)
+class IndexProgress(Event):
+    """The post-data restore of one database: indexes and constraints built so far.
+
+    Replaceable: only the newest per database matters. ``done`` of ``total`` objects exist;
+    ``current`` names one being built now (None between two, or when the server does not
+    say), ``phase`` is what the server reports for it (``building index: scanning table``),
+    and the block and tuple counts are that phase's (0 of 0 when it reports none).
+    ``building`` is how many are built at once (the restore runs several jobs).
+    """
+
+    database: str
+    done: int
+    total: int
+    current: str | None = None
+    phase: str | None = None
+    blocks_done: int = 0
+    blocks_total: int = 0
+    tuples_done: int = 0
+    tuples_total: int = 0
+    building: int = 0
+
+    @property
+    def key(self) -> str:
+        return self.database
+
+    @property
+    def fraction(self) -> float | None:
+        """How far ``current`` is through its phase, from blocks or else tuples (None: unknown)."""
+        if self.blocks_total > 0:
+            return min(1.0, self.blocks_done / self.blocks_total)
+        if self.tuples_total > 0:
+            return min(1.0, self.tuples_done / self.tuples_total)
+        return None
 
 
 @dataclass(frozen=True)
