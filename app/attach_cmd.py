@@ -21,7 +21,7 @@ from .render import EventPrinter
 
 #: Core events a worker logs that the terminal renders as they are (others are summarised).
 _RENDERED = {cls.__name__: cls for cls in (core_events.Log, core_events.PhaseStarted, core_events.PhaseFinished,
-                                           core_events.TableProgress, core_events.TableCopied,
+                                           core_events.TableProgress, core_events.TableCopied, core_events.IndexProgress,
                                            core_events.CheckReported)}
 
 

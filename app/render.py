@@ -6,14 +6,26 @@ import json
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import IO, Any
 
 from ..core.catalog.estimate import Estimate
-from ..core.infra.events import CheckReported, Event, Log, PhaseFinished, PhaseStarted, TableCopied, TableProgress
+from ..core.infra.events import (
+    CheckReported,
+    Event,
+    IndexProgress,
+    Log,
+    PhaseFinished,
+    PhaseStarted,
+    TableCopied,
+    TableProgress,
+)
 from ..core.infra.formatting import human_bytes, human_seconds, text_table
 
 _MARK = {"ok": "ok", "warning": "WARN", "error": "FAIL"}
+#: At most one "indexes n/m built" line this often per database, and always the last: a
+#: section of thousands of small indexes must not print thousands of lines.
+INDEX_LINE_SECONDS = 1.0
 
 
 def table(rows: Sequence[Sequence[str]], headers: Sequence[str]) -> str:
@@ -23,8 +35,11 @@ def table(rows: Sequence[Sequence[str]], headers: Sequence[str]) -> str:
 class EventPrinter:
     """An ``Emit`` for the CLI. Thread-safe: copy workers emit from their own threads."""
 
-    def __init__(self, *, as_json: bool = False, stream: IO[str] | None = None, quiet_checks: bool = False) -> None:
+    def __init__(self, *, as_json: bool = False, stream: IO[str] | None = None, quiet_checks: bool = False,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.as_json = as_json
+        #: What the throttles measure time with (tests step it).
+        self.clock = clock
         self.stream = stream or sys.stdout
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.quiet_checks = quiet_checks
@@ -32,6 +47,8 @@ class EventPrinter:
         self._progress: dict[tuple[str, str, str], TableProgress] = {}
         self._last_progress_line = 0.0
         self._progress_shown = False
+        #: Per database: (objects built when its last line was printed, when).
+        self._indexes: dict[str, tuple[int, float]] = {}
 
     def __call__(self, event: Event) -> None:
         with self._lock:
@@ -61,6 +78,9 @@ class EventPrinter:
                 self.stream.flush()
                 self._progress_shown = True
             return
+        if isinstance(event, IndexProgress):
+            self._index_progress(event)
+            return
         if isinstance(event, CheckReported):
             if self.quiet_checks and event.status == "ok":
                 return
@@ -79,6 +99,39 @@ class EventPrinter:
         elif isinstance(event, Log):
             label = {"info": "", "warning": "warning: ", "error": "error: "}[event.level]
             self._line(f"{_prefix(event.database)}{label}{event.text}")
+
+
+    def _index_progress(self, event: IndexProgress) -> None:
+        now = self.clock()
+        where = _prefix(event.database)
+        printed = self._indexes.get(event.database)
+        if printed is None:
+            self._indexes[event.database] = (event.done, now)
+            self._line(f"{where}  building {event.total} index(es) and constraint(s)")
+            return
+        done, at = printed
+        if event.done > done and (event.done >= event.total or now - at >= INDEX_LINE_SECONDS):
+            self._indexes[event.database] = (event.done, now)
+            self._line(f"{where}  indexes and constraints: {event.done}/{event.total} built")
+        elif self.tty and event.current and now - self._last_progress_line > 0.2:
+            # What is building now, on the progress line that the next line overwrites.
+            self._last_progress_line = now
+            self.stream.write(f"\r\033[K  {event.done}/{event.total} built · {index_activity(event)}")
+            self.stream.flush()
+            self._progress_shown = True
+
+
+def index_activity(event: IndexProgress) -> str:
+    """``building orders_pkey (scanning table 42 %)``: what the restore is busy with."""
+    text = f"building {event.current}" if event.current else "building"
+    details = [(event.phase or "").removeprefix("building index: ")]
+    if event.fraction is not None:
+        details.append(f"{event.fraction * 100:.0f} %")
+    if any(details):
+        text += " (" + " ".join(d for d in details if d) + ")"
+    if event.building > 1:
+        text += f" and {event.building - 1} more"
+    return text
 
 
 def _prefix(database: str | None) -> str:
