@@ -16,7 +16,7 @@ from textual.widgets import Button, DataTable, Footer, Header, Log, ProgressBar,
 from ..widgets.formatting import human_bytes, human_count, human_seconds, progress_text
 from ..widgets.live_table import LiveTable
 from ..widgets.modals import ConfirmModal
-from ..widgets.phase_list import PhaseList
+from ..widgets.phase_list import PhaseList, index_progress_text
 from .base import PgtideScreen
 from .messages import RunUpdated
 from .state import PHASES, RunModel, TableProgressRow, table_key_text
@@ -60,6 +60,8 @@ class RunScreen(PgtideScreen):
                     yield Static("", id="run-state", markup=False)
                     yield ProgressBar(total=100, show_eta=False, id="run-progress")
                     yield Static("", id="run-figures", markup=False)
+            # Shown from the index phase on: pg_restore's objects built so far, the one building.
+            yield Static("", id="run-indexes", markup=False)
             yield LiveTable(id="run-tables", cursor_type="row", zebra_stripes=True)
             yield Log(id="run-log", max_lines=2000)
         with Horizontal(classes="button-row"):
@@ -101,6 +103,7 @@ class RunScreen(PgtideScreen):
         with self.app.batch_update():
             self._draw_phases(model)
             self._draw_summary(model)
+            self._draw_indexes(model)
             self._draw_tables(model)
             self._draw_log(model)
             finished = model.finished
@@ -125,6 +128,8 @@ class RunScreen(PgtideScreen):
 
     def _draw_summary(self, model: RunModel) -> None:
         label, style = STATE_LINES[model.state]
+        if model.state == "running" and model.phase_status("indexes") == "running":
+            label = "● building indexes and constraints"
         state = Text.assemble((label, f"bold {style}"))
         if model.error is not None and model.state == "failed":
             state.append(f"\n{model.error.title}: {model.error.cause}", style="red")
@@ -141,9 +146,22 @@ class RunScreen(PgtideScreen):
         figures += f" · elapsed {human_seconds(model.elapsed())}"
         if rate:
             figures += f" · {human_bytes(rate)}/s"
-        if eta is not None and not model.finished:
+        # The ETA is the copy's: once every row is in, it has nothing left to predict.
+        if eta is not None and not model.finished and model.phase_status("data") != "done":
             figures += f" · ETA {human_seconds(eta)}"
         self.query_one("#run-figures", Static).update(figures)
+
+    def _draw_indexes(self, model: RunModel) -> None:
+        line = self.query_one("#run-indexes", Static)
+        progress = model.index_progress
+        line.display = bool(progress)
+        if not progress:
+            return
+        # The database whose indexes are building now; otherwise the last one that reported.
+        running = [] if model.finished else [progress[name] for name in model.phase_databases("indexes")
+                                             if name in progress]
+        event = running[0] if running else max(progress.values(), key=lambda e: e.at)
+        line.update(index_progress_text(event, database=len(model.databases) > 1, running=bool(running)))
 
     def _draw_tables(self, model: RunModel) -> None:
         table = self.query_one("#run-tables", DataTable)

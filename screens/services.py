@@ -463,7 +463,7 @@ def _follow_worker(plan: Plan, emit: Emit, cancel: CancelToken, detach: threadin
     from ..core.replication import naming
 
     kinds = {cls.__name__: cls for cls in (core_events.Log, core_events.PhaseStarted, core_events.PhaseFinished,
-                                           core_events.TableProgress, core_events.TableCopied,
+                                           core_events.TableProgress, core_events.TableCopied, core_events.IndexProgress,
                                            core_events.CheckReported)}
     migration = naming.migration_id(plan.source, plan.target)
     log = EventLog(migration)

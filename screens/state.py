@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from ..core.infra.errors import PgtideError
 from ..core.infra.events import (
     Event,
+    IndexProgress,
     Log,
     PhaseFinished,
     PhaseStarted,
@@ -354,6 +355,8 @@ class RunModel:
     schema_only: list[TableKey] = field(default_factory=list)
     #: When each phase was first started (for its elapsed time while it runs).
     phase_started_at: dict[str, float] = field(default_factory=dict)
+    #: The index phase per database: the newest IndexProgress (objects built, the one building).
+    index_progress: dict[str, IndexProgress] = field(default_factory=dict)
 
     @classmethod
     def for_scope(cls, plan: Plan, scope: Scope) -> RunModel:
@@ -430,6 +433,8 @@ class RunModel:
             row.done = True
             row.rows_done = event.rows
             row.bytes_done = max(row.bytes_total, event.bytes)
+        elif isinstance(event, IndexProgress):
+            self.index_progress[event.database] = event
         elif isinstance(event, Log):
             prefix = f"{event.database}: " if event.database else ""
             self.add_log(event.level, prefix + event.text)
