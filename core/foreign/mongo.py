@@ -124,6 +124,21 @@ def _regex_flags(flags: int) -> str:
     return "".join(letter for bit, letter in _RE_FLAGS if flags & bit)
 
 
+def _decimal(value: Any) -> Decimal:
+    """A Decimal128 as a Decimal, decoded from its 128 bits (a quarter of the time bson's
+    to_decimal takes); NaNs, infinities and the 11-prefixed form go through bson."""
+    raw = value.bid
+    high = int.from_bytes(raw[8:], "little")
+    if high & 0x6000000000000000 == 0x6000000000000000:  # NaN, ±Infinity, or the 11-prefixed form
+        return Decimal(value.to_decimal())
+    coefficient = ((high & 0x0001FFFFFFFFFFFF) << 64) | int.from_bytes(raw[:8], "little")
+    if coefficient > 9999999999999999999999999999999999:  # beyond 34 digits: non-canonical, read as zero
+        coefficient = 0
+    exponent = ((high >> 49) & 0x3FFF) - 6176
+    # From a string, Decimal is exact whatever the context's precision.
+    return Decimal(f"{'-' if high >> 63 else ''}{coefficient}E{exponent}")
+
+
 def _load_reducers() -> dict[type, Callable[[Any], Any]]:
     """The reduction per exact type (built on first use: bson is imported only when needed)."""
     if _reducers:
@@ -156,7 +171,7 @@ def _load_reducers() -> dict[type, Callable[[Any], Any]]:
     table: dict[type, Callable[[Any], Any]] = {
         str: same, bool: same, int: same, float: same, type(None): same, bytes: same,
         dict: _reduce_mapping, SON: _reduce_mapping, list: _reduce_list,
-        Int64: int, Decimal128: lambda v: v.to_decimal(), Binary: bytes, uuid.UUID: lambda v: v.bytes,
+        Int64: int, Decimal128: _decimal, Binary: bytes, uuid.UUID: lambda v: v.bytes,
         dt.datetime: as_utc,
         ObjectId: lambda v: Special("objectid", str(v)),
         Regex: regex, re.Pattern: regex,
@@ -183,11 +198,19 @@ def _reduce(value: Any) -> Any:
     return reducer(value)
 
 
+#: Values that are already what the contract wants: copied without a call (the common case).
+_PLAIN = frozenset({str, int, float, bool, type(None), bytes})
+
+
 def _reduce_mapping(doc: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in doc.items():
+        kind = type(value)
+        if kind in _PLAIN:
+            out[key] = value
+            continue
         try:
-            out[str(key)] = _reduce(value)
+            out[key] = _reduce_mapping(value) if kind is dict else _reduce(value)
         except _Unsupported as problem:
             problem.path.insert(0, str(key))
             raise
@@ -195,6 +218,11 @@ def _reduce_mapping(doc: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _reduce_list(values: list[Any]) -> list[Any]:
+    for value in values:
+        if type(value) not in _PLAIN:
+            break
+    else:
+        return list(values)
     out: list[Any] = []
     for index, value in enumerate(values):
         try:

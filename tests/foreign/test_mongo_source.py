@@ -186,6 +186,22 @@ def test_reduce_document_refuses_unknown_types_by_name() -> None:
                                                                                     {"pattern": "x+", "flags": "iu"})
 
 
+def test_decimal128_decoding_matches_bson_exactly() -> None:
+    rng = random.Random(5)
+    texts = ["0", "-0", "1.10", "-1.10", "NaN", "Infinity", "-Infinity", "1E-6176", "-0E+10",
+             "9.999999999999999999999999999999999E+6144", "1234567890123456789012345678901234"]
+    texts += [f"{rng.choice(['', '-'])}{rng.randrange(10 ** rng.randrange(1, 35))}E{rng.randrange(-6176, 6111)}"
+              for _ in range(2000)]
+    for text in texts:
+        value = Decimal128(text)
+        got = reduce_document({"d": value})["d"]
+        assert str(got) == str(value.to_decimal()), text
+    # A coefficient past 34 digits is non-canonical: zero, as bson reads it.
+    high = (0x3040 << 48) | ((2**113 - 1) >> 64)
+    odd = Decimal128.from_bid((2**64 - 1).to_bytes(8, "little") + high.to_bytes(8, "little"))
+    assert reduce_document({"d": odd})["d"] == odd.to_decimal() == 0
+
+
 # -- order and resume ----------------------------------------------------------------------------
 
 #: One _id of each type bracket, in BSON's sort order (what rows() must return them in).
