@@ -415,12 +415,14 @@ class MongoSnapshot:
         import pymongo.errors
 
         coll = self.source.db[table.name]
-        query = self._filter(coll, where, after)
-        # The hint keeps the read an _id index walk whatever the filter: streamed in order,
-        # never a blocking sort of the matching documents.
-        cursor = coll.find(query, sort=[("_id", 1)], batch_size=batch).hint([("_id", 1)])
+        cursor: Any = None
         chunk: list[Row] = []
         try:
+            query = self._filter(coll, where, after)
+            # The hint keeps the read an _id index walk whatever the filter: streamed in order,
+            # never a blocking sort of the matching documents (a selective filter on another
+            # indexed field is slower so, and still bounded).
+            cursor = coll.find(query, sort=[("_id", 1)], batch_size=batch).hint([("_id", 1)])
             for doc in cursor:
                 try:
                     chunk.append((reduce_document(doc),))
@@ -435,7 +437,8 @@ class MongoSnapshot:
         except pymongo.errors.PyMongoError as exc:
             raise self.source.failure(exc, f"reading {table.name!r}") from None
         finally:
-            cursor.close()
+            if cursor is not None:
+                cursor.close()
 
     def count(self, table: SourceTable, *, where: str | None = None) -> int:
         import pymongo.errors
@@ -547,9 +550,9 @@ class MongoSource:
 
     def consistency(self) -> str:
         if self._can_stream():
-            return ("Each collection is read in _id order as of its own moment (MongoDB has no snapshot "
-                    "that lasts a whole copy); the change stream, positioned before the first read and "
-                    "replayed from there, makes the target converge to the source.")
+            return ("Each collection is read in _id order as of its own moment, not in one snapshot; the "
+                    "change stream is positioned before the first read, and replaying it from there makes "
+                    "the target converge to the source.")
         return ("Each collection is read in _id order as of its own moment: writes made while the copy "
                 "runs may or may not be in it (this server has no change stream to replay them).")
 
