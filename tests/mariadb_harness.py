@@ -24,6 +24,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -180,6 +181,9 @@ class MariaDBServer:
         deadline = time.monotonic() + 30
         assert self.process is not None
         while time.monotonic() < deadline and self.process.poll() is None:
+            if not self._socket_accepts():
+                time.sleep(0.05)
+                continue
             for password in (self.root_password, ""):
                 try:
                     pymysql.connect(unix_socket=self.socket, user="root", password=password,
@@ -189,6 +193,16 @@ class MariaDBServer:
                     pass
             time.sleep(0.05)
         return False
+
+    def _socket_accepts(self) -> bool:
+        # PyMySQL leaks its socket when connecting to a Unix socket fails: probe it ourselves first.
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            probe.settimeout(2)
+            try:
+                probe.connect(self.socket)
+            except OSError:
+                return False
+        return True
 
     def _set_up_accounts(self) -> None:
         import pymysql

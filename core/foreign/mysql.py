@@ -709,26 +709,36 @@ def _touched_tables(sql: str, default_db: str) -> tuple[str, list[tuple[str, str
     if not tokens or tokens[0][0] != "word":
         return None
     verb = tokens[0][1].upper()
-    if verb not in ("ALTER", "DROP", "TRUNCATE", "RENAME", "CREATE", "INSERT", "UPDATE", "DELETE", "REPLACE",
-                    "LOAD"):
-        return None
     words = [text.upper() if kind == "word" else None for kind, text in tokens]
-    if verb == "CREATE":
-        # Only CREATE [OR REPLACE] TABLE <watched> and CREATE … INDEX … ON <watched> replace or
-        # change a watched table; a view or a table LIKE it does not.
-        head = words[:6]
-        if "INDEX" in head and "ON" in words:
-            start = words.index("ON") + 1
-            return verb, _names(tokens, start, default_db, limit=1)
+
+    def after(*markers: str, skip: tuple[str, ...] = ("IF", "NOT", "EXISTS")) -> int:
+        start = next((i + 1 for i, w in enumerate(words) if w in markers), len(words))
+        while start < len(words) and words[start] in skip:
+            start += 1
+        return start
+
+    head = words[:6]
+    if verb in ("ALTER", "CREATE"):
+        # ALTER TABLE <t>, CREATE [OR REPLACE] TABLE <t>, CREATE … INDEX … ON <t>: a view, a
+        # trigger or a table made LIKE a watched one changes nothing of it.
+        if verb == "CREATE" and "INDEX" in head and "ON" in words:
+            return verb, _names(tokens, after("ON"), default_db, limit=1)
         if "TABLE" in head:
-            start = words.index("TABLE") + 1
-            while start < len(words) and words[start] in ("IF", "NOT", "EXISTS"):
-                start += 1
-            return verb, _names(tokens, start, default_db, limit=1)
+            return verb, _names(tokens, after("TABLE"), default_db, limit=1)
         return None
-    if verb == "ALTER" and "TABLE" not in words[:4]:
+    if verb == "DROP":
+        if "INDEX" in head and "ON" in words:
+            return verb, _names(tokens, after("ON"), default_db, limit=1)
+        if "TABLE" in head or "TABLES" in head:
+            return verb, _names(tokens, after("TABLE", "TABLES"), default_db)
         return None
-    return verb, _names(tokens, 1, default_db)
+    if verb == "TRUNCATE":
+        return verb, _names(tokens, after("TRUNCATE", skip=("TABLE",)), default_db, limit=1)
+    if verb in ("RENAME", "INSERT", "UPDATE", "DELETE", "REPLACE", "LOAD"):
+        # RENAME TABLE a TO b, …; a data change logged as a statement (a session running with
+        # binlog_format=STATEMENT) cannot be decoded into rows either.
+        return verb, _names(tokens, 1, default_db)
+    return None
 
 
 def _names(tokens: list[tuple[str, str]], start: int, default_db: str, limit: int | None = None) -> list[tuple[str, str]]:
@@ -861,6 +871,18 @@ class _Snapshot:
         self.conn = conn
         self.position = position
 
+    @contextmanager
+    def _reading(self, table: SourceTable) -> Iterator[None]:
+        """Driver errors as a PgtideError naming the table (a filter calling a function that
+        writes lands here: the snapshot is READ ONLY, so the server refuses the write)."""
+        try:
+            yield
+        except self.source._driver.Error as exc:
+            raise MigrationFailed(f"reading {table.name!r} from the source failed: "
+                                  f"{self.source.endpoint.redact(_error_text(exc))}",
+                                  "Check the table's filter and the server; a rerun resumes the copy.",
+                                  title="Source read failed") from None
+
     def _where(self, table: SourceTable, where: str | None) -> str:
         if where is None:
             return ""
@@ -889,7 +911,7 @@ class _Snapshot:
             if last is not None:
                 parts.append(_after(table.key, last))
             sql = base + (" WHERE " + " AND ".join(parts) if parts else "") + order + f" LIMIT {int(batch)}"
-            with self.conn.cursor() as cur:
+            with self._reading(table), self.conn.cursor() as cur:
                 cur.execute(sql)
                 rows = [self.source._row(table, row) for row in cur.fetchall()]
             if not rows:
@@ -903,9 +925,11 @@ class _Snapshot:
         """A keyless table: one unbuffered SELECT in natural order."""
         cur = self.source._driver.streaming_cursor(self.conn)
         try:
-            cur.execute(sql)
+            with self._reading(table):
+                cur.execute(sql)
             while True:
-                chunk = cur.fetchmany(batch)
+                with self._reading(table):
+                    chunk = cur.fetchmany(batch)
                 if not chunk:
                     return
                 yield [self.source._row(table, row) for row in chunk]
@@ -914,7 +938,7 @@ class _Snapshot:
 
     def count(self, table: SourceTable, *, where: str | None = None) -> int:
         condition = self._where(table, where)
-        with self.conn.cursor() as cur:
+        with self._reading(table), self.conn.cursor() as cur:
             cur.execute(f"SELECT COUNT(*) FROM {quote_ident(table.name)}" + (" WHERE " + condition if condition else ""))
             return int(cur.fetchone()[0])
 
@@ -1007,7 +1031,7 @@ class MySQLSource:
         fks = self._dicts(
             "SELECT k.TABLE_NAME, k.CONSTRAINT_NAME, k.COLUMN_NAME, k.REFERENCED_TABLE_SCHEMA, k.REFERENCED_TABLE_NAME, "
             "k.REFERENCED_COLUMN_NAME, r.UPDATE_RULE, r.DELETE_RULE FROM information_schema.KEY_COLUMN_USAGE k "
-            "JOIN information_schema.REFERENTIAL_CONSTRAINTS r ON r.CONSTRAINT_SCHEMA = k.CONSTRAINT_SCHEMA "
+            "LEFT JOIN information_schema.REFERENTIAL_CONSTRAINTS r ON r.CONSTRAINT_SCHEMA = k.CONSTRAINT_SCHEMA "
             "AND r.CONSTRAINT_NAME = k.CONSTRAINT_NAME AND r.TABLE_NAME = k.TABLE_NAME "
             f"WHERE k.TABLE_SCHEMA = {db} AND k.REFERENCED_TABLE_NAME IS NOT NULL "
             "ORDER BY k.TABLE_NAME, k.CONSTRAINT_NAME, k.ORDINAL_POSITION")
@@ -1021,6 +1045,9 @@ class MySQLSource:
         foreign: dict[str, dict[str, list[dict[str, Any]]]] = {}
         for row in fks:
             foreign.setdefault(str(row["TABLE_NAME"]), {}).setdefault(str(row["CONSTRAINT_NAME"]), []).append(row)
+        for name, constraints in foreign.items():
+            if any(parts[0]["DELETE_RULE"] is None for parts in constraints.values()):
+                self._rules_from_create(name, constraints)
         result: list[SourceTable] = []
         for table in tables:
             name = str(table["TABLE_NAME"])
@@ -1031,6 +1058,23 @@ class MySQLSource:
             self._engines[name] = engine
             result.append(self._table(self.endpoint.database, name, cols, table, engine, indexes.get(name, {}), foreign.get(name, {})))
         return result
+
+    def _rules_from_create(self, table: str, constraints: dict[str, list[dict[str, Any]]]) -> None:
+        """MariaDB shows REFERENTIAL_CONSTRAINTS only to accounts with more than SELECT on the
+        table; SHOW CREATE TABLE needs SELECT alone and prints the rules (RESTRICT by omission)."""
+        text = str(self._query(f"SHOW CREATE TABLE {quote_ident(table)}")[0][1])
+        for line in text.splitlines():
+            match = re.match(r"\s*CONSTRAINT `((?:[^`]|``)+)` FOREIGN KEY .* REFERENCES .*?"
+                             r"(?: ON DELETE (RESTRICT|CASCADE|SET NULL|NO ACTION|SET DEFAULT))?"
+                             r"(?: ON UPDATE (RESTRICT|CASCADE|SET NULL|NO ACTION|SET DEFAULT))?,?$", line)
+            if match and match.group(1).replace("``", "`") in constraints:
+                for part in constraints[match.group(1).replace("``", "`")]:
+                    part["DELETE_RULE"] = match.group(2) or "RESTRICT"
+                    part["UPDATE_RULE"] = match.group(3) or "RESTRICT"
+        for parts in constraints.values():
+            for part in parts:
+                part["DELETE_RULE"] = part["DELETE_RULE"] or "RESTRICT"
+                part["UPDATE_RULE"] = part["UPDATE_RULE"] or "RESTRICT"
 
     def _json_check_columns(self) -> dict[str, set[str]]:
         if not self.mariadb:
