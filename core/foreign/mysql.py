@@ -28,6 +28,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime as dt
+import importlib
 import json
 import random
 import re
@@ -105,7 +106,7 @@ def _literal(value: Any) -> str:
 
 def _import_pymysql() -> ModuleType:
     try:
-        import pymysql
+        pymysql = importlib.import_module("pymysql")
     except ImportError:
         raise EnvironmentProblem("the MySQL/MariaDB driver (PyMySQL) is not installed", INSTALL_REMEDY,
                                  title="Driver missing") from None
@@ -114,7 +115,7 @@ def _import_pymysql() -> ModuleType:
 
 def _import_mysqlclient() -> ModuleType | None:
     try:
-        import MySQLdb
+        MySQLdb = importlib.import_module("MySQLdb")
     except ImportError:
         return None
     return MySQLdb
@@ -143,10 +144,9 @@ class _Driver:
         self.Error: type[Exception] = self.module.Error
         self._conv: dict[int, Any] | None = None
         if fast is not None:
-            from MySQLdb.constants import FIELD_TYPE
-            from MySQLdb.converters import conversions
-
-            conv = dict(conversions)
+            # Imported by name: neither driver ships type stubs, and core is type-checked strictly.
+            FIELD_TYPE = importlib.import_module("MySQLdb.constants.FIELD_TYPE")
+            conv = dict(importlib.import_module("MySQLdb.converters").conversions)
             for field in (FIELD_TYPE.DATE, FIELD_TYPE.DATETIME, FIELD_TYPE.TIMESTAMP):
                 if field in conv:
                     conv[field] = _zero_date_tolerant(conv[field])
@@ -167,21 +167,17 @@ class _Driver:
 
     def streaming_cursor(self, conn: Any) -> Any:
         if self._conv is not None:
-            import MySQLdb.cursors
-
-            return conn.cursor(MySQLdb.cursors.SSCursor)
-        import pymysql.cursors
-
-        return conn.cursor(pymysql.cursors.SSCursor)
+            return conn.cursor(importlib.import_module("MySQLdb.cursors").SSCursor)
+        return conn.cursor(importlib.import_module("pymysql.cursors").SSCursor)
 
 
 def _error_code(exc: BaseException) -> int:
-    args = getattr(exc, "args", ())
+    args: tuple[Any, ...] = tuple(getattr(exc, "args", ()))
     return args[0] if args and isinstance(args[0], int) else 0
 
 
 def _error_text(exc: BaseException) -> str:
-    args = getattr(exc, "args", ())
+    args: tuple[Any, ...] = tuple(getattr(exc, "args", ()))
     if len(args) >= 2:
         return str(args[1])
     return str(exc)
@@ -758,6 +754,7 @@ def _names(tokens: list[tuple[str, str]], start: int, default_db: str, limit: in
 
 # -- the binlog stream -----------------------------------------------------------------------------
 
+_COM_BINLOG_DUMP = 0x12
 _EV_QUERY, _EV_ROTATE, _EV_FORMAT, _EV_XID, _EV_TABLE_MAP = 2, 4, 15, 16, 19
 _EV_WRITE_V1, _EV_UPDATE_V1, _EV_DELETE_V1 = 23, 24, 25
 _EV_WRITE_V2, _EV_UPDATE_V2, _EV_DELETE_V2 = 30, 31, 32
@@ -823,8 +820,6 @@ class _BinlogStream:
         self.checksum = False
 
     def start(self, file: str, pos: int) -> None:
-        from pymysql.constants.COMMAND import COM_BINLOG_DUMP
-
         with self.conn.cursor() as cur:
             cur.execute("SHOW GLOBAL VARIABLES LIKE 'binlog_checksum'")
             found = cur.fetchone()
@@ -840,7 +835,7 @@ class _BinlogStream:
         # A server id no real replica uses: a second replica with the same id would be kicked off.
         server_id = random.randint(0x7F000000, 0xFFFFFFFE)
         payload = struct.pack("<IHI", pos, 0, server_id) + file.encode("utf-8")
-        self.conn._execute_command(COM_BINLOG_DUMP, payload)
+        self.conn._execute_command(_COM_BINLOG_DUMP, payload)
 
     def events(self) -> Iterator[tuple[int, int, int, bytes]]:
         """(type, timestamp, next position, body without header and checksum)."""
@@ -1277,8 +1272,11 @@ class MySQLSource:
             return refuse("server_id is 0, so the server refuses binlog readers",
                           "SET GLOBAL server_id = 1 (any non-zero id no other server uses, and server_id under "
                           f"[mysqld] in my.cnf); {fallback}.")
-        monitor = "BINLOG MONITOR" if self.mariadb else "REPLICATION CLIENT"
-        missing = [p for p in ("REPLICATION SLAVE", monitor) if p not in privileges and "SUPER" not in privileges]
+        # MariaDB 10.5+ calls REPLICATION CLIENT "BINLOG MONITOR" (the old name is an alias there).
+        monitor = "BINLOG MONITOR" if self.mariadb and "BINLOG MONITOR" in self._known_privileges() else "REPLICATION CLIENT"
+        held = privileges | ({"BINLOG MONITOR", "REPLICATION CLIENT"} if privileges & {"BINLOG MONITOR", "REPLICATION CLIENT"}
+                             else set())
+        missing = [p for p in ("REPLICATION SLAVE", monitor) if p not in held and "SUPER" not in held]
         if not self.mariadb and "RELOAD" not in privileges:
             missing.append("RELOAD")  # FLUSH TABLES WITH READ LOCK, for the snapshot's position
         if missing:
@@ -1286,6 +1284,13 @@ class MySQLSource:
                           f"GRANT {', '.join(missing)} ON *.* TO {grantee}; {fallback}.")
         return CaptureCheck(ok=True, observed=f"binlog on, ROW format, FULL row images ({self.version})",
                             settings=settings)
+
+    def _known_privileges(self) -> set[str]:
+        """The privilege names this server has (MariaDB lists them in mysql.user's columns too,
+        but reading that needs more than we may have: the version decides)."""
+        match = re.match(r"(\d+)\.(\d+)", self.version)
+        major, minor = (int(match.group(1)), int(match.group(2))) if match else (0, 0)
+        return {"BINLOG MONITOR"} if self.mariadb and (major, minor) >= (10, 5) else set()
 
     def _column_infos(self, table: SourceTable) -> tuple[_ColumnInfo, ...]:
         """The table's columns as the server has them now; SourceSchemaChanged if they are not
