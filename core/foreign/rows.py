@@ -71,7 +71,14 @@ def key_of_values(table: TargetTable, values: tuple[Any, ...]) -> Key:
 
 def target_rows(conn: psycopg.Connection[Any], table: TargetTable, *, batch: int = 10000) -> Iterator[tuple[Any, ...]]:
     """The target table's rows in ``TargetTable.columns`` order, through a server-side cursor."""
-    columns = sql.SQL(", ").join(sql.Identifier(c) for c in table.columns)
+    def column(name: str) -> sql.Composable:
+        cast = next((c for c in table.casts if c.column == name), None)
+        # psycopg knows no array type of an enum made here: read those as text[] (a list).
+        if cast is not None and cast.enum_values and cast.pg_type.endswith("[]"):
+            return sql.SQL("{}::text[]").format(sql.Identifier(name))
+        return sql.Identifier(name)
+
+    columns = sql.SQL(", ").join(column(c) for c in table.columns)
     with conn.transaction(), conn.cursor(name="pgtide_foreign_rows") as cursor:
         cursor.itersize = batch
         cursor.execute(sql.SQL("SELECT {} FROM {}").format(columns, table.ident))
