@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import re
 import signal
 import sys
 import threading
@@ -40,6 +39,12 @@ def is_foreign(args: argparse.Namespace) -> bool:
 
     if looks_foreign(getattr(args, "source", None)):
         return True
+    profile = getattr(args, "profile", None)
+    if profile and not getattr(args, "source", None):
+        from ..core.foreign.profile import is_foreign_profile
+
+        if is_foreign_profile(profile):
+            return True
     migration = getattr(args, "migration", None)
     if migration:
         from ..core.foreign.session import is_foreign_record
@@ -52,14 +57,6 @@ def is_foreign(args: argparse.Namespace) -> bool:
 def handler_for(command: str) -> Any:
     return {"validate": _cmd_validate, "estimate": _cmd_estimate, "init": _cmd_init, "sync": _cmd_sync,
             "status": _cmd_status, "verify": _cmd_verify, "teardown": _cmd_teardown}[command]
-
-
-def parse_interval(text: str) -> float:
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(s|sec|seconds?|m|min|minutes?|h|hours?)?\s*", text or "")
-    if not match:
-        raise InputError(f"{text!r} is not an interval", "Write e.g. 30s, 5m or 1h.", title="Bad interval")
-    number, unit = float(match.group(1)), (match.group(2) or "s")[0]
-    return number * {"s": 1, "m": 60, "h": 3600}[unit]
 
 
 def _split_filter(text: str) -> tuple[str, str]:
@@ -93,14 +90,24 @@ def _names(values: list[str] | None) -> tuple[str, ...]:
 
 def plan_from_args(args: argparse.Namespace, *, need_target: bool = True) -> Any:
     from ..core.foreign.endpoint import ForeignEndpoint
-    from ..core.foreign.plan import ForeignPlan, default_layout
+    from ..core.foreign.plan import ForeignPlan, default_layout, parse_interval
     from ..core.infra.endpoint import Endpoint
     from ..core.infra.secrets import with_stored_password
 
-    source = ForeignEndpoint.parse(args.source)
+    base = None
+    if getattr(args, "profile", None):
+        from ..core.foreign.profile import load_foreign_profile
+
+        base = load_foreign_profile(args.profile)
+    if getattr(args, "source", None):
+        source = ForeignEndpoint.parse(args.source)
+    elif base is not None:
+        source = base.source
+    else:
+        raise InputError("no source given", "Pass --source URL, or --profile NAME of a saved profile.")
     if source.kind != "sqlite" and source.resolved_password() is None and sys.stdin.isatty():
         source = source.with_password(getpass.getpass(f"password for {source.redacted()} (empty for none): ") or None)
-    target_text = getattr(args, "target", None)
+    target_text = getattr(args, "target", None) or (base.target.conninfo() if base is not None else None)
     if not target_text:
         if need_target:
             raise InputError("no target server given", "Pass --target postgresql://USER@HOST/DBNAME.")
@@ -108,23 +115,31 @@ def plan_from_args(args: argparse.Namespace, *, need_target: bool = True) -> Any
     if getattr(args, "time_filter", None):
         raise InputError("--time-filter is for PostgreSQL sources",
                          "Write the window as a row filter in the source's language: --table-filter TABLE:PREDICATE.")
-    filters = dict(_split_filter(text) for text in getattr(args, "table_filter", None) or ())
-    casts: dict[str, str] = {}
+    filters = dict(base.filters) if base is not None else {}
+    filters.update(_split_filter(text) for text in getattr(args, "table_filter", None) or ())
+    casts: dict[str, str] = dict(base.casts) if base is not None else {}
     for text in getattr(args, "cast", None) or ():
         key, sep, pg_type = text.partition("=")
         if not sep or "." not in key or not pg_type.strip():
             raise InputError(f"--cast {text!r}: expected TABLE.COLUMN=TYPE", "Write e.g. --cast orders.note=text.")
         casts[key.strip()] = pg_type.strip()
     refresh = getattr(args, "refresh_every", None)
+
+    def pick(flag: tuple[str, ...], recorded: tuple[str, ...]) -> tuple[str, ...]:
+        return flag or recorded
+
     return ForeignPlan(
         source, with_stored_password(Endpoint.parse(target_text)),
-        layout=getattr(args, "layout", None) or default_layout(source),
-        include=_names(getattr(args, "include_tables", None)), exclude=_names(getattr(args, "exclude_tables", None)),
-        schema_only=_names(getattr(args, "schema_only_tables", None)), filters=filters, casts=casts,
-        target_schema=getattr(args, "target_schema", None) or "public",
-        jobs=getattr(args, "jobs", None) or 4, drop_existing=bool(getattr(args, "drop_existing", False)),
+        layout=getattr(args, "layout", None) or (base.layout if base is not None else default_layout(source)),
+        include=pick(_names(getattr(args, "include_tables", None)), base.include if base else ()),
+        exclude=pick(_names(getattr(args, "exclude_tables", None)), base.exclude if base else ()),
+        schema_only=pick(_names(getattr(args, "schema_only_tables", None)), base.schema_only if base else ()),
+        filters=filters, casts=casts,
+        target_schema=getattr(args, "target_schema", None) or (base.target_schema if base else "public"),
+        jobs=getattr(args, "jobs", None) or (base.jobs if base else 4),
+        drop_existing=bool(getattr(args, "drop_existing", False)),
         resume=getattr(args, "resume", None) is not False,
-        refresh_every=parse_interval(refresh) if refresh else None)
+        refresh_every=parse_interval(refresh) if refresh else (base.refresh_every if base else None))
 
 
 def session_from_args(args: argparse.Namespace, *, need_target: bool = True) -> Any:
@@ -227,6 +242,8 @@ def _cmd_sync(args: argparse.Namespace) -> int:
     session = session_from_args(args)
     if getattr(args, "refresh_every", None) and getattr(args, "migration", None):
         from dataclasses import replace
+
+        from ..core.foreign.plan import parse_interval
 
         session.plan = replace(session.plan, refresh_every=parse_interval(args.refresh_every))
     if should_detach(args):
@@ -348,3 +365,22 @@ def _cmd_teardown(args: argparse.Namespace) -> int:
     else:
         print("\n".join(f"removed {r}" for r in removed) or "nothing to remove")
     return 0
+
+
+def save_profile(name: str, args: argparse.Namespace) -> bool:
+    """``pgtide profile save`` for a foreign source; False when the profile is a PostgreSQL one."""
+    from ..core.foreign.profile import is_foreign_profile, save_foreign_profile
+    from ..core.infra import secrets
+    from ..core.model import profiles
+
+    exists = profiles.profile_exists(name)
+    if not is_foreign(args) and not (exists and not getattr(args, "source", None) and is_foreign_profile(name)):
+        return False
+    if exists and not getattr(args, "profile", None) and is_foreign_profile(name):
+        args.profile = name  # start from the saved profile; flags override it
+    plan = plan_from_args(args)
+    if getattr(args, "remember_password", False) and plan.source.password:
+        secrets.set_password(plan.source, plan.source.password)  # type: ignore[arg-type]  # keyed on .identity
+    save_foreign_profile(name, plan)
+    print(f"{'updated' if exists else 'saved'} profile {name} ({profiles.profile_path(name)})")
+    return True

@@ -20,6 +20,7 @@ from ..core.infra.errors import EnvironmentProblem, InputError
 from ..core.model import profiles
 from ..core.model.selection import Selection
 from .args import add_endpoint_arguments, add_option_arguments, add_selection_arguments, plan_from_args
+from .foreign_cmd import add_foreign_arguments
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -54,6 +55,7 @@ def register(sub: Any) -> None:
     add_endpoint_arguments(save)
     add_selection_arguments(save)
     add_option_arguments(save)
+    add_foreign_arguments(save)
     _add_remember_password(save)
     save.set_defaults(handler=_cmd_save)
 
@@ -201,6 +203,10 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
 def _cmd_save(args: argparse.Namespace) -> int:
     name = profiles.validate_name(args.name)
+    from .foreign_cmd import save_profile as save_foreign
+
+    if save_foreign(name, args):
+        return EXIT_OK
     base: profiles.Profile | None = None
     if profiles.profile_exists(name):
         base = profiles.load_profile(name)

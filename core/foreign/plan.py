@@ -7,6 +7,7 @@ database under the same names.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -20,6 +21,16 @@ from .source import SourceTable
 
 Layout = Literal["typed", "jsonb"]
 LAYOUTS: tuple[Layout, ...] = ("typed", "jsonb")
+
+
+def parse_interval(text: str | float | int) -> float:
+    """Seconds from ``30``, ``"30s"``, ``"5m"`` or ``"1h"``; InputError for anything else."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        return float(text)
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(s|sec|seconds?|m|min|minutes?|h|hours?)?\s*", str(text or ""))
+    if not match:
+        raise InputError(f"{text!r} is not an interval", "Write e.g. 30s, 5m or 1h.", title="Bad interval")
+    return float(match.group(1)) * {"s": 1, "m": 60, "h": 3600}[(match.group(2) or "s")[0]]
 
 
 def default_layout(endpoint: ForeignEndpoint) -> Layout:

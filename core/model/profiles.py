@@ -586,7 +586,18 @@ def list_profiles() -> list[ProfileSummary]:
             validate_name(name)
             profile = load_profile(name)
         except InputError as exc:
-            summaries.append(ProfileSummary(name, path, "", "", modified, exc.cause))
+            error = exc.cause
+            from ..foreign.profile import is_foreign_profile, load_foreign_profile
+
+            try:
+                if is_foreign_profile(name):  # a SQLite/MySQL/MongoDB source: its own keys
+                    foreign = load_foreign_profile(name)
+                    summaries.append(ProfileSummary(name, path, foreign.source.redacted(),
+                                                    foreign.target.redacted(), modified))
+                    continue
+            except InputError as foreign_exc:
+                error = foreign_exc.cause
+            summaries.append(ProfileSummary(name, path, "", "", modified, error))
             continue
         summaries.append(ProfileSummary(name, path, profile.plan.source.redacted(),
                                         profile.plan.target.redacted(), modified))

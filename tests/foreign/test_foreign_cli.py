@@ -69,3 +69,27 @@ def test_bad_input_exit_codes(tmp_path: Path, target_cluster: Any, target_db: st
     assert "--layout jsonb" in capsys.readouterr().err
     assert target_cluster.execute("SELECT count(*) FROM pg_class WHERE relnamespace = 'public'::regnamespace",
                                   dbname=target_db)[0][0] == 0
+
+
+def test_profile_keeps_casts_and_comments(tmp_path: Path, target_cluster: Any, target_db: str,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from pgtide.core.infra import paths
+
+    path = _file(tmp_path)
+    target = target_cluster.url(target_db)
+    assert main(["profile", "save", "lite", "--source", str(path), "--target", target, "--cast", "users.joined=text",
+                 "--table-filter", "notes:id > 0", "--refresh-every", "5m"]) == 0
+    file = paths.profiles_dir() / "lite.toml"
+    text = file.read_text()
+    assert '"users.joined" = "text"' in text and 'notes = "id > 0"' in text and "refresh_every = 300.0" in text
+    file.write_text("# my own note\n" + text)
+    assert main(["profile", "save", "lite", "--layout", "jsonb"]) == 0
+    saved = file.read_text()
+    assert saved.startswith("# my own note") and 'layout = "jsonb"' in saved and '"users.joined" = "text"' in saved
+    capsys.readouterr()
+    assert main(["profile", "list", "--json"]) == 0
+    listed = capsys.readouterr().out
+    assert "lite" in listed and "sqlite://" in listed and '"error": null' in listed
+    assert main(["init", "--profile", "lite", "--yes", "--layout", "typed"]) == 0
+    assert target_cluster.execute("SELECT joined FROM users ORDER BY id", dbname=target_db) == [("2024-01-01",), (None,)]
+    assert target_cluster.execute("SELECT pg_typeof(joined)::text FROM users LIMIT 1", dbname=target_db) == [("text",)]
