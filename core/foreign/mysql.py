@@ -843,7 +843,10 @@ class _BinlogStream:
             packet = self.conn._read_packet()
             data = packet.get_all_data()
             if data[:1] == b"\xfe" and len(data) < 9:
-                return  # EOF: the server ended the stream
+                # A blocking dump never ends by itself: the server was shut down or killed us.
+                raise ConnectError(f"{self.endpoint.host}:{self.endpoint.port} ended the binlog stream",
+                                   "Sync resumes from its last applied transaction when restarted; check "
+                                   "whether the server restarted or the session was killed.")
             event = data[1:]
             timestamp, kind = struct.unpack_from("<IB", event, 0)
             next_pos = struct.unpack_from("<I", event, 13)[0]
@@ -908,7 +911,7 @@ class _Snapshot:
             sql = base + (" WHERE " + " AND ".join(parts) if parts else "") + order + f" LIMIT {int(batch)}"
             with self._reading(table), self.conn.cursor() as cur:
                 cur.execute(sql)
-                rows = [self.source._row(table, row) for row in cur.fetchall()]
+                rows = self.source._fetched(table, cur.fetchall())
             if not rows:
                 return
             yield rows
@@ -927,7 +930,7 @@ class _Snapshot:
                     chunk = cur.fetchmany(batch)
                 if not chunk:
                     return
-                yield [self.source._row(table, row) for row in chunk]
+                yield self.source._fetched(table, chunk)
         finally:
             cur.close()  # reads what is left: the connection is usable for the next table
 
@@ -1123,16 +1126,14 @@ class MySQLSource:
             size_bytes=int(info["DATA_LENGTH"] or 0) + int(info["INDEX_LENGTH"] or 0),
             indexes=tuple(plain), foreign_keys=tuple(fk_list))
 
-    def _row(self, table: SourceTable, row: tuple[Any, ...]) -> Row:
-        """A fetched row, with MySQL's JSON (sent as binary-charset text) decoded to str."""
-        json_positions = [i for i, c in enumerate(table.columns) if c.base == "json"]
-        if not json_positions:
-            return tuple(row)
-        values = list(row)
-        for i in json_positions:
-            if isinstance(values[i], (bytes, bytearray)):
-                values[i] = bytes(values[i]).decode("utf-8")
-        return tuple(values)
+    @staticmethod
+    def _fetched(table: SourceTable, rows: Sequence[tuple[Any, ...]]) -> list[Row]:
+        """Fetched rows as the contract's values: MySQL's JSON arrives as binary-charset text,
+        which mysqlclient leaves as bytes. (Everything else the drivers already give as wanted.)"""
+        positions = {i for i, c in enumerate(table.columns) if c.base == "json"}
+        if not positions:
+            return list(rows)
+        return [_json_text(tuple(row), positions) for row in rows]
 
     def consistency(self) -> str:
         if not self._engines:
@@ -1467,8 +1468,8 @@ def _json_text(row: Row, positions: set[int]) -> Row:
         return row
     values = list(row)
     for i in positions:
-        if isinstance(values[i], bytes):
-            values[i] = values[i].decode("utf-8")
+        if isinstance(values[i], (bytes, bytearray)):
+            values[i] = bytes(values[i]).decode("utf-8")
     return tuple(values)
 
 

@@ -10,11 +10,12 @@ each installed driver — each run in its own child process so its peak RSS is i
   (bytes, converted by nothing) for the floor of the protocol cost;
 * mysql-connector-python pure Python (for reference);
 * mysqlclient ``SSCursor`` and keyset batches (needs a compiler and libmariadb-dev, so only
-  when installed).
+  when installed);
+* pgtide's own snapshot reader (core/foreign/mysql.py) on each of PyMySQL and mysqlclient.
 
 Prints rows/s, each one's ratio to the fastest, and peak RSS.
 
-    .venv/bin/python tests/benchmarks/mysql_driver_bench.py [ROWS] [REPEAT]
+    .venv/bin/python tests/benchmarks/mysql_driver_bench.py [ROWS] [REPEAT] [DRIVER,…]
 """
 
 from __future__ import annotations
@@ -113,6 +114,18 @@ def _child(driver: str, host: str, port: int, user: str, password: str, db: str)
                 last = batch[-1][0]
         cur.close()
         conn.close()
+    elif driver.startswith("adapter-"):
+        # What the copy gets: core/foreign/mysql.py's snapshot reader (keyset batches, key order).
+        from pgtide.core.foreign.endpoint import ForeignEndpoint
+        from pgtide.core.foreign.mysql import MySQLSource
+
+        endpoint = ForeignEndpoint.parse(f"mysql://{user}@{host}:{port}/{db}").with_password(password)
+        source = MySQLSource(endpoint, prefer_fast_driver=driver == "adapter-mysqlclient")
+        table = next(t for t in source.tables() if t.name == "bench")
+        with source.snapshot() as reader:
+            for batch in reader.rows(table, batch=BATCH):
+                rows += len(batch)
+        source.close()
     else:
         raise SystemExit(f"unknown driver {driver}")
     seconds = time.perf_counter() - start
@@ -147,11 +160,13 @@ def main() -> None:
 
     total = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
     repeat = int(sys.argv[2]) if len(sys.argv) > 2 else 3
-    drivers = ["pymysql-sscursor", "pymysql-keyset"]
+    drivers = ["pymysql-sscursor", "pymysql-keyset", "adapter-pymysql"]
     if _installed("mysql.connector"):
         drivers += ["connector-cext", "connector-cext-raw", "connector-pure"]
     if _installed("MySQLdb"):
-        drivers += ["mysqlclient-sscursor", "mysqlclient-keyset"]
+        drivers += ["mysqlclient-sscursor", "mysqlclient-keyset", "adapter-mysqlclient"]
+    if len(sys.argv) > 3:
+        drivers = [d for d in drivers if d in sys.argv[3].split(",")]
     server = MariaDBServer(settings={"innodb_buffer_pool_size": "384M", "innodb_log_file_size": "64M"})
     try:
         server.start()
