@@ -164,8 +164,12 @@ class _Worker:
         self.events.append({"event": "Log", "level": "info", "database": session.plan.database,
                             "text": f"keeping {session.plan.target.redacted()} in sync with "
                                     f"{session.plan.source.redacted()}"})
-        session.sync(stop=stop, emit=self.emit, on_progress=progress)
-        self.events.append({"event": "CommandFinished", "command": "foreign-sync", "exit_code": 0})
+        def started(mode: str) -> None:
+            # What `pgtide sync` follows until: the sync runs; the worker goes on until stopped.
+            self.events.append({"event": "CommandFinished", "command": "foreign-sync", "exit_code": 0,
+                                "mode": mode})
+
+        session.sync(stop=stop, emit=self.emit, on_progress=progress, on_started=started)
         return 0
 
     def watch(self, session: Any) -> None:

@@ -253,7 +253,8 @@ class ForeignSession:
             adapter.close()
 
     def sync(self, *, stop: threading.Event, emit: Emit = discard,
-             on_progress: Callable[[dict[str, Any]], None] | None = None) -> None:
+             on_progress: Callable[[dict[str, Any]], None] | None = None,
+             on_started: Callable[[str], None] | None = None) -> None:
         """Keep the target in step with the source until ``stop`` is set: the change log when
         the source has one (and no --refresh-every was asked), else a refresh every interval."""
         plan, database = self.plan, self.plan.database
@@ -270,9 +271,13 @@ class ForeignSession:
                     raise PgtideError(f"changes cannot stream from this source: {capture.observed}",
                                       capture.remedy + " Or pass --refresh-every INTERVAL to re-read the tables.")
                 self.store.transition(database, DatabaseState.STREAMING, sync_mode="refresh")
+                if on_started is not None:
+                    on_started("refresh")
                 self._refresh_loop(adapter, tables, stop, emit, on_progress)
             else:
                 self.store.transition(database, DatabaseState.STREAMING, sync_mode="stream")
+                if on_started is not None:
+                    on_started("stream")
                 self._stream(adapter, tables, stop, emit, on_progress)
         finally:
             adapter.close()
@@ -354,7 +359,7 @@ class ForeignSession:
         except (PgtideError, psycopg.Error):
             pass  # status still shows the record when the target is down
         worker = worker_info(self.migration_id)
-        live = worker.state == "running"
+        live = worker.alive
         lag = progress.get("lag_seconds") if live else None
         if live and progress.get("at"):
             applied = float(progress["at"])

@@ -315,9 +315,14 @@ def spawn(migration_id: str, job: Mapping[str, Any], *, module: str = "pgtide.ap
     log_dir().mkdir(parents=True, exist_ok=True)
     output = open(log_dir() / f"worker-{migration_id}.log", "ab")  # noqa: SIM115 - handed to the child
     try:
+        # The foreign source's password travels in the job (the pipe): the worker, which lives
+        # on, must not keep it in its environment where /proc/PID/environ shows it.
+        from ..foreign.endpoint import PASSWORD_ENV
+
+        env = {key: value for key, value in os.environ.items() if key != PASSWORD_ENV}
         process = subprocess.Popen(
             [*prefix, sys.executable, "-m", module, migration_id], stdin=subprocess.PIPE, stdout=output, stderr=output,
-            start_new_session=True, close_fds=True, cwd="/",
+            start_new_session=True, close_fds=True, cwd="/", env=env,
         )
     finally:
         output.close()
