@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 from ..core.infra.errors import CheckFailed, InputError
-from ..core.infra.formatting import human_bytes, human_seconds
+from ..core.infra.formatting import human_bytes, human_seconds, read_quoted
 from .render import EventPrinter, print_json, table
 
 FOREIGN_COMMANDS = ("validate", "estimate", "init", "sync", "status", "verify", "teardown")
@@ -62,21 +62,11 @@ def handler_for(command: str) -> Any:
 def _split_filter(text: str) -> tuple[str, str]:
     """``TABLE:PREDICATE``; a table name with a colon is written in double quotes."""
     if text.startswith('"'):
-        end = 1
-        name = []
-        while end < len(text):
-            if text[end] == '"':
-                if text[end + 1:end + 2] == '"':
-                    name.append('"')
-                    end += 2
-                    continue
-                break
-            name.append(text[end])
-            end += 1
-        rest = text[end + 1:]
-        if not rest.startswith(":"):
+        quoted = read_quoted(text)
+        rest = text[quoted[1]:] if quoted else ""
+        if quoted is None or not rest.startswith(":"):
             raise InputError(f"--table-filter {text!r}: expected \"TABLE\":PREDICATE", "Write TABLE:PREDICATE.")
-        return "".join(name), rest[1:]
+        return quoted[0], rest[1:]
     table_name, sep, predicate = text.partition(":")
     if not sep or not table_name or not predicate.strip():
         raise InputError(f"--table-filter {text!r}: expected TABLE:PREDICATE",
@@ -194,12 +184,9 @@ def _cmd_estimate(args: argparse.Namespace) -> int:
 
 
 def _confirm(question: str, args: argparse.Namespace) -> bool:
-    if getattr(args, "yes", False):
-        return True
-    if not sys.stdin.isatty():
-        raise InputError("confirmation needed, but there is no terminal to ask on",
-                         "Pass --yes (-y) to proceed without asking.")
-    return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
+    from .migrate_cmd import _confirm as confirm  # migrate_cmd imports this module
+
+    return confirm(question, args)
 
 
 def _cmd_init(args: argparse.Namespace) -> int:

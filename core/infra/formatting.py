@@ -71,3 +71,20 @@ def parse_size(text: str) -> int:
     if unit not in _SIZE_UNITS or value < 0 or value != value or value == float("inf"):
         raise ValueError(f"{text!r} is not a size (e.g. 16MB, 512kB, 1GB)")
     return int(value * _SIZE_UNITS[unit])
+
+
+def read_quoted(text: str, start: int = 0) -> tuple[str, int] | None:
+    """The double-quoted name opening at ``text[start]`` (``""`` stands for one quote) and the
+    index just past its closing quote; None when it is never closed."""
+    name: list[str] = []
+    end = start + 1
+    while end < len(text):
+        if text[end] == '"':
+            if text[end + 1:end + 2] == '"':
+                name.append('"')
+                end += 2
+                continue
+            return "".join(name), end + 1
+        name.append(text[end])
+        end += 1
+    return None

@@ -66,6 +66,7 @@ from psycopg import pq
 from .db import connect as db_connect
 from .endpoint import Endpoint
 from .errors import CheckFailed, ConnectError, EnvironmentProblem, InputError, PgtideError
+from .formatting import read_quoted
 
 __all__ = [
     "ADMIN_DATABASE",
@@ -231,19 +232,10 @@ def _ini_key(line: str) -> tuple[str, int] | None:
     text = line.lstrip()
     offset = len(line) - len(text)
     if text.startswith('"'):
-        end, name = 1, []
-        while end < len(text):
-            if text[end] == '"':
-                if text[end + 1:end + 2] == '"':
-                    name.append('"')
-                    end += 2
-                    continue
-                break
-            name.append(text[end])
-            end += 1
-        else:
+        quoted = read_quoted(text)
+        if quoted is None:
             return None
-        key, rest = "".join(name), text[end + 1:]
+        key, rest = quoted[0], text[quoted[1]:]
     elif text.startswith("'"):
         end = text.find("'", 1)
         if end < 0:
