@@ -158,16 +158,21 @@ class Applier:
         params: list[tuple[Any, ...]] = []
         opened = time.monotonic()
         pending = 0
+
+        def commit() -> None:
+            nonlocal statement, params, pending, opened
+            self._run(statement, params)
+            statement, params = None, []
+            self._commit(batch, pending)
+            pending = 0
+            opened = time.monotonic()
+            self.conn.execute("BEGIN")
+
         self.conn.execute("BEGIN")
         for change in _with_idle_marks(changes, max_seconds):
             if change is None:  # the source went quiet: make what was applied visible now
-                if batch.position is not None and pending:
-                    self._run(statement, params)
-                    statement, params = None, []
-                    self._commit(batch, pending)
-                    pending = 0
-                    opened = time.monotonic()
-                    self.conn.execute("BEGIN")
+                if batch.position is not None and (pending or batch.transactions):
+                    commit()
                 continue
             table = self.tables.get(change.table)
             if table is not None and table.key_columns:
@@ -192,12 +197,7 @@ class Applier:
                 batch.position = change.position
                 batch.source_committed_at = change.committed_at or batch.source_committed_at
                 if pending >= max_changes or time.monotonic() - opened >= max_seconds:
-                    self._run(statement, params)
-                    statement, params = None, []
-                    self._commit(batch, pending)
-                    pending = 0
-                    opened = time.monotonic()
-                    self.conn.execute("BEGIN")
+                    commit()
         self._run(statement, params)
         if batch.position is not None and (pending or batch.transactions):
             self._commit(batch, pending)

@@ -19,7 +19,7 @@ from ..infra.events import CancelToken
 from .apply import Applier
 from .layout import TargetTable
 from .plan import ForeignPlan
-from .rows import digest, key_of_values, target_digests, target_rows
+from .rows import digest, key_of_values, source_values, target_digests, target_rows
 from .source import SourceAdapter
 
 
@@ -49,23 +49,18 @@ def refresh_once(plan: ForeignPlan, adapter: SourceAdapter, tables: list[TargetT
                 continue
             where = plan.filters.get(table.name)
             if not table.key_columns:
-                _reload_if_changed(plan, applier.conn, table, snapshot.rows(table.source, where=where), result)
+                _reload_if_changed(applier.conn, table, list(source_values(snapshot, table, where)), result)
                 continue
             have = target_digests(applier.conn, table)
             upserts: list[tuple[object, ...]] = []
-            ordinal = 0
-            for batch in snapshot.rows(table.source, where=where):
-                for row in batch:
-                    ordinal += 1
-                    values = table.convert(row, ordinal)
-                    key = key_of_values(table, values)
-                    seen = have.pop(key, None)
-                    if seen is None:
-                        result.inserted += 1
-                        upserts.append(values)
-                    elif seen != digest(table, values):
-                        result.updated += 1
-                        upserts.append(values)
+            for values in source_values(snapshot, table, where):
+                seen = have.pop(key_of_values(table, values), None)
+                if seen is None:
+                    result.inserted += 1
+                    upserts.append(values)
+                elif seen != digest(table, values):
+                    result.updated += 1
+                    upserts.append(values)
             # Normalized keys are numbers or text the target parses back into the key's type.
             deletes = list(have)
             result.deleted += len(deletes)
@@ -76,14 +71,8 @@ def refresh_once(plan: ForeignPlan, adapter: SourceAdapter, tables: list[TargetT
     return result
 
 
-def _reload_if_changed(plan: ForeignPlan, conn: psycopg.Connection[object], table: TargetTable,
-                       batches: object, result: RefreshResult) -> None:
-    ordinal = 0
-    fresh: list[tuple[object, ...]] = []
-    for batch in batches:  # type: ignore[attr-defined]
-        for row in batch:
-            ordinal += 1
-            fresh.append(table.convert(row, ordinal))
+def _reload_if_changed(conn: psycopg.Connection[object], table: TargetTable, fresh: list[tuple[object, ...]],
+                       result: RefreshResult) -> None:
     now = Counter(digest(table, v) for v in fresh)
     before = Counter(digest(table, tuple(r)) for r in target_rows(conn, table))
     if now == before:

@@ -22,6 +22,7 @@ from psycopg import sql
 
 from .encode import canonical
 from .layout import TargetTable
+from .source import SnapshotReader
 
 Key = tuple[Any, ...]
 
@@ -67,6 +68,15 @@ def key_of_values(table: TargetTable, values: tuple[Any, ...]) -> Key:
         return (values[0],)
     names = table.source.column_names
     return tuple(_norm(values[names.index(k)], "") for k in table.key_columns)
+
+
+def source_values(snapshot: SnapshotReader, table: TargetTable, where: str | None) -> Iterator[tuple[Any, ...]]:
+    """The source table's rows in target form (as the copy converts them), in key order."""
+    ordinal = 0
+    for batch in snapshot.rows(table.source, where=where):
+        for row in batch:
+            ordinal += 1
+            yield table.convert(row, ordinal)
 
 
 def target_rows(conn: psycopg.Connection[Any], table: TargetTable, *, batch: int = 10000) -> Iterator[tuple[Any, ...]]:

@@ -19,7 +19,7 @@ from ..infra.db import connect
 from ..infra.events import CancelToken
 from .layout import TargetTable
 from .plan import ForeignPlan
-from .rows import Key, digest, key_of_values, target_digests, target_rows
+from .rows import Key, digest, key_of_values, source_values, target_digests, target_rows
 from .source import SourceAdapter
 
 #: Ids named per table and kind of difference.
@@ -80,12 +80,7 @@ def verify_table(plan: ForeignPlan, adapter: SourceAdapter, table: TargetTable) 
     with connect(plan.target, pooled=False) as conn, adapter.snapshot() as snapshot:
         if not table.key_columns:
             before = Counter(digest(table, tuple(r)) for r in target_rows(conn, table))
-            now: Counter[bytes] = Counter()
-            ordinal = 0
-            for batch in snapshot.rows(table.source, where=where):
-                for row in batch:
-                    ordinal += 1
-                    now[digest(table, table.convert(row, ordinal))] += 1
+            now = Counter(digest(table, values) for values in source_values(snapshot, table, where))
             verdict.source_rows, verdict.target_rows = sum(now.values()), sum(before.values())
             verdict.missing_count = sum((now - before).values())
             verdict.extra_count = sum((before - now).values())
@@ -93,22 +88,18 @@ def verify_table(plan: ForeignPlan, adapter: SourceAdapter, table: TargetTable) 
             return verdict
         have = target_digests(conn, table)
         verdict.target_rows = len(have)
-        ordinal = 0
-        for batch in snapshot.rows(table.source, where=where):
-            for row in batch:
-                ordinal += 1
-                values = table.convert(row, ordinal)
-                key = key_of_values(table, values)
-                verdict.source_rows += 1
-                seen = have.pop(key, None)
-                if seen is None:
-                    verdict.missing_count += 1
-                    if len(verdict.missing) < SAMPLE:
-                        verdict.missing.append(_show(key))
-                elif seen != digest(table, values):
-                    verdict.different_count += 1
-                    if len(verdict.different) < SAMPLE:
-                        verdict.different.append(_show(key))
+        for values in source_values(snapshot, table, where):
+            key = key_of_values(table, values)
+            verdict.source_rows += 1
+            seen = have.pop(key, None)
+            if seen is None:
+                verdict.missing_count += 1
+                if len(verdict.missing) < SAMPLE:
+                    verdict.missing.append(_show(key))
+            elif seen != digest(table, values):
+                verdict.different_count += 1
+                if len(verdict.different) < SAMPLE:
+                    verdict.different.append(_show(key))
         verdict.extra_count = len(have)
         verdict.extra = [_show(k) for k in list(have)[:SAMPLE]]
     verdict.seconds = time.monotonic() - started
