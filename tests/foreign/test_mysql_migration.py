@@ -187,3 +187,31 @@ def test_wrong_password_and_unreachable(mariadb_server: Any, mariadb_db: str, ta
     report = ForeignSession(plan_for("mysql://pgtide:x@127.0.0.1:1/db", target_cluster, target_db)).validate()
     assert next(c for c in report.checks if c.name == "source").status == "error"
     assert time.monotonic() - started < 15
+
+
+def test_validate_changes_nothing_and_names_an_unsupported_column(mariadb_server: Any, mariadb_db: str,
+                                                                  target_cluster: Any, target_db: str) -> None:
+    mariadb_server.execute("CREATE TABLE places (id INT PRIMARY KEY, spot POINT)", db=mariadb_db)
+    mariadb_server.execute("INSERT INTO places VALUES (1, POINT(1, 2))", db=mariadb_db)
+
+    def server_state() -> tuple[Any, ...]:
+        return (mariadb_server.execute("SHOW MASTER STATUS"),
+                mariadb_server.execute("SELECT TABLE_NAME, UPDATE_TIME, TABLE_ROWS FROM information_schema.TABLES "
+                                       "WHERE TABLE_SCHEMA = %s ORDER BY 1", (mariadb_db,)),
+                target_cluster.execute("SELECT count(*) FROM pg_class WHERE relnamespace = 'public'::regnamespace",
+                                       dbname=target_db))
+
+    before = server_state()
+    url = mariadb_server.url(mariadb_db, with_password=True)
+    report = ForeignSession(plan_for(url, target_cluster, target_db)).validate()
+    layout = next(c for c in report.checks if c.name == "layout")
+    assert layout.status == "error" and "places.spot" in layout.observed and "point" in layout.observed.lower()
+    assert '"places.spot" = "text"' in layout.remedy
+    assert server_state() == before
+    # The documented way out: a cast the target parses; the WKB bytes land as bytea.
+    session = ForeignSession(plan_for(url, target_cluster, target_db, casts={"places.spot": "bytea"}))
+    assert session.validate().ok
+    session.init()
+    (spot,) = target_cluster.execute("SELECT spot FROM places", dbname=target_db)[0]
+    assert isinstance(spot, bytes) and len(spot) == 25  # SRID + WKB point
+    assert session.verify().ok
