@@ -216,6 +216,10 @@ class ForeignSession:
         self.store.transition(database, DatabaseState.COPYING, kind="foreign")
         try:
             create_tables(plan.target, tables, replace=replace, emit=emit)
+            # Ours from now on: a rerun after a crash continues into them instead of refusing.
+            for table in tables:
+                if not recorded.get(table.name, {}).get("state") or table.name in replace:
+                    self.store.table_update(database, table.name, state="created")
             results = copy_all(plan, self.open_adapter, tables, self.store, emit=emit, cancel=cancel)
             build_keys(plan, tables, emit=emit)
             with connect(plan.target) as conn:

@@ -186,3 +186,36 @@ def test_a_value_that_does_not_fit_names_the_row(tmp_path: Path, target_cluster:
     fixed.init()
     assert target_cluster.execute("SELECT at FROM t", dbname=target_db) == [("yesterday",)]
     assert json.dumps(fixed.status().to_dict())
+
+
+def test_an_interrupted_copy_resumes_per_table(tmp_path: Path, target_cluster: Any, target_db: str) -> None:
+    from pgtide.core.infra.events import Cancelled, CancelToken, Log, TableCopied
+
+    path = tmp_path / "three.db"
+    conn = sqlite3.connect(path)
+    for name in ("a", "b", "c"):
+        conn.execute(f"CREATE TABLE {name} (id INTEGER PRIMARY KEY, v TEXT)")
+        conn.executemany(f"INSERT INTO {name} VALUES (?, ?)", [(i, f"{name}{i}") for i in range(2000)])
+    conn.commit()
+    conn.close()
+    cancel = CancelToken()
+    copied: list[str] = []
+
+    def stop_after_first(event: Any) -> None:
+        if isinstance(event, TableCopied):
+            copied.append(event.table)
+            cancel.cancel()
+
+    session = ForeignSession(plan_for(str(path), target_cluster, target_db, jobs=1))
+    with pytest.raises(Cancelled):
+        session.init(emit=stop_after_first, cancel=cancel)
+    assert len(copied) == 1
+    assert session.store.state(session.plan.database).value == "failed"
+    logs: list[str] = []
+    again = ForeignSession(plan_for(str(path), target_cluster, target_db, jobs=1))
+    again.init(emit=lambda e: logs.append(e.text) if isinstance(e, Log) else None)
+    assert f"{copied[0]}: copied by an earlier run, kept" in logs
+    for name in ("a", "b", "c"):
+        assert target_cluster.execute(f"SELECT count(*), count(DISTINCT id) FROM {name}", dbname=target_db) == [
+            (2000, 2000)]
+    assert again.verify().ok
