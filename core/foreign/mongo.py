@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -44,6 +45,8 @@ EXTRA = "pip install 'pgtide[mongodb]'"
 #: How long connecting may take before ConnectError (server selection, then the TCP connect).
 CONNECT_TIMEOUT_MS = 10_000
 #: How long one idle change-stream poll waits on the server: bounds how late ``stop`` is seen.
+#: How often a quiet stream still records how far it has read (a checkpoint change).
+CHECKPOINT_SECONDS = 10.0
 IDLE_WAIT_MS = 500
 #: How long ``check_filter``'s trial find may run; a filter that parses but scans slowly is fine.
 FILTER_TRIAL_MS = 5_000
@@ -691,9 +694,11 @@ class MongoSource:
 
     def _follow(self, stream: Any, names: set[str], stop: threading.Event) -> Iterator[Change]:
         import pymongo.errors
+        from bson import json_util
 
         group: list[Doc] = []
         group_key: Any = None
+        last_checkpoint = time.monotonic()
         try:
             while True:
                 if stop.is_set() and not group:
@@ -708,6 +713,12 @@ class MongoSource:
                     if group:
                         yield from self._emit(group, names)
                         group = []
+                        last_checkpoint = time.monotonic()
+                    elif time.monotonic() - last_checkpoint >= CHECKPOINT_SECONDS and stream.resume_token:
+                        # Quiet watched collections while others are busy: keep the recorded
+                        # position moving, so a restart never needs oplog history older than this.
+                        last_checkpoint = time.monotonic()
+                        yield Change(table="", op="update", row=(), position=str(json_util.dumps(stream.resume_token)))
                     continue
                 key = _txn_key(event)
                 if group and key != group_key:

@@ -95,7 +95,11 @@ class SourceTable:
 
 @dataclass(frozen=True)
 class Change:
-    """One row change read from the source's change log, in commit order."""
+    """One row change read from the source's change log, in commit order.
+
+    A change whose ``table`` is "" is a checkpoint: no row, only a ``position`` the stream has
+    read up to while the watched tables were quiet (the apply records it, so a restart does
+    not need change-log history older than that)."""
 
     table: str
     op: Op

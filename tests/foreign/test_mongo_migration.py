@@ -101,3 +101,36 @@ def test_change_stream_under_a_writer(mongo_server: Any, mongo_db: str, target_c
         stop.set()
         sync.join(timeout=30)
     assert not sync.is_alive()
+
+
+def test_a_quiet_stream_keeps_its_position_moving(mongo_server: Any, mongo_db: str, target_cluster: Any,
+                                                  target_db: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pgtide.core.foreign import mongo
+
+    monkeypatch.setattr(mongo, "CHECKPOINT_SECONDS", 0.5)
+    with mongo_server.client() as client:
+        client[mongo_db]["watched"].insert_one({"_id": 1})
+        client[mongo_db]["busy"].insert_one({"_id": 1})
+    session = ForeignSession(plan_for(mongo_server.url(mongo_db), target_cluster, target_db, layout="jsonb",
+                                      exclude=("busy",)))
+    session.init()
+    stop = threading.Event()
+    sync = threading.Thread(target=session.sync, kwargs={"stop": stop})
+    sync.start()
+    try:
+        first = None
+        deadline = time.monotonic() + 20
+        with mongo_server.client() as client:
+            while time.monotonic() < deadline:
+                client[mongo_db]["busy"].insert_one({"n": time.time()})  # only the unwatched collection moves
+                position = session.status().position
+                if first is None and position is not None:
+                    first = position
+                elif first is not None and position != first:
+                    break
+                time.sleep(0.3)
+        assert first is not None and position != first
+        assert target_cluster.execute("SELECT count(*) FROM watched", dbname=target_db) == [(1,)]
+    finally:
+        stop.set()
+        sync.join(timeout=30)
