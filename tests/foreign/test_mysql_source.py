@@ -334,6 +334,18 @@ def test_write_after_snapshot_is_in_changes_exactly_once(mariadb_server: MariaDB
         assert start is not None and start.startswith("binlog.")
         changes = _collect(source, [items], start, _binlog_end(mariadb_server))
         assert [(c.op, c.row) for c in changes] == [("insert", (1000, 1, "late"))]
+        # One transaction of three changes: only its last one carries the resume position.
+        conn = mariadb_server.connect(mariadb_db, autocommit=False)
+        with conn, conn.cursor() as cur:
+            cur.execute("INSERT INTO items VALUES (1001, 2, 'a'), (1002, 3, 'b')")
+            cur.execute("INSERT INTO other VALUES (2)")
+            cur.execute("DELETE FROM items WHERE id = 1")
+            conn.commit()
+        end = _binlog_end(mariadb_server)
+        assert changes[-1].position is not None
+        batch = _collect(source, [items], changes[-1].position, end)
+        assert [(c.op, c.row[0]) for c in batch] == [("insert", 1001), ("insert", 1002), ("delete", 1)]
+        assert [c.position for c in batch] == [None, None, f"{end[0]}:{end[1]}"]
     finally:
         source.close()
 
@@ -512,6 +524,29 @@ def test_capture_check_accepts_row_binlog_and_refuses_the_rest(mariadb_server: M
                 assert (reader.position is None) == (settings.get("log_bin") is False)
         finally:
             other.close()
+
+
+def test_compressed_binlog_is_refused_not_misread(mariadb_factory: Any) -> None:
+    server = mariadb_factory(settings={"log_bin_compress": "ON", "log_bin_compress_min_len": "10"})
+    db = server.create_database()
+    server.execute(f"GRANT ALL ON {quote_ident(db)}.* TO 'pgtide'@'%'")
+    server.execute("CREATE TABLE items (id INT PRIMARY KEY, s TEXT)", db=db)
+    source = _source(server, db)
+    try:
+        check = source.capture_check()
+        assert not check.ok and "log_bin_compress is ON" in check.observed
+        assert "SET GLOBAL log_bin_compress = OFF" in check.remedy
+        items = _table(source, "items")
+        with source.snapshot() as reader:
+            start = reader.position
+        assert start is not None
+        server.execute("INSERT INTO items VALUES (1, REPEAT('x', 500))", db=db)
+        with pytest.raises(MigrationFailed) as unreadable:
+            for _change in source.changes([items], start, threading.Event()):
+                pass
+        assert unreadable.value.title == "Unreadable binlog"
+    finally:
+        source.close()
 
 
 # -- errors ----------------------------------------------------------------------------------------
