@@ -231,6 +231,13 @@ def test_discovery_reports_every_column_fact(mariadb_server: MariaDBServer, mari
         (fk,) = child.foreign_keys
         assert (fk.name, fk.columns, fk.ref_table, fk.ref_columns, fk.on_delete, fk.on_update) == (
             "fk_parent", ("code", "n"), "parent", ("code", "n"), "CASCADE", "SET NULL")
+        # A composite key: key order, and resuming strictly past a key tuple.
+        mariadb_server.execute("INSERT INTO parent VALUES ('b', 2, 1), ('a', 9, 2), ('b', 1, 3), ('c', 0, 4), "
+                               "('b', 3, 5)", db=mariadb_db)
+        with source.snapshot() as reader:
+            assert [r[:2] for r in _all_rows(reader, parent, batch=2)] == [
+                ("a", 9), ("b", 1), ("b", 2), ("b", 3), ("c", 0)]
+            assert [r[:2] for r in _all_rows(reader, parent, after=("b", 1), batch=2)] == [("b", 2), ("b", 3), ("c", 0)]
         keyless = tables["keyless"]
         assert keyless.key == () and keyless.id_column is None and keyless.rows_exact
         assert "keyless" in source.consistency() and "START TRANSACTION WITH CONSISTENT SNAPSHOT" in source.consistency()
