@@ -281,6 +281,85 @@ def test_values_read_back_equal_from_snapshot_and_binlog(mariadb_server: MariaDB
         source.close()
 
 
+RANDOM_DDL = """
+CREATE TABLE rnd (
+  id INT PRIMARY KEY, d180 DECIMAL(18,0), d99 DECIMAL(9,9), d6530 DECIMAL(65,30), du DECIMAL(5,2) UNSIGNED,
+  t1 TIME(1), t3 TIME(3), t4 TIME(4), dt1 DATETIME(1), dt2 DATETIME(2), dt5 DATETIME(5), ts6 TIMESTAMP(6) NULL,
+  ch CHAR(10), vl VARCHAR(300) CHARACTER SET latin1, v3 VARCHAR(100) CHARACTER SET utf8mb3, bn BINARY(6),
+  b64 BIT(64), b9 BIT(9), st SET('m0','m1','m2','m3','m4','m5','m6','m7','m8','m9','m10','m11','m12'),
+  tb TINYBLOB, mb MEDIUMBLOB, lt LONGTEXT, fl FLOAT, u8 TINYINT UNSIGNED, i24 MEDIUMINT, u24 MEDIUMINT UNSIGNED,
+  y YEAR, d DATE
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4
+"""
+
+
+def _random_row(rng: random.Random, key: int) -> tuple[Any, ...]:
+    def digits(n: int) -> str:
+        return "".join(rng.choice("0123456789") for _ in range(n))
+
+    def sign() -> str:
+        return rng.choice(["", "-"])
+
+    def clock(fsp: int) -> str:
+        frac = "." + digits(fsp) if fsp else ""
+        return f"{sign()}{rng.randint(0, 838)}:{rng.randint(0, 59):02d}:{rng.randint(0, 59):02d}{frac}"
+
+    def stamp(fsp: int, years: tuple[int, int] = (1000, 9999)) -> str:
+        if rng.random() < 0.15:
+            return "0000-00-00 00:00:00"
+        frac = "." + digits(fsp) if fsp else ""
+        return (f"{rng.randint(*years)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d} "
+                f"{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}:{rng.randint(0, 59):02d}{frac}")
+
+    text = "".join(rng.choice("aé€😀z \\'\"%_\n") for _ in range(rng.randint(0, 30)))
+    return (
+        key, sign() + digits(rng.randint(1, 18)), "0." + digits(9), f"{sign()}{digits(rng.randint(1, 35))}.{digits(30)}",
+        f"{rng.randint(0, 999)}.{digits(2)}", clock(1), clock(3), clock(4), stamp(1), stamp(2), stamp(5),
+        stamp(6, (1971, 2037)) if rng.random() < 0.9 else None,
+        "".join(rng.choice("ab ") for _ in range(rng.randint(0, 9))).rstrip() + rng.choice(["", "x"]),
+        "".join(rng.choice("aàéÿ¡~ ") for _ in range(rng.randint(0, 300))), "".join(rng.choice("aé€") for _ in range(rng.randint(0, 100))),
+        bytes(rng.randint(0, 255) for _ in range(rng.randint(0, 6))),
+        rng.getrandbits(64), rng.getrandbits(9), ",".join(f"m{i}" for i in range(13) if rng.random() < 0.3),
+        bytes(rng.randint(0, 255) for _ in range(rng.randint(0, 255))),
+        bytes(rng.randint(0, 255) for _ in range(rng.choice([0, 10, 70000]))),
+        text * rng.choice([1, 3000]), rng.uniform(-1e6, 1e6), rng.randint(0, 255), rng.randint(-8388608, 8388607),
+        rng.randint(0, 16777215), rng.choice([0, 1901, 2155, rng.randint(1901, 2155)]),
+        rng.choice(["0000-00-00", "2020-00-00", f"{rng.randint(1000, 9999)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"]),
+    )
+
+
+def test_random_values_decode_from_the_binlog_as_the_snapshot_reads_them(mariadb_server: MariaDBServer,
+                                                                          mariadb_db: str) -> None:
+    mariadb_server.execute(RANDOM_DDL, db=mariadb_db)
+    rng = random.Random(2026)
+    conn = mariadb_server.connect(mariadb_db)
+    with conn, conn.cursor() as cur:
+        cur.execute("SET SESSION sql_mode = '', SESSION time_zone = '+00:00'")
+        rows = [_random_row(rng, key) for key in range(1, 41)]
+        cur.executemany("INSERT INTO rnd VALUES (" + ", ".join(["%s"] * len(rows[0])) + ")", rows)
+    source = _source(mariadb_server, mariadb_db)
+    try:
+        table = _table(source, "rnd")
+        with source.snapshot() as reader:
+            snapshot_rows = _all_rows(reader, table, batch=16)
+            assert {type(v).__name__ for r in snapshot_rows for v in r[5:8]} == {"timedelta"}
+            start = reader.position
+        assert start is not None and len(snapshot_rows) == 40
+        # The server copies its own stored values: the binlog then holds exactly what the snapshot read.
+        names = ", ".join(quote_ident(c) for c in table.column_names[1:])
+        mariadb_server.execute(f"INSERT INTO rnd SELECT id + 1000, {names} FROM rnd", db=mariadb_db)
+        mariadb_server.execute("UPDATE rnd SET id = id + 2000 WHERE id <= 40", db=mariadb_db)
+        changes = _collect(source, [table], start, _binlog_end(mariadb_server))
+        # (Sorted: the server may log a big row in an event of its own, out of the SELECT's order.)
+        inserted = sorted((c.row[0] - 1000, *c.row[1:]) for c in changes if c.op == "insert")
+        _assert_rows_equal(inserted, snapshot_rows, table.column_names)
+        befores = sorted((c.before for c in changes if c.op == "update" and c.before is not None), key=lambda r: r[0])
+        assert befores == snapshot_rows
+        assert sorted(c.row[0] for c in changes if c.op == "update") == [i + 2000 for i in range(1, 41)]
+    finally:
+        source.close()
+
+
 @pytest.mark.parametrize("fast", DRIVERS, ids=DRIVER_IDS)
 def test_hostile_names_and_keyless_table(mariadb_server: MariaDBServer, mariadb_db: str, fast: bool) -> None:
     columns = ", ".join(f"{quote_ident(c)} {'INT PRIMARY KEY' if c == 'id' else 'VARCHAR(20)'}" for c in HOSTILE_COLUMNS)
