@@ -41,6 +41,7 @@ import random
 import re
 import struct
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
@@ -62,6 +63,10 @@ CONNECT_TIMEOUT = 10
 READ_TIMEOUT = 3600
 BINLOG_READ_TIMEOUT = 30
 HEARTBEAT = 0.5
+#: While the watched tables are quiet and others are busy, the stream still gives the position
+#: it has read up to this often (a checkpoint change: no table, no row), so a restart never
+#: needs binlog files older than that.
+CHECKPOINT_SECONDS = 10.0
 _NON_TRANSACTIONAL = {"MYISAM", "ARIA", "MEMORY", "CSV", "ARCHIVE", "MRG_MYISAM", "MERGE", "BLACKHOLE"}
 _BASE_TABLE_TYPES = ("BASE TABLE", "SYSTEM VERSIONED")
 
@@ -1357,6 +1362,26 @@ class MySQLSource:
         held: Change | None = None
         in_transaction = False
         table_id_size = 6
+        # A transaction boundary the caller has not been given yet (the watched tables were
+        # quiet), and when a position was last given: see CHECKPOINT_SECONDS.
+        unreported: str | None = None
+        last_given = time.monotonic()
+
+        def checkpoint(timestamp: float) -> Iterator[Change]:
+            nonlocal unreported, last_given
+            if unreported is not None and time.monotonic() - last_given >= CHECKPOINT_SECONDS:
+                yield Change(table="", op="update", row=(), position=unreported, committed_at=timestamp or None)
+                unreported, last_given = None, time.monotonic()
+
+        def commit(position: str, timestamp: float) -> Iterator[Change]:
+            nonlocal held, unreported, last_given
+            if held is not None:
+                yield _with_position(held, position, timestamp)
+                held, unreported, last_given = None, None, time.monotonic()
+            else:
+                unreported = position
+                yield from checkpoint(timestamp)
+
         for kind, timestamp, next_pos, body in stream.events():
             if kind == _EV_ROTATE:
                 file = body[8:].decode("utf-8")
@@ -1368,6 +1393,8 @@ class MySQLSource:
                     table_id_size = 4 if lengths[_EV_TABLE_MAP - 1] == 6 else 6
                 continue
             if kind in (_EV_HEARTBEAT, _EV_HEARTBEAT_V2):
+                if not in_transaction:
+                    yield from checkpoint(0.0)
                 if stop.is_set() and not in_transaction:
                     return
                 continue
@@ -1416,9 +1443,7 @@ class MySQLSource:
                                       title="Unreadable binlog")
             if kind == _EV_XID:
                 in_transaction = False
-                if held is not None:
-                    yield _with_position(held, f"{file}:{next_pos}", float(timestamp))
-                    held = None
+                yield from commit(f"{file}:{next_pos}", float(timestamp))
                 if stop.is_set():
                     return
                 continue
@@ -1430,9 +1455,7 @@ class MySQLSource:
                     continue
                 if head.startswith(("COMMIT", "XA COMMIT", "XA END", "XA PREPARE", "ROLLBACK")):
                     in_transaction = False
-                    if held is not None:
-                        yield _with_position(held, f"{file}:{next_pos}", float(timestamp))
-                        held = None
+                    yield from commit(f"{file}:{next_pos}", float(timestamp))
                     if stop.is_set():
                         return
                     continue
@@ -1443,8 +1466,11 @@ class MySQLSource:
                         if db_name.lower() == database.lower() and any(name.lower() == w.lower() for w in watched):
                             table = next(w for w in watched if w.lower() == name.lower())
                             raise SourceSchemaChanged(table, sql)
-                if not in_transaction and stop.is_set():
-                    return
+                if not in_transaction:
+                    # A statement of its own (DDL elsewhere): a boundary too.
+                    yield from commit(f"{file}:{next_pos}", float(timestamp))
+                    if stop.is_set():
+                        return
                 continue
 
     @staticmethod

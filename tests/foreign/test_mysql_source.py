@@ -168,6 +168,8 @@ def _collect(source: MySQLSource, tables: Sequence[SourceTable], start: str, unt
 def _replay(rows: dict[Any, tuple[Any, ...]], changes: Sequence[Change], key: int = 0) -> None:
     """Apply changes strictly: an insert of a present key or a change of a missing one fails."""
     for change in changes:
+        if not change.table:
+            continue  # a checkpoint: a position only
         if change.op == "insert":
             assert change.row[key] not in rows, f"insert of a row already there: {change}"
             rows[change.row[key]] = change.row
@@ -501,6 +503,31 @@ def test_changes_under_a_concurrent_writer_replay_to_the_final_table(mariadb_ser
         assert tail == changes[middle + 1:]
     finally:
         thread.join(60)
+        source.close()
+
+
+def test_quiet_watched_tables_still_get_checkpoints(mariadb_server: MariaDBServer, mariadb_db: str,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import pgtide.core.foreign.mysql as mysql_module
+
+    monkeypatch.setattr(mysql_module, "CHECKPOINT_SECONDS", 0.0)
+    _make_counter_table(mariadb_server, mariadb_db, 2)
+    mariadb_server.execute("CREATE TABLE busy (id INT PRIMARY KEY)", db=mariadb_db)
+    source = _source(mariadb_server, mariadb_db)
+    try:
+        items = _table(source, "items")
+        file, pos = _binlog_end(mariadb_server)
+        for i in range(3):
+            mariadb_server.execute("INSERT INTO busy VALUES (%s)", (i,), db=mariadb_db)
+        end = _binlog_end(mariadb_server)
+        changes = _collect(source, [items], f"{file}:{pos}", end)
+        assert changes and all(c.table == "" and c.row == () and c.before is None for c in changes)
+        assert changes[-1].position == f"{end[0]}:{end[1]}"
+        # A checkpoint is a place to resume: what follows it arrives, nothing before it again.
+        mariadb_server.execute("INSERT INTO items VALUES (50, 50, 'after')", db=mariadb_db)
+        resumed = _collect(source, [items], f"{end[0]}:{end[1]}", _binlog_end(mariadb_server))
+        assert [(c.table, c.op, c.row[0]) for c in resumed if c.table] == [("items", "insert", 50)]
+    finally:
         source.close()
 
 
