@@ -88,31 +88,6 @@ def quote_ident(name: str) -> str:
     return "`" + name.replace("`", "``") + "`"
 
 
-def _literal(value: Any) -> str:
-    """A value as a SQL literal. Strings use backslash escapes, which every session of ours has on."""
-    if value is None:
-        return "NULL"
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return repr(value)
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return "X'" + bytes(value).hex() + "'"
-    if isinstance(value, dt.timedelta):
-        from .encode import time_text
-
-        return _literal(time_text(value))
-    if isinstance(value, (dt.datetime, dt.date, dt.time)):
-        return _literal(value.isoformat(sep=" ") if isinstance(value, dt.datetime) else value.isoformat())
-    if isinstance(value, str):
-        return "'" + value.replace("\\", "\\\\").replace("'", "''").replace("\0", "\\0") + "'"
-    raise TypeError(f"no SQL literal for a {type(value).__name__}")
-
-
 # -- drivers ---------------------------------------------------------------------------------------
 
 
@@ -841,7 +816,7 @@ class _BinlogStream:
             algorithm = str(found[1]).upper() if found else "NONE"
             # A replica that does not announce checksums gets events without them only from old
             # servers; announcing the server's own algorithm keeps the CRC trailer predictable.
-            cur.execute("SET @master_binlog_checksum = " + _literal(algorithm))
+            cur.execute("SET @master_binlog_checksum = %s", (algorithm,))
             self.checksum = algorithm != "NONE"
             cur.execute(f"SET @master_heartbeat_period = {int(HEARTBEAT * 1e9)}")
             if self.mariadb:
@@ -920,12 +895,17 @@ class _Snapshot:
         positions = [table.column_names.index(k) for k in table.key]
         last = tuple(after) if after is not None else None
         while True:
-            parts = [condition] if condition else []
-            if last is not None:
-                parts.append(_after(table.key, last))
-            sql = base + (" WHERE " + " AND ".join(parts) if parts else "") + order + f" LIMIT {int(batch)}"
+            params: list[Any] = []
+            if last is None:
+                sql = base + (" WHERE " + condition if condition else "") + order + f" LIMIT {int(batch)}"
+            else:
+                # With parameters the driver reads % as a placeholder: the names and the filter
+                # (LIKE 'a%') are escaped so they reach the server as written.
+                past, params = _after(table.key, last)
+                head = (base + (" WHERE " + condition + " AND " if condition else " WHERE ")).replace("%", "%%")
+                sql = head + past + order.replace("%", "%%") + f" LIMIT {int(batch)}"
             with self._reading(table), self.conn.cursor() as cur:
-                cur.execute(sql)
+                cur.execute(sql, params or None)
                 rows = self.source._fetched(table, cur.fetchall())
             if not rows:
                 return
@@ -956,13 +936,16 @@ class _Snapshot:
             return int(cur.fetchone()[0])
 
 
-def _after(key: tuple[str, ...], last: tuple[Any, ...]) -> str:
-    """Strictly past ``last`` in key order, as an OR of prefixes (both servers range-scan it)."""
+def _after(key: tuple[str, ...], last: tuple[Any, ...]) -> tuple[str, list[Any]]:
+    """Strictly past ``last`` in key order, as an OR of prefixes (both servers range-scan it),
+    with the key values as the driver's parameters."""
     ors: list[str] = []
+    params: list[Any] = []
     for i in range(len(key)):
-        equal = [f"{quote_ident(key[j])} = {_literal(last[j])}" for j in range(i)]
-        ors.append("(" + " AND ".join([*equal, f"{quote_ident(key[i])} > {_literal(last[i])}"]) + ")")
-    return "(" + " OR ".join(ors) + ")"
+        equal = [f"{quote_ident(key[j])} = %s" for j in range(i)]
+        ors.append("(" + " AND ".join([*equal, f"{quote_ident(key[i])} > %s"]) + ")")
+        params += [*last[:i], last[i]]
+    return "(" + " OR ".join(ors) + ")", params
 
 
 class MySQLSource:
@@ -1006,14 +989,14 @@ class MySQLSource:
                                "for its own sessions only.") from None
         return conn
 
-    def _query(self, sql: str) -> list[tuple[Any, ...]]:
+    def _query(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
         with self._lock, self._conn.cursor() as cur:
-            cur.execute(sql)
+            cur.execute(sql, params)
             return list(cur.fetchall()) if cur.description else []
 
-    def _dicts(self, sql: str) -> list[dict[str, Any]]:
+    def _dicts(self, sql: str, params: Sequence[Any] | None = None) -> list[dict[str, Any]]:
         with self._lock, self._conn.cursor() as cur:
-            cur.execute(sql)
+            cur.execute(sql, params)
             names = [d[0] for d in cur.description]
             return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
@@ -1025,29 +1008,29 @@ class MySQLSource:
     # -- catalog ----------------------------------------------------------------------------------
 
     def tables(self) -> list[SourceTable]:
-        db = _literal(self.endpoint.database)
-        kinds = ", ".join(_literal(t) for t in _BASE_TABLE_TYPES)
+        db = (self.endpoint.database,)
+        kinds = ", ".join("%s" for _ in _BASE_TABLE_TYPES)
         tables = self._dicts(
             "SELECT TABLE_NAME, ENGINE, TABLE_ROWS, DATA_LENGTH, INDEX_LENGTH FROM information_schema.TABLES "
-            f"WHERE TABLE_SCHEMA = {db} AND TABLE_TYPE IN ({kinds}) ORDER BY TABLE_NAME")
+            f"WHERE TABLE_SCHEMA = %s AND TABLE_TYPE IN ({kinds}) ORDER BY TABLE_NAME", (*db, *_BASE_TABLE_TYPES))
         columns = self._dicts(
             "SELECT TABLE_NAME, COLUMN_NAME, ORDINAL_POSITION, COLUMN_DEFAULT, IS_NULLABLE, DATA_TYPE, "
             "CHARACTER_MAXIMUM_LENGTH, CHARACTER_OCTET_LENGTH, NUMERIC_PRECISION, NUMERIC_SCALE, DATETIME_PRECISION, "
             "CHARACTER_SET_NAME, COLUMN_TYPE, EXTRA FROM information_schema.COLUMNS "
-            f"WHERE TABLE_SCHEMA = {db} ORDER BY TABLE_NAME, ORDINAL_POSITION")
+            "WHERE TABLE_SCHEMA = %s ORDER BY TABLE_NAME, ORDINAL_POSITION", db)
         # SUB_PART: a prefix index; a NULL COLUMN_NAME: a functional index (MySQL 8). Neither can
         # be a key or be recreated as written on PostgreSQL, so both are left out.
         stats = self._dicts(
             "SELECT TABLE_NAME, INDEX_NAME, NON_UNIQUE, SEQ_IN_INDEX, COLUMN_NAME, SUB_PART "
-            f"FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = {db} "
-            "ORDER BY TABLE_NAME, INDEX_NAME, SEQ_IN_INDEX")
+            "FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = %s "
+            "ORDER BY TABLE_NAME, INDEX_NAME, SEQ_IN_INDEX", db)
         fks = self._dicts(
             "SELECT k.TABLE_NAME, k.CONSTRAINT_NAME, k.COLUMN_NAME, k.REFERENCED_TABLE_SCHEMA, k.REFERENCED_TABLE_NAME, "
             "k.REFERENCED_COLUMN_NAME, r.UPDATE_RULE, r.DELETE_RULE FROM information_schema.KEY_COLUMN_USAGE k "
             "LEFT JOIN information_schema.REFERENTIAL_CONSTRAINTS r ON r.CONSTRAINT_SCHEMA = k.CONSTRAINT_SCHEMA "
             "AND r.CONSTRAINT_NAME = k.CONSTRAINT_NAME AND r.TABLE_NAME = k.TABLE_NAME "
-            f"WHERE k.TABLE_SCHEMA = {db} AND k.REFERENCED_TABLE_NAME IS NOT NULL "
-            "ORDER BY k.TABLE_NAME, k.CONSTRAINT_NAME, k.ORDINAL_POSITION")
+            "WHERE k.TABLE_SCHEMA = %s AND k.REFERENCED_TABLE_NAME IS NOT NULL "
+            "ORDER BY k.TABLE_NAME, k.CONSTRAINT_NAME, k.ORDINAL_POSITION", db)
         json_columns = self._json_check_columns()
         by_table: dict[str, list[dict[str, Any]]] = {}
         for row in columns:
@@ -1094,7 +1077,7 @@ class MySQLSource:
             return {}
         try:
             rows = self._dicts("SELECT TABLE_NAME, CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS "
-                               f"WHERE CONSTRAINT_SCHEMA = {_literal(self.endpoint.database)}")
+                               "WHERE CONSTRAINT_SCHEMA = %s", (self.endpoint.database,))
         except self._driver.Error:
             return {}
         found: dict[str, set[str]] = {}
@@ -1177,7 +1160,7 @@ class MySQLSource:
             try:
                 cur.execute("START TRANSACTION READ ONLY")
                 # PREPARE parses exactly one statement; the text goes in as a string literal.
-                cur.execute("PREPARE pgtide_filter_check FROM " + _literal(statement))
+                cur.execute("PREPARE pgtide_filter_check FROM %s", (statement,))
                 cur.execute("EXECUTE pgtide_filter_check")
                 cur.fetchall()
             except self._driver.Error as exc:
@@ -1239,8 +1222,9 @@ class MySQLSource:
     def _settings(self) -> dict[str, str]:
         names = ("log_bin", "binlog_format", "binlog_row_image", "server_id", "binlog_checksum", "gtid_mode",
                  "binlog_row_metadata", "log_bin_compress", "binlog_row_value_options", "binlog_transaction_compression")
-        listed = ", ".join(_literal(n) for n in names)
-        return {str(k).lower(): str(v) for k, v in self._query(f"SHOW GLOBAL VARIABLES WHERE Variable_name IN ({listed})")}
+        listed = ", ".join("%s" for _ in names)
+        return {str(k).lower(): str(v)
+                for k, v in self._query(f"SHOW GLOBAL VARIABLES WHERE Variable_name IN ({listed})", names)}
 
     def capture_check(self) -> CaptureCheck:
         settings = self._settings()
@@ -1315,8 +1299,8 @@ class MySQLSource:
             "SELECT TABLE_NAME, COLUMN_NAME, ORDINAL_POSITION, COLUMN_DEFAULT, IS_NULLABLE, DATA_TYPE, "
             "CHARACTER_MAXIMUM_LENGTH, CHARACTER_OCTET_LENGTH, NUMERIC_PRECISION, NUMERIC_SCALE, DATETIME_PRECISION, "
             "CHARACTER_SET_NAME, COLUMN_TYPE, EXTRA FROM information_schema.COLUMNS "
-            f"WHERE TABLE_SCHEMA = {_literal(self.endpoint.database)} AND TABLE_NAME = {_literal(table.name)} "
-            "ORDER BY ORDINAL_POSITION")
+            "WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s ORDER BY ORDINAL_POSITION",
+            (self.endpoint.database, table.name))
         json_columns = self._json_check_columns().get(table.name, set())
         pairs = [_column(row, json_columns) for row in rows]
         now = tuple((p[0].name, p[0].source_type) for p in pairs)

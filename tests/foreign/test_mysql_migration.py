@@ -215,3 +215,24 @@ def test_validate_changes_nothing_and_names_an_unsupported_column(mariadb_server
     (spot,) = target_cluster.execute("SELECT spot FROM places", dbname=target_db)[0]
     assert isinstance(spot, bytes) and len(spot) == 25  # SRID + WKB point
     assert session.verify().ok
+
+
+def test_keyset_batches_keep_percent_signs_and_key_values_as_parameters(mariadb_server: Any, mariadb_db: str) -> None:
+    from pgtide.core.foreign.endpoint import ForeignEndpoint
+    from pgtide.core.foreign.mysql import open_mysql
+
+    mariadb_server.execute("CREATE TABLE `pct%s%tbl` (k VARCHAR(20), n INT, name VARCHAR(20), PRIMARY KEY (k, n))",
+                           db=mariadb_db)
+    rows = [(f"k'{i % 3}\\", i, "a%s" if i % 2 else "b") for i in range(12)]
+    conn = mariadb_server.connect(mariadb_db)
+    with conn, conn.cursor() as cur:
+        cur.executemany("INSERT INTO `pct%%s%%tbl` VALUES (%s, %s, %s)", rows)
+    source = open_mysql(ForeignEndpoint.parse(mariadb_server.url(mariadb_db, with_password=True)))
+    try:
+        table = next(t for t in source.tables() if t.name == "pct%s%tbl")
+        where = source.check_filter(table, "name LIKE '%\\%s' OR n = 0")
+        with source.snapshot() as snapshot:
+            got = [row for batch in snapshot.rows(table, where=where, batch=2) for row in batch]
+    finally:
+        source.close()
+    assert got == sorted(r for r in rows if r[2] == "a%s" or r[1] == 0)
