@@ -37,11 +37,16 @@ from ..core.infra.errors import PgtideError
 from ..core.infra.events import Cancelled, Event, TableProgress
 from ..core.infra.logs import log_file
 from ..screens.dashboard import DashboardScreen
+from ..screens.foreign_dashboard import ForeignDashboardScreen
+from ..screens.foreign_state import ForeignDashboardModel
 from ..screens.messages import (
     CoreEventArrived,
     DashboardOpened,
     DashboardRequested,
     DashboardUpdated,
+    ForeignDashboardUpdated,
+    ForeignTableVerified,
+    ForeignVerifyFinished,
     MigrationFinished,
     MigrationStopped,
     PollFailed,
@@ -69,7 +74,7 @@ log = logging.getLogger("pgtide.tui")
 #: The one stylesheet, found through the package so it also works from an installed wheel.
 STYLESHEET = str(files("pgtide.styles") / "app.tcss")
 
-LONG_JOB_GROUPS = frozenset({"migration", "verify", "teardown"})
+LONG_JOB_GROUPS = frozenset({"migration", "verify", "foreign-verify", "teardown"})
 
 
 class UnexpectedError(PgtideError):
@@ -142,6 +147,10 @@ class PgtideApp(App[int]):
         self._dashboard_request = 0
         self._poll_timer: Timer | None = None
         self._verify_run: VerifyRun | None = None
+        #: A foreign migration's dashboard model per migration id (kept when the screen is left).
+        self.foreign_dashboards: dict[str, ForeignDashboardModel] = {}
+        #: The running foreign verify's cancel token (one verify at a time, as for PostgreSQL).
+        self._foreign_verify_cancel: CancelToken | None = None
         self._exit_when_idle = False
         self.event_loop: asyncio.AbstractEventLoop | None = None
 
@@ -589,6 +598,57 @@ class PgtideApp(App[int]):
                     model.verify_results[(result.database, result.schema, result.name)] = result
         self._tell_dashboard("verify")
 
+    # -- a foreign source's dashboard -------------------------------------------------------------------
+
+    def open_foreign_dashboard(self, migration_id: str) -> None:
+        model = self.foreign_dashboards.setdefault(migration_id, ForeignDashboardModel(migration_id))
+        self.show_start()
+        self.push_screen(ForeignDashboardScreen(model))
+
+    def start_foreign_verify(self, model: ForeignDashboardModel) -> None:
+        if self._foreign_verify_cancel is not None:
+            self.notify("A verify is already running.", severity="warning")
+            return
+        model.start_verify()
+        self._foreign_verify_cancel = self.services.cancel_token()
+        self._tell_foreign_dashboard()
+        self._foreign_verify(model.migration_id, self._foreign_verify_cancel)
+
+    @work(thread=True, exit_on_error=False, group="foreign-verify",
+          description="Verifying the foreign source against the target")
+    def _foreign_verify(self, migration_id: str, cancel: CancelToken) -> None:
+        def on_table(verdict: Any) -> None:
+            self.post_message(ForeignTableVerified(migration_id, verdict))
+
+        try:
+            report = self.services.foreign_verify(migration_id, on_table, cancel)
+        except Exception as exc:
+            self.post_message(ForeignVerifyFinished(migration_id, None, as_user_error(exc)))
+            return
+        self.post_message(ForeignVerifyFinished(migration_id, report, None))
+
+    @on(ForeignTableVerified)
+    def _foreign_table_verified(self, message: ForeignTableVerified) -> None:
+        model = self.foreign_dashboards.get(message.migration_id)
+        if model is not None:
+            model.table_verified(message.verdict)
+            self._tell_foreign_dashboard()
+
+    @on(ForeignVerifyFinished)
+    def _foreign_verify_finished(self, message: ForeignVerifyFinished) -> None:
+        self._foreign_verify_cancel = None
+        model = self.foreign_dashboards.get(message.migration_id)
+        if model is not None:
+            model.verify_finished(message.report, self.wall_clock())
+            self._tell_foreign_dashboard()
+        if message.error is not None and not self._exit_when_idle:
+            self.show_error(message.error)
+
+    def _tell_foreign_dashboard(self) -> None:
+        for screen in self.screen_stack:
+            if isinstance(screen, ForeignDashboardScreen):
+                screen.post_message(ForeignDashboardUpdated())
+
     # -- teardown -----------------------------------------------------------------------------------------
 
     def start_teardown(self) -> None:
@@ -627,7 +687,8 @@ class PgtideApp(App[int]):
         elif self.migration_running:
             busy.append("A migration is copying: it will be cancelled (what this run created is removed; running "
                         "it again continues).")
-        if self.dashboard is not None and self.dashboard.verify_state == "running":
+        if (self.dashboard is not None and self.dashboard.verify_state == "running") \
+                or self._foreign_verify_cancel is not None:
             busy.append("Verify is running: it will be stopped, with no result.")
         streaming = (self.migration is not None and self.migration.state == "streaming") or (
             self.dashboard is not None and not self.dashboard.torn_down)
@@ -675,6 +736,8 @@ class PgtideApp(App[int]):
             self.cancel_migration()
         if self._verify_run is not None:
             self._verify_run.cancel()
+        if self._foreign_verify_cancel is not None:
+            self._foreign_verify_cancel.cancel()
         self._stop_polling(release=False)
         self._exit_if_idle()
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -15,11 +16,15 @@ from textual.widgets import Button, Footer, Header, Static
 
 from ..core.infra.errors import PgtideError
 from ..widgets.endpoint_form import EndpointForm
+from ..widgets.modals import InfoModal
 from .base import WizardStep
 from .messages import (
     EndpointParsed,
     EndpointRejected,
     EndpointsReady,
+    ForeignSourceParsed,
+    ForeignSourceReady,
+    ForeignSourceTested,
     KeyringChecked,
     NextBlocked,
     PasswordRemembered,
@@ -31,6 +36,8 @@ from .state import EndpointFields, Side
 
 if TYPE_CHECKING:
     from ..core.catalog.server import ServerInfo
+    from ..core.foreign.endpoint import ForeignEndpoint
+    from ..core.foreign.source import CaptureCheck, SourceTable
     from ..core.infra.endpoint import Endpoint
 
 SIDES: tuple[Side, ...] = ("source", "target")
@@ -54,6 +61,33 @@ def server_lines(info: ServerInfo, side: Side) -> tuple[str, list[str]]:
     if side == "target" and not info.can_create_database:
         details.append("▲ the role needs CREATEDB to create the databases")
     return headline, details
+
+
+#: Foreign sources by the scheme the user wrote.
+FOREIGN_NAMES = {"sqlite": "SQLite", "mysql": "MySQL", "mariadb": "MariaDB", "mongodb": "MongoDB",
+                 "mongodb+srv": "MongoDB"}
+
+
+#: The app stores PostgreSQL passwords only; the CLI's profile command keeps a foreign source's.
+FOREIGN_REMEMBER = "CLI: pgtide profile save"
+
+
+def foreign_name(endpoint: ForeignEndpoint) -> str:
+    return FOREIGN_NAMES.get(endpoint.scheme, endpoint.kind)
+
+
+def show_foreign_test(form: EndpointForm, endpoint: ForeignEndpoint, tables: list[SourceTable],
+                      capture: CaptureCheck) -> None:
+    """What testing a foreign source shows: its tables, and whether changes can stream from it."""
+    headline = f"{foreign_name(endpoint)} · {len(tables)} table{'' if len(tables) == 1 else 's'}"
+    keyless = sum(1 for t in tables if not t.key)
+    rows = f"about {sum(t.rows for t in tables):,} rows" + (f" · {keyless} without a key" if keyless else "")
+    if capture.ok:
+        form.show_ok(f"{headline} · {capture.observed} (change capture ready)", [rows])
+        return
+    form.show_problem(headline, f"{rows}; change capture: {capture.observed}",
+                      capture.remedy or "One-shot copies work; a refresh interval keeps re-reading the tables.",
+                      warning=True)
 
 
 @dataclass(frozen=True)
@@ -92,6 +126,7 @@ class ConnectScreen(WizardStep):
         self.requests = RequestTracker()
         #: Per side, the parameters of the newest test: an edit away from them voids its mark.
         self._tested: dict[Side, dict[str, str]] = {}
+        self._keyring_available = False
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -137,13 +172,21 @@ class ConnectScreen(WizardStep):
     @on(KeyringChecked)
     def _keyring_checked(self, message: KeyringChecked) -> None:
         self.query_one("#keyring-note", Static).update(message.text)
+        self._keyring_available = message.available
         for side in SIDES:
-            self.form(side).offer_remember(message.available)
+            if side == "source" and self.wizard.foreign_source is not None:
+                self.form(side).offer_remember(False, reason=FOREIGN_REMEMBER)
+            else:
+                self.form(side).offer_remember(message.available)
 
     @on(EndpointForm.Edited)
     def _edited(self, event: EndpointForm.Edited) -> None:
         side: Side = event.form.side  # type: ignore[assignment]
         values = event.form.values()
+        if side == "source" and self.wizard.foreign_source is not None \
+                and any(values[name] for name in ("host", "port", "dbname", "user")):
+            # Typing a PostgreSQL server's fields: the pasted foreign source is no longer the source.
+            self._forget_foreign()
         current = dict(EndpointFields(**values, extra=dict(self.wizard.fields(side).extra)).params())
         if current == self._tested.get(side):
             # Back to what was (or is being) tested: that test still speaks of these fields.
@@ -166,6 +209,9 @@ class ConnectScreen(WizardStep):
     @work(thread=True, exit_on_error=False, exclusive=True, group="parse-url", description="Reading a pasted URL")
     def _parse_url(self, ticket: Ticket, side: Side, text: str, final: bool) -> None:
         try:
+            if side == "source" and self.services.looks_foreign(text):
+                self.post_message(ForeignSourceParsed(ticket, self.services.parse_foreign(text)))
+                return
             endpoint = self.services.parse_endpoint(text)
         except PgtideError as exc:
             if final:
@@ -190,8 +236,47 @@ class ConnectScreen(WizardStep):
             url = message.url
         form.load(values, url=url)
         self.wizard.fields(message.side).extra = dict(fields.extra)
+        if message.side == "source":
+            self._forget_foreign()
         self._forget_test(message.side)
         form.mark_untested()
+
+    @on(ForeignSourceParsed)
+    def _foreign_parsed(self, message: ForeignSourceParsed) -> None:
+        if not self.requests.is_current(message.ticket):
+            return
+        endpoint = message.endpoint
+        form = self.form("source")
+        # The PostgreSQL fields would describe another server: emptied, so nothing stale is tested.
+        values = {"host": "", "port": "", "dbname": "", "user": "", "sslmode": ""}
+        url = None
+        if endpoint.password:
+            values["password"] = endpoint.password
+            url = endpoint.to_url()
+        form.load(values, url=url)
+        self.wizard.fields("source").extra = {}
+        self.wizard.foreign_source = endpoint.with_password(None)
+        self.wizard.foreign_tables = self.wizard.foreign_capture = None
+        form.offer_remember(False, reason=FOREIGN_REMEMBER)
+        self._forget_test("source")
+        note = "" if endpoint.kind == "sqlite" else (" The Password field is its password (empty: the OS keyring "
+                                                     "or PGTIDE_SOURCE_PASSWORD).")
+        form.show_result(Text(f"{foreign_name(endpoint)} source {endpoint.redacted()}: Test connection lists its "
+                              f"tables.{note}", style="dim"))
+
+    def _forget_foreign(self) -> None:
+        if self.wizard.foreign_source is not None:
+            self.form("source").offer_remember(self._keyring_available)
+        self.wizard.foreign_source = None
+        self.wizard.foreign_tables = self.wizard.foreign_capture = None
+
+    def _foreign_endpoint(self) -> ForeignEndpoint | None:
+        """The foreign source with the password typed into the masked field, if one is set."""
+        endpoint = self.wizard.foreign_source
+        if endpoint is None:
+            return None
+        password = self.form("source").value_of("password")
+        return endpoint.with_password(password) if password and endpoint.kind != "sqlite" else endpoint
 
     @on(EndpointRejected)
     def _url_rejected(self, message: EndpointRejected) -> None:
@@ -219,6 +304,12 @@ class ConnectScreen(WizardStep):
             self.test(side)
 
     def test(self, side: Side) -> None:
+        foreign = self._foreign_endpoint() if side == "source" else None
+        if foreign is not None:
+            self._tested[side] = dict(self._fields(side).params())
+            self.form(side).show_result("Reading the source's tables…")
+            self._test_foreign(self.requests.start(f"test-{side}"), foreign)
+            return
         inputs = SideInputs.of(side, self._fields(side), self.form(side).remember)
         self.form(side).show_result("Connecting…")
         self._tested[side] = dict(inputs.params)
@@ -236,6 +327,24 @@ class ConnectScreen(WizardStep):
     @work(thread=True, exit_on_error=False, exclusive=True, group="test-target", description="Testing the target")
     def _test_target(self, ticket: Ticket, inputs: SideInputs) -> None:
         self._probe(ticket, inputs)
+
+    @work(thread=True, exit_on_error=False, exclusive=True, group="test-source",
+          description="Listing the source's tables")
+    def _test_foreign(self, ticket: Ticket, endpoint: ForeignEndpoint) -> None:
+        try:
+            tables, capture = self.services.foreign_source_tables(endpoint)
+        except PgtideError as exc:
+            self.post_message(ServerProbeFailed(ticket, "source", exc))
+            return
+        self.post_message(ForeignSourceTested(ticket, endpoint, tables, capture))
+
+    @on(ForeignSourceTested)
+    def _foreign_tested(self, message: ForeignSourceTested) -> None:
+        if not self.requests.is_current(message.ticket):
+            return
+        self.wizard.foreign_tables = message.tables
+        self.wizard.foreign_capture = message.capture
+        show_foreign_test(self.form("source"), message.endpoint, message.tables, message.capture)
 
     def _probe(self, ticket: Ticket, inputs: SideInputs) -> None:
         side = inputs.side
@@ -284,6 +393,16 @@ class ConnectScreen(WizardStep):
     # -- moving on ------------------------------------------------------------------------------------
 
     def action_next(self) -> None:
+        foreign = self._foreign_endpoint()
+        if foreign is not None:
+            target = SideInputs.of("target", self._fields("target"), self.form("target").remember)
+            tests = {side: self.requests.start(f"test-{side}") for side in SIDES}
+            self._tested["source"] = dict(self._fields("source").params())
+            self._tested["target"] = dict(target.params)
+            self.form("source").show_result("Reading the source's tables…")
+            self.form("target").show_result("Connecting…")
+            self._prepare_foreign(self.requests.start("next"), tests, foreign, target)
+            return
         inputs = tuple(SideInputs.of(side, self._fields(side), self.form(side).remember) for side in SIDES)
         # Each side's test from Next is that side's newest test: its mark lands in the form.
         tests = {side: self.requests.start(f"test-{side}") for side in SIDES}
@@ -317,6 +436,50 @@ class ConnectScreen(WizardStep):
             if side_inputs.remember and side_inputs.password:
                 self._store_password(side_inputs.side, endpoints[side_inputs.side], side_inputs.password)
         self.post_message(EndpointsReady(ticket, endpoints["source"], endpoints["target"]))
+
+    @work(thread=True, exit_on_error=False, exclusive=True, group="next", description="Testing both sides")
+    def _prepare_foreign(self, ticket: Ticket, tests: dict[Side, Ticket], source: ForeignEndpoint,
+                         target_inputs: SideInputs) -> None:
+        failed: list[str] = []
+        try:
+            tables, capture = self.services.foreign_source_tables(source)
+            self.post_message(ForeignSourceTested(tests["source"], source, tables, capture))
+        except PgtideError as exc:
+            self.post_message(ServerProbeFailed(tests["source"], "source", exc))
+            failed.append(f"the source ({exc.title})")
+        target: Endpoint | None = None
+        try:
+            target = self.services.parse_endpoint("", **target_inputs.params)
+            self.post_message(ServerProbed(tests["target"], "target", target, self.services.probe(target)))
+        except PgtideError as exc:
+            self.post_message(ServerProbeFailed(tests["target"], "target", exc))
+            failed.append(f"the target ({exc.title})")
+        if failed or target is None:
+            self.post_message(NextBlocked(ticket, f"Next needs both sides to answer: {' and '.join(failed)} "
+                                                  "did not. What happened and how to fix it is under the form."))
+            return
+        if target_inputs.remember and target_inputs.password:
+            self._store_password("target", target, target_inputs.password)
+        self.post_message(ForeignSourceReady(ticket, source, target))
+
+    @on(ForeignSourceReady)
+    def _foreign_ready(self, message: ForeignSourceReady) -> None:
+        if not self.requests.is_current(message.ticket):
+            return
+        self.wizard.target = message.target
+        # The app's steps after Connect (tables, filters, review, the copy) are PostgreSQL's: for a
+        # foreign source the CLI runs them, and its migration then shows on the Start screen.
+        target = message.target.redacted()
+        self.app.push_screen(InfoModal(
+            "Next steps run from the command line",
+            f"Both sides answered. Choosing tables, filters and the layout, and the copy itself, are not in "
+            f"the app yet for a {foreign_name(message.source)} source. Run, in a terminal:\n\n"
+            f"  pgtide validate --source '{message.source.redacted()}' --target '{target}'\n"
+            f"  pgtide init --source '{message.source.redacted()}' --target '{target}'\n\n"
+            "(--include-tables, --table-filter TABLE:PREDICATE, --layout typed|jsonb and --refresh-every "
+            "choose what and how; the password comes from a prompt, the OS keyring or PGTIDE_SOURCE_PASSWORD.) "
+            "The migration is then listed on the Start screen: o opens its dashboard, which starts, watches, "
+            "verifies and stops its sync."))
 
     @on(NextBlocked)
     def _next_blocked(self, message: NextBlocked) -> None:

@@ -50,7 +50,12 @@ Test connection  connects and shows the server's version, wal_level and the role
 
 Next tests whatever is untested and moves on only when both servers answer; when one does not,
 it says which and why. "Remember password" keeps it in the OS keyring (offered only when one is
-available); otherwise ~/.pgpass is the place.""",
+available); otherwise ~/.pgpass is the place.
+
+A foreign source: paste sqlite:///path/file.db (or the file's path), mysql://user@host/db,
+mariadb://… or mongodb://… into the source's URL box. Test connection lists its tables and says
+whether its changes can stream (binlog ROW, change streams) or what to change. Typing into the
+host, port, database or user field makes the source PostgreSQL again.""",
     "PickScreen": """\
 Step 2 of 4: what to migrate. Left: the source's databases; right: the tables of the highlighted one.
 
@@ -115,6 +120,25 @@ table and what differs; a lists the additive statements and applies them on the 
 confirm. When a change failed to apply, the subscription stops (PostgreSQL 15+) and the panel
 shows the server's error and table: e enables it again once the cause is fixed; k skips the
 failing transaction after a warning (its rows are lost on the target: verify names them).""",
+    "ForeignDashboardScreen": """\
+A migration from SQLite, MySQL/MariaDB or MongoDB: what `pgtide status --migration ID` shows, read
+every 2 seconds.
+
+Source / Target  where it copies from and to (passwords never shown)
+State      copying, copied (the copy is done), streaming (a sync ran or runs), failed, torn down
+Sync       stream: the source's change log (MySQL/MariaDB binlog, MongoDB change streams) is applied
+           as it commits · refresh: the tables are re-read every interval and the differences
+           applied by id · copy only: nothing keeps the target in step yet
+Worker     the background process that keeps the target in sync; it outlives this app
+Lag        how far the target is behind the source's last applied change (stream), with its
+           recent history; for a refresh, the last refresh's counts and how long ago it ran
+Position   the change-log position the target recorded: a new sync continues from there
+
+Tables: each table's copy state (✔ copied, ● copying) and rows copied, and the last verify's
+verdict. v verifies (reads only): row counts and a hash of every row by id on both sides; a
+differing table lists the first missing, extra and different ids below the table. s starts the
+sync in the migration's worker (refused, with the reason, when the source cannot stream and no
+refresh interval was set at init). x stops the worker: it asks first; the target keeps its rows.""",
     "CutoverScreen": """Finish the migration: the application's writes move from the source to the target.
 
 Fence      how writes are stopped on the source: roles (the connected roles become read-only on

@@ -22,6 +22,11 @@ if TYPE_CHECKING:
     from ..core.catalog.server import ServerInfo
     from ..core.engine.migrate import DatabaseResult
     from ..core.engine.validate import Report
+    from ..core.foreign.endpoint import ForeignEndpoint
+    from ..core.foreign.plan import ForeignPlan
+    from ..core.foreign.session import ForeignStatus
+    from ..core.foreign.source import CaptureCheck, SourceTable
+    from ..core.foreign.verify import ForeignVerifyReport, TableVerdict
     from ..core.infra.endpoint import Endpoint
     from ..core.model.plan import Plan
     from ..core.model.profiles import Profile, ProfileSummary
@@ -156,6 +161,35 @@ class EndpointsReady(Message):
     """Both forms parsed into endpoints: the wizard may move on."""
 
     def __init__(self, ticket: Ticket, source: Endpoint, target: Endpoint) -> None:
+        super().__init__()
+        self.ticket = ticket
+        self.source = source
+        self.target = target
+
+
+class ForeignSourceParsed(Message):
+    """The source's URL box names a foreign source (``endpoint`` keeps a typed password in memory)."""
+
+    def __init__(self, ticket: Ticket, endpoint: ForeignEndpoint) -> None:
+        super().__init__()
+        self.ticket = ticket
+        self.endpoint = endpoint
+
+
+class ForeignSourceTested(Message):
+    def __init__(self, ticket: Ticket, endpoint: ForeignEndpoint, tables: list[SourceTable],
+                 capture: CaptureCheck) -> None:
+        super().__init__()
+        self.ticket = ticket
+        self.endpoint = endpoint
+        self.tables = tables
+        self.capture = capture
+
+
+class ForeignSourceReady(Message):
+    """Next with a foreign source: both sides answered."""
+
+    def __init__(self, ticket: Ticket, source: ForeignEndpoint, target: Endpoint) -> None:
         super().__init__()
         self.ticket = ticket
         self.source = source
@@ -348,3 +382,44 @@ class DashboardUpdated(Message):
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, DashboardUpdated) and message.what == self.what
 
+
+
+# -- a foreign source's dashboard -------------------------------------------------------------------------
+
+
+class ForeignDashboardRead(Message):
+    """What opening a foreign migration's dashboard reads once: its plan and the worker's lag log."""
+
+    def __init__(self, plan: ForeignPlan, lag: list[float]) -> None:
+        super().__init__()
+        self.plan = plan
+        self.lag = lag
+
+
+class ForeignPolled(Message):
+    def __init__(self, status: ForeignStatus | None, error: PgtideError | None) -> None:
+        super().__init__()
+        self.status = status
+        self.error = error
+
+
+class ForeignTableVerified(Message):
+    def __init__(self, migration_id: str, verdict: TableVerdict) -> None:
+        super().__init__()
+        self.migration_id = migration_id
+        self.verdict = verdict
+
+
+class ForeignVerifyFinished(Message):
+    def __init__(self, migration_id: str, report: ForeignVerifyReport | None, error: PgtideError | None) -> None:
+        super().__init__()
+        self.migration_id = migration_id
+        self.report = report
+        self.error = error
+
+
+class ForeignDashboardUpdated(Message):
+    """The app changed a foreign dashboard's model (verify progress): redraw it."""
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, ForeignDashboardUpdated)

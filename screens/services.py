@@ -28,6 +28,11 @@ if TYPE_CHECKING:
     from ..core.engine.fixes import Fix
     from ..core.engine.migrate import DatabaseResult
     from ..core.engine.validate import Report
+    from ..core.foreign.endpoint import ForeignEndpoint
+    from ..core.foreign.plan import ForeignPlan
+    from ..core.foreign.session import ForeignSession, ForeignStatus
+    from ..core.foreign.source import CaptureCheck, SourceTable
+    from ..core.foreign.verify import ForeignVerifyReport, TableVerdict
     from ..core.infra.endpoint import Endpoint
     from ..core.infra.events import CancelToken, Emit
     from ..core.model.plan import Plan
@@ -166,6 +171,49 @@ class Services(Protocol):
         """What the migration's record remembers for a reopened dashboard: per database the lag
         samples (bytes) of the last hour its worker logged, and the last verify's summary
         (``at``: epoch seconds), or None."""
+        ...
+
+    # -- foreign sources (SQLite, MySQL/MariaDB, MongoDB) -----------------------------------------
+
+    def looks_foreign(self, text: str) -> bool:
+        """Whether ``text`` names a foreign source (a sqlite:/mysql:/mariadb:/mongodb: URL, or a
+        path to an SQLite file) rather than a PostgreSQL server."""
+        ...
+
+    def parse_foreign(self, text: str) -> ForeignEndpoint: ...
+
+    def foreign_source_tables(self, source: ForeignEndpoint) -> tuple[list[SourceTable], CaptureCheck]:
+        """The source's tables (rows, sizes, keys) and whether it can stream its changes; reads only."""
+        ...
+
+    def foreign_plan(self, migration_id: str) -> ForeignPlan:
+        """A recorded foreign migration's plan (no password: the source's comes from the keyring
+        or PGTIDE_SOURCE_PASSWORD when it is needed)."""
+        ...
+
+    def foreign_status(self, migration_id: str) -> ForeignStatus:
+        """What `pgtide status --migration ID` reads: state, sync mode, lag or last refresh,
+        per-table copy state, the worker."""
+        ...
+
+    def foreign_lag_history(self, migration_id: str) -> list[float]:
+        """The lag samples (seconds) of the last hour its worker logged, oldest first."""
+        ...
+
+    def foreign_verify(self, migration_id: str, on_table: Callable[[TableVerdict], None],
+                       cancel: CancelToken) -> ForeignVerifyReport:
+        """Row counts and a per-row hash on both sides, table by table (reads only)."""
+        ...
+
+    def foreign_start_sync(self, migration_id: str) -> str:
+        """Start keeping the target in sync in the migration's worker (as `pgtide sync --detach`
+        without following it); the mode it runs in ("stream" or "refresh"). Refused with the
+        reason when a worker runs, the copy is not finished, or the source cannot stream and no
+        refresh interval is set."""
+        ...
+
+    def foreign_stop(self, migration_id: str) -> str:
+        """Ask the migration's worker to stop and wait for it; what it was doing."""
         ...
 
     # -- the machine ------------------------------------------------------------------------------
@@ -307,6 +355,8 @@ class CoreServices:
         #: The worker keeps sampling lag once streaming (the demo's servers die with it: no).
         self.keep_watching = keep_watching
         self._detach = threading.Event()
+        self._foreign_sessions: dict[str, ForeignSession] = {}
+        self._foreign_lock = threading.Lock()
 
     def init(self, plan: Plan, scope: Scope | None, emit: Emit, cancel: CancelToken) -> list[DatabaseResult]:
         if not self.detached:
@@ -335,11 +385,14 @@ class CoreServices:
     def list_migrations(self) -> list[dict[str, Any]]:
         import time
 
+        from ..core.foreign.session import is_foreign_record
         from ..core.jobs.overview import describe
         from ..core.jobs.store import all_records
 
         now = time.time()
-        return [describe(store, now) for store in all_records()]
+        # "kind" tells the Start screen which dashboard opens the record.
+        return [{**describe(store, now), "kind": "foreign" if is_foreign_record(store) else "postgresql"}
+                for store in all_records()]
 
     def migration_plan(self, migration_id: str) -> Plan:
         from ..core.session import MigrationSession
@@ -384,6 +437,77 @@ class CoreServices:
         verify = session.store.meta().get("last_verify")
         return lag, verify if isinstance(verify, dict) else None
 
+    # -- foreign sources --------------------------------------------------------------------------
+
+    def _foreign(self, migration_id: str) -> ForeignSession:
+        # One session per migration: from_record reads the keyring for the target's password,
+        # which a poll every 2 s should not repeat. The record itself is read fresh each time.
+        from ..core.foreign.session import ForeignSession
+
+        with self._foreign_lock:
+            session = self._foreign_sessions.get(migration_id)
+            if session is None:
+                session = self._foreign_sessions[migration_id] = ForeignSession.from_record(migration_id)
+            return session
+
+    def looks_foreign(self, text: str) -> bool:
+        from ..core.foreign.endpoint import looks_foreign
+
+        return looks_foreign(text)
+
+    def parse_foreign(self, text: str) -> ForeignEndpoint:
+        from ..core.foreign.endpoint import ForeignEndpoint
+
+        return ForeignEndpoint.parse(text)
+
+    def foreign_source_tables(self, source: ForeignEndpoint) -> tuple[list[SourceTable], CaptureCheck]:
+        from ..core.foreign.drivers import open_source
+
+        adapter = open_source(source)
+        try:
+            return adapter.tables(), adapter.capture_check()
+        finally:
+            adapter.close()
+
+    def foreign_plan(self, migration_id: str) -> ForeignPlan:
+        return self._foreign(migration_id).plan
+
+    def foreign_status(self, migration_id: str) -> ForeignStatus:
+        return self._foreign(migration_id).status()
+
+    def foreign_lag_history(self, migration_id: str) -> list[float]:
+        import time
+
+        from ..core.jobs.worker import EventLog
+
+        since = time.time() - 3600
+        return [float(record["lag_seconds"]) for record in EventLog(migration_id).read()
+                if record.get("event") == "ForeignProgress" and record.get("lag_seconds") is not None
+                and float(record.get("at") or 0) >= since]
+
+    def foreign_verify(self, migration_id: str, on_table: Callable[[TableVerdict], None],
+                       cancel: CancelToken) -> ForeignVerifyReport:
+        return self._foreign(migration_id).verify(on_table=on_table, cancel=cancel)
+
+    def foreign_start_sync(self, migration_id: str) -> str:
+        return _start_foreign_sync(self._foreign(migration_id))
+
+    def foreign_stop(self, migration_id: str) -> str:
+        import time
+
+        from ..core.infra.errors import EnvironmentProblem
+        from ..core.jobs.worker import lock_held, send_request
+
+        answer = send_request(migration_id, {"command": "stop"})
+        deadline = time.monotonic() + 30
+        while lock_held(migration_id) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if lock_held(migration_id):
+            raise EnvironmentProblem(f"the worker of migration {migration_id} was asked to stop but still runs "
+                                     "after 30 s", f"`pgtide attach {migration_id}` shows what it is doing.",
+                                     title="Worker still running")
+        return str(answer.get("phase") or "running")
+
     def log_file(self) -> Path:
         from ..core.infra.logs import log_file
 
@@ -395,6 +519,49 @@ def _session(plan: Plan) -> MigrationSession:
     from ..core.session import MigrationSession
 
     return MigrationSession.open(plan, selection_given=True)
+
+
+def _start_foreign_sync(session: ForeignSession) -> str:
+    """``pgtide sync --migration ID --detach`` without following: the checks the worker would
+    fail on are made here, so the refusal says why at once; then the worker is spawned and
+    its first words awaited (the mode it runs in, or the error it stopped on)."""
+    import time
+
+    from ..core.infra.errors import InputError, PgtideError
+    from ..core.jobs.state import DatabaseState
+    from ..core.jobs.worker import EventLog, lock_held, spawn
+
+    migration = session.migration_id
+    if lock_held(migration):
+        raise InputError(f"a worker of migration {migration} is already running",
+                         "It keeps the target in sync already; x stops it.", title="Worker running")
+    state = session.store.state(session.plan.database)
+    if state not in (DatabaseState.COPIED, DatabaseState.STREAMING):
+        raise InputError(f"migration {migration} has not finished its copy (state: {state or 'none'})",
+                         f"Run `pgtide init --migration {migration}` first (it resumes an interrupted copy).",
+                         title="Not copied")
+    if not session.plan.refresh_every:
+        capture = session.capture()
+        if not capture.ok:
+            raise InputError(f"changes cannot stream from this source: {capture.observed}",
+                             (capture.remedy + " " if capture.remedy else "")
+                             + f"Or re-read the tables every interval: `pgtide sync --migration {migration} "
+                             "--refresh-every 30s`.", title="Cannot stream")
+    session._record_plan()
+    log = EventLog(migration)
+    offset = log.path.stat().st_size if log.path.exists() else 0
+    job = {"command": "foreign-sync", "source_password": session.plan.source.resolved_password(),
+           "target": session.plan.target.conninfo(), "refresh_every": session.plan.refresh_every}
+    spawn(migration, job)
+    deadline = time.monotonic() + 30
+    for record in log.follow(stop=lambda: time.monotonic() > deadline, poll=0.1, offset=offset):
+        if record.get("event") == "CommandFinished":
+            return str(record.get("mode") or "stream")
+        if record.get("event") == "WorkerFinished":
+            error = record.get("error") or {}
+            raise PgtideError(str(error.get("cause", "the sync's worker ended")), str(error.get("remedy", "")),
+                              title=str(error.get("title", "Sync failed")))
+    return "starting"
 
 
 class _CoreVerifyRun:

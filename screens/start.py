@@ -121,7 +121,11 @@ class StartScreen(PgtideScreen):
         table = self.query_one("#migrations", DataTable)
         if not self.migrations or not 0 <= table.cursor_row < len(self.migrations):
             return
-        self._read_migration(self.migrations[table.cursor_row]["id"])
+        entry = self.migrations[table.cursor_row]
+        if entry.get("kind") == "foreign":
+            self.pgtide.open_foreign_dashboard(entry["id"])
+            return
+        self._read_migration(entry["id"])
 
     @work(thread=True, exit_on_error=False, exclusive=True, group="migrations",
           description="Reading a recorded migration's plan")

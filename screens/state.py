@@ -42,6 +42,8 @@ if TYPE_CHECKING:
     from ..core.catalog.filtercheck import ChosenTable
     from ..core.catalog.scope import Scope
     from ..core.catalog.server import ServerInfo
+    from ..core.foreign.endpoint import ForeignEndpoint
+    from ..core.foreign.source import CaptureCheck, SourceTable
     from ..core.infra.endpoint import Endpoint
     from ..core.model.plan import Plan
     from ..core.model.profiles import Profile
@@ -132,6 +134,12 @@ class WizardState:
     time_filters: dict[TableKey, TimeFilterChoice] = field(default_factory=dict)
     #: Run options (core's Options as a dict: this module must not import core.plan at start-up).
     options: dict[str, object] = field(default_factory=dict)
+    #: A foreign source (SQLite, MySQL/MariaDB, MongoDB) pasted into the source's URL box: it
+    #: replaces the source's PostgreSQL fields until a PostgreSQL URL is pasted again.
+    foreign_source: ForeignEndpoint | None = None
+    #: What testing the foreign source found: its tables and whether it can stream its changes.
+    foreign_tables: list[SourceTable] | None = None
+    foreign_capture: CaptureCheck | None = None
 
     @property
     def profile_name(self) -> str | None:

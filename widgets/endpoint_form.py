@@ -147,13 +147,15 @@ class EndpointForm(Vertical):
     def remember(self, value: bool) -> None:
         self.query_one("#remember", TickBox).value = value
 
-    def offer_remember(self, available: bool) -> None:
+    def offer_remember(self, available: bool, *, reason: str = "no OS keyring") -> None:
         """Without an OS keyring, "Remember password" is shown off and unavailable, not offered in vain."""
         box = self.query_one("#remember", TickBox)
         box.disabled = not available
         if not available:
             box.value = False
-            box.label = "Remember password (no OS keyring)"
+            box.label = f"Remember password ({reason})"
+        else:
+            box.label = "Remember password"
 
     # -- showing results ---------------------------------------------------------------------
 

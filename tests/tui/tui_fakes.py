@@ -43,6 +43,11 @@ from pgtide.core.catalog.scope import (
 from pgtide.core.catalog.server import ServerInfo
 from pgtide.core.engine.migrate import DatabaseResult
 from pgtide.core.engine.validate import Check, Report
+from pgtide.core.foreign.endpoint import ForeignEndpoint, looks_foreign
+from pgtide.core.foreign.plan import ForeignPlan
+from pgtide.core.foreign.session import ForeignStatus
+from pgtide.core.foreign.source import CaptureCheck, SourceColumn, SourceTable
+from pgtide.core.foreign.verify import ForeignVerifyReport, TableVerdict
 from pgtide.core.infra.endpoint import Endpoint
 from pgtide.core.infra.errors import InputError, PgtideError
 from pgtide.core.infra.events import (
@@ -266,6 +271,11 @@ class FakeServices:
         self.schema_applied: list[str] = []
         self.enabled: list[str] = []
         self.skipped: list[tuple[str, int]] = []
+        #: Recorded foreign-source migrations by id (foreign_migration() builds one).
+        self.foreign: dict[str, FakeForeignMigration] = {}
+        #: What a foreign source's test finds; every source tested, with its password.
+        self.foreign_capture = CaptureCheck(True, "binlog on, ROW format, FULL row images (MariaDB 11.4)")
+        self.foreign_tested: list[ForeignEndpoint] = []
 
     # -- servers ----------------------------------------------------------------------------
 
@@ -477,6 +487,140 @@ class FakeServices:
 
     def log_file(self) -> Path:
         return Path("/var/log/pgtide/pgtide.log")
+
+    # -- foreign sources ----------------------------------------------------------------------------
+
+    def add_foreign(self, migration: FakeForeignMigration) -> FakeForeignMigration:
+        """Record ``migration``: the Start screen lists it as `pgtide migrations` would."""
+        self.foreign[migration.migration_id] = migration
+        status = migration.status
+        self.recorded_migrations.append({
+            "id": migration.migration_id, "source": migration.plan.source.redacted(),
+            "target": migration.plan.target.redacted(), "databases": {migration.plan.database: status.state},
+            "worker": {"state": status.worker.get("state"), "pid": status.worker.get("pid"),
+                       "command": "foreign-sync"}, "recorded_by": "pgtide", "kind": "foreign"})
+        return migration
+
+    def looks_foreign(self, text: str) -> bool:
+        return looks_foreign(text)  # parsing touches no server (an SQLite path: the file's first bytes)
+
+    def parse_foreign(self, text: str) -> ForeignEndpoint:
+        return ForeignEndpoint.parse(text)
+
+    def foreign_source_tables(self, source: ForeignEndpoint) -> tuple[list[SourceTable], CaptureCheck]:
+        self.foreign_tested.append(source)
+        if source.host == "unreachable":
+            raise PgtideError(f"{source.redacted()}: nothing accepts connections at unreachable:3306",
+                              "Check that the server is running and listening on that address and port.",
+                              title="Cannot connect")
+        return foreign_source_tables(), self.foreign_capture
+
+    def foreign_plan(self, migration_id: str) -> ForeignPlan:
+        return self.foreign[migration_id].plan
+
+    def foreign_status(self, migration_id: str) -> ForeignStatus:
+        migration = self.foreign[migration_id]
+        migration.polls += 1
+        return replace(migration.status, worker=dict(migration.status.worker))
+
+    def foreign_lag_history(self, migration_id: str) -> list[float]:
+        return list(self.foreign[migration_id].lag_history)
+
+    def foreign_verify(self, migration_id: str, on_table: Callable[[TableVerdict], None],
+                       cancel: CancelToken) -> ForeignVerifyReport:
+        migration = self.foreign[migration_id]
+        for verdict in migration.verdicts:
+            cancel.check()
+            on_table(verdict)
+        migration.verified += 1
+        return ForeignVerifyReport(list(migration.verdicts), 1.2)
+
+    def foreign_start_sync(self, migration_id: str) -> str:
+        migration = self.foreign[migration_id]
+        if not migration.can_stream and not migration.plan.refresh_every:
+            raise InputError("changes cannot stream from this source: binlog_format is STATEMENT",
+                             "SET GLOBAL binlog_format = ROW (and binlog_format=ROW in my.cnf). Or re-read the "
+                             f"tables every interval: `pgtide sync --migration {migration_id} --refresh-every 30s`.",
+                             title="Cannot stream")
+        mode = "refresh" if migration.plan.refresh_every or not migration.can_stream else "stream"
+        migration.started.append(mode)
+        migration.status = replace(migration.status, state="streaming", mode=mode,
+                                   worker={"state": "alive", "pid": 5151})
+        return mode
+
+    def foreign_stop(self, migration_id: str) -> str:
+        migration = self.foreign[migration_id]
+        migration.stopped += 1
+        migration.status = replace(migration.status, lag_seconds=None, applied_at=None,
+                                   worker={"state": "finished (0)", "pid": migration.status.worker.get("pid")})
+        return "watching"
+
+
+@dataclass
+class FakeForeignMigration:
+    """A recorded foreign migration: its plan, the status it answers, its verify verdicts."""
+
+    plan: ForeignPlan
+    status: ForeignStatus
+    verdicts: list[TableVerdict]
+    can_stream: bool = True
+    lag_history: list[float] = field(default_factory=list)
+    started: list[str] = field(default_factory=list)
+    stopped: int = 0
+    verified: int = 0
+    polls: int = 0
+
+    @property
+    def migration_id(self) -> str:
+        return self.status.migration_id
+
+
+FOREIGN_ID = "f3c9a1d2e7b04"
+
+
+def foreign_source_tables() -> list[SourceTable]:
+    """A MariaDB shop's catalog: two keyed tables and a log without a key."""
+    def col(name: str, source_type: str) -> SourceColumn:
+        return SourceColumn(name, source_type, base=source_type.split("(")[0])
+
+    return [
+        SourceTable("audit_log", (col("at", "datetime"), col("detail", "text")), rows=2_000, size_bytes=180_224),
+        SourceTable("customers", (col("id", "int(11)"), col("email", "varchar(200)")), key=("id",), id_column="id",
+                    rows=1_200, size_bytes=98_304, rows_exact=False),
+        SourceTable("orders", (col("id", "bigint(20)"), col("amount", "decimal(12,2)")), key=("id",),
+                    id_column="id", rows=20_000, size_bytes=2_097_152),
+    ]
+
+
+def foreign_migration(*, mode: str = "stream", worker: str = "alive", differing: bool = False,
+                      can_stream: bool = True, refresh_every: float | None = None,
+                      last_refresh_at: float | None = None) -> FakeForeignMigration:
+    """A MariaDB shop copied into PostgreSQL: three tables (one without a key), kept in sync
+    by the binlog (``mode="stream"``), a refresh, or not at all (``mode="copy"``)."""
+    source = ForeignEndpoint.parse("mariadb://app@old-db:3306/shop")
+    target = Endpoint.parse("postgresql://app@new-db/shop")
+    plan = ForeignPlan(source, target, layout="typed", refresh_every=refresh_every)
+    tables = {"audit_log": {"state": "copied", "rows": 2_000, "position": "mysql-bin.000003:4"},
+              "customers": {"state": "copied", "rows": 1_200, "position": "mysql-bin.000003:4"},
+              "orders": {"state": "copied", "rows": 20_000, "position": "mysql-bin.000003:4"}}
+    last_refresh = None
+    if mode == "refresh":
+        last_refresh = {"mode": "refresh", "inserted": 3, "updated": 1, "deleted": 0, "reloaded": 0,
+                        "seconds": 0.31, "at": last_refresh_at or 0.0}
+    alive = worker == "alive"
+    status = ForeignStatus(
+        FOREIGN_ID, "copied" if mode == "copy" else "streaming", mode, tables,
+        "mysql-bin.000003:91822" if mode == "stream" else None,
+        0.4 if alive and mode == "stream" else None, None,
+        {"state": worker, "pid": 4242 if worker != "none" else None}, last_refresh)
+    verdicts = [
+        TableVerdict("audit_log", 2_000, 2_000, seconds=0.1),
+        TableVerdict("customers", 1_200, 1_200, seconds=0.1),
+        TableVerdict("orders", 20_000, 19_998, missing=["17", "18"], different=["4"], missing_count=2,
+                     different_count=1, seconds=0.2) if differing else TableVerdict("orders", 20_000, 20_000),
+    ]
+    return FakeForeignMigration(plan, status, verdicts, can_stream=can_stream,
+                                lag_history=[0.0, 1.5, 3.0, 0.8, 0.4] if mode == "stream" else [])
 
 
 @dataclass
