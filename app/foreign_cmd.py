@@ -265,15 +265,12 @@ def _cmd_sync(args: argparse.Namespace) -> int:
 
 
 def _sync_detached(session: Any, args: argparse.Namespace) -> int:
-    from ..core.jobs.worker import EventLog, spawn
+    from ..core.jobs.worker import EventLog
     from .attach_cmd import follow
 
-    session._record_plan()
     log = EventLog(session.migration_id)
     offset = log.path.stat().st_size if log.path.exists() else 0
-    job = {"command": "foreign-sync", "source_password": session.plan.source.resolved_password(),
-           "target": session.plan.target.conninfo(), "refresh_every": session.plan.refresh_every}
-    pid = spawn(session.migration_id, job, systemd=bool(getattr(args, "systemd", False)))
+    pid = session.start_worker(systemd=bool(getattr(args, "systemd", False)))
     if not args.json:
         print(f"syncing in worker {pid} of migration {session.migration_id}: Ctrl-C detaches, the sync goes on; "
               f"`pgtide stop {session.migration_id}` ends it", file=sys.stderr)

@@ -385,14 +385,11 @@ class CoreServices:
     def list_migrations(self) -> list[dict[str, Any]]:
         import time
 
-        from ..core.foreign.session import is_foreign_record
         from ..core.jobs.overview import describe
         from ..core.jobs.store import all_records
 
         now = time.time()
-        # "kind" tells the Start screen which dashboard opens the record.
-        return [{**describe(store, now), "kind": "foreign" if is_foreign_record(store) else "postgresql"}
-                for store in all_records()]
+        return [describe(store, now) for store in all_records()]
 
     def migration_plan(self, migration_id: str) -> Plan:
         from ..core.session import MigrationSession
@@ -527,32 +524,13 @@ def _start_foreign_sync(session: ForeignSession) -> str:
     its first words awaited (the mode it runs in, or the error it stopped on)."""
     import time
 
-    from ..core.infra.errors import InputError, PgtideError
-    from ..core.jobs.state import DatabaseState
-    from ..core.jobs.worker import EventLog, lock_held, spawn
+    from ..core.infra.errors import PgtideError
+    from ..core.jobs.worker import EventLog
 
     migration = session.migration_id
-    if lock_held(migration):
-        raise InputError(f"a worker of migration {migration} is already running",
-                         "It keeps the target in sync already; x stops it.", title="Worker running")
-    state = session.store.state(session.plan.database)
-    if state not in (DatabaseState.COPIED, DatabaseState.STREAMING):
-        raise InputError(f"migration {migration} has not finished its copy (state: {state or 'none'})",
-                         f"Run `pgtide init --migration {migration}` first (it resumes an interrupted copy).",
-                         title="Not copied")
-    if not session.plan.refresh_every:
-        capture = session.capture()
-        if not capture.ok:
-            raise InputError(f"changes cannot stream from this source: {capture.observed}",
-                             (capture.remedy + " " if capture.remedy else "")
-                             + f"Or re-read the tables every interval: `pgtide sync --migration {migration} "
-                             "--refresh-every 30s`.", title="Cannot stream")
-    session._record_plan()
     log = EventLog(migration)
     offset = log.path.stat().st_size if log.path.exists() else 0
-    job = {"command": "foreign-sync", "source_password": session.plan.source.resolved_password(),
-           "target": session.plan.target.conninfo(), "refresh_every": session.plan.refresh_every}
-    spawn(migration, job)
+    session.start_worker()
     deadline = time.monotonic() + 30
     for record in log.follow(stop=lambda: time.monotonic() > deadline, poll=0.1, offset=offset):
         if record.get("event") == "CommandFinished":

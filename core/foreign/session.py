@@ -198,7 +198,7 @@ class ForeignSession:
             tables = self.targets(adapter)
         finally:
             adapter.close()
-        self._record_plan()
+        self.record_plan()
         ensure_database(plan.target, emit)
         recorded = self.store.database(database).get("tables", {})
         present = existing_tables(plan.target, plan.target_schema)
@@ -236,7 +236,7 @@ class ForeignSession:
         emit(Log("info", f"copied {copied} table(s), {sum(r.rows for r in results):,} rows", database))
         return [r.name for r in results]
 
-    def _record_plan(self) -> None:
+    def record_plan(self) -> None:
         store, plan = self.store, self.plan
         store.record_meta("format", RECORD_FORMAT)
         store.record_meta("foreign_plan", plan.to_dict())
@@ -246,6 +246,35 @@ class ForeignSession:
         if "created_at" not in store.meta():
             store.record_meta("created_at", time.time())
         store.record_meta("recorded_at", time.time())
+
+    def start_worker(self, *, systemd: bool = False) -> int:
+        """``pgtide sync`` detached: refuse at once what the worker would fail on (a worker
+        already running, a copy not finished, a source that cannot stream without a refresh
+        interval), record the plan, spawn the migration's worker (the source password goes
+        through its pipe) and return its pid."""
+        from ..jobs.worker import lock_held, spawn
+
+        migration = self.migration_id
+        if lock_held(migration):
+            raise InputError(f"a worker of migration {migration} is already running",
+                             f"It keeps the target in sync already; `pgtide stop {migration}` ends it.",
+                             title="Worker running")
+        state = self.store.state(self.plan.database)
+        if state not in (DatabaseState.COPIED, DatabaseState.STREAMING):
+            raise InputError(f"migration {migration} has not finished its copy (state: {state or 'none'})",
+                             f"Run `pgtide init --migration {migration}` first (it resumes an interrupted copy).",
+                             title="Not copied")
+        if not self.plan.refresh_every:
+            capture = self.capture()
+            if not capture.ok:
+                raise InputError(f"changes cannot stream from this source: {capture.observed}",
+                                 (capture.remedy + " " if capture.remedy else "")
+                                 + f"Or re-read the tables every interval: `pgtide sync --migration {migration} "
+                                 "--refresh-every 30s`.", title="Cannot stream")
+        self.record_plan()
+        job = {"command": "foreign-sync", "source_password": self.plan.source.resolved_password(),
+               "target": self.plan.target.conninfo(), "refresh_every": self.plan.refresh_every}
+        return spawn(migration, job, systemd=systemd)
 
     # -- sync: stream changes (or refresh) until stopped -----------------------------------
 

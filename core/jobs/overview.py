@@ -24,5 +24,6 @@ def describe(store: Any, now: float) -> dict[str, Any]:
         "created_at": created,
         "age_seconds": max(0.0, now - created),
         "recorded_by": "pgtide 0.1 (no plan recorded)" if legacy else "pgtide",
+        "kind": "foreign" if meta.get("format") == "foreign-1" else "postgresql",
         "worker": {"state": worker.state, "pid": worker.pid, "command": worker.command},
     }
