@@ -364,7 +364,7 @@ def save_profile(name: str, args: argparse.Namespace) -> bool:
         args.profile = name  # start from the saved profile; flags override it
     plan = plan_from_args(args)
     if getattr(args, "remember_password", False) and plan.source.password:
-        secrets.set_password(plan.source, plan.source.password)  # type: ignore[arg-type]  # keyed on .identity
+        secrets.set_password(plan.source, plan.source.password)  # the keyring keys on .identity alone
     save_foreign_profile(name, plan)
     print(f"{'updated' if exists else 'saved'} profile {name} ({profiles.profile_path(name)})")
     return True
