@@ -236,3 +236,27 @@ def test_keyset_batches_keep_percent_signs_and_key_values_as_parameters(mariadb_
     finally:
         source.close()
     assert got == sorted(r for r in rows if r[2] == "a%s" or r[1] == 0)
+
+
+def test_a_remembered_password_comes_from_the_keyring(mariadb_server: Any, mariadb_db: str, target_cluster: Any,
+                                                      target_db: str, use_keyring: Any,
+                                                      monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    from keyring_support import MemoryKeyring
+
+    from pgtide.app.cli import main
+    from pgtide.core.infra import paths
+
+    memory = use_keyring(MemoryKeyring())
+    monkeypatch.delenv("PGTIDE_SOURCE_PASSWORD", raising=False)
+    mariadb_server.execute("CREATE TABLE t (id INT PRIMARY KEY)", db=mariadb_db)
+    url = mariadb_server.url(mariadb_db, with_password=True)
+    assert main(["profile", "save", "maria", "--source", url, "--target", target_cluster.url(target_db),
+                 "--remember-password"]) == 0
+    saved = (paths.profiles_dir() / "maria.toml").read_text()
+    assert mariadb_server.password not in saved and "mariadb://pgtide@" in saved
+    assert list(memory.store.values()) == [mariadb_server.password]
+    capsys.readouterr()
+    assert main(["validate", "--profile", "maria"]) == 0
+    out = capsys.readouterr()
+    assert "ready" in out.out and mariadb_server.password not in out.out + out.err
