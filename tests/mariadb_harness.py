@@ -34,6 +34,7 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
+from child_guard import die_with_parent
 
 from pgtide.core.infra.localcluster import free_port
 
@@ -167,6 +168,7 @@ class MariaDBServer:
             self.process = subprocess.Popen(
                 [str(self.server_bin), *self._server_options()], cwd=self.root, stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                preexec_fn=die_with_parent,
             )
             if self._wait_ready():
                 self._set_up_accounts()

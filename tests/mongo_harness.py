@@ -31,6 +31,7 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
+from child_guard import die_with_parent
 
 from pgtide.core.infra.localcluster import free_port
 
@@ -107,7 +108,8 @@ class MongoServer:
                 argv.append("--standalone")
             with self.logfile.open("ab") as log:
                 self.process = subprocess.Popen(argv, cwd=self.root, stdin=subprocess.DEVNULL, stdout=log,
-                                                stderr=subprocess.STDOUT, start_new_session=True)
+                                                stderr=subprocess.STDOUT, start_new_session=True,
+                                                preexec_fn=die_with_parent)
             if self._wait_ready():
                 return
             last = self.log_tail()
