@@ -21,8 +21,10 @@ import base64
 import datetime as dt
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from json.encoder import encode_basestring  # what json.dumps(ensure_ascii=False) quotes str with
 from typing import Any
 
 
@@ -112,11 +114,49 @@ def document(columns: tuple[str, ...], row: tuple[Any, ...]) -> dict[str, Any]:
     return {name: encode_value(value) for name, value in zip(columns, row, strict=True)}
 
 
+#: dumps' encoder, made once (json.dumps with options builds a new one for every call).
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+_NONE = type(None)
+_SPECIAL_FLOATS = {"NaN": '"NaN"', "Infinity": '"Infinity"', "-Infinity": '"-Infinity"'}
+
+
+def _json_texts(values: Sequence[Any]) -> list[str]:
+    """Each value's JSON text as ``dumps(encode_value(value))`` writes it, before its NUL rule;
+    the common column types without a Python call per value."""
+    kinds = set(map(type, values))
+    if kinds <= {str}:
+        return list(map(encode_basestring, values))
+    if kinds <= {int}:
+        return list(map(int.__repr__, values))
+    if kinds <= {str, _NONE}:
+        return ["null" if v is None else encode_basestring(v) for v in values]
+    if kinds <= {int, _NONE}:
+        return ["null" if v is None else int.__repr__(v) for v in values]
+    if kinds <= {float, int, _NONE}:
+        return ["null" if v is None else float.__repr__(v) if type(v) is float and math.isfinite(v)
+                else int.__repr__(v) if type(v) is int else _SPECIAL_FLOATS[encode_value(v)] for v in values]
+    return [_ENCODER.encode(encode_value(v)) for v in values]
+
+
+def documents(columns: tuple[str, ...], values: Sequence[Sequence[Any]], rows: int) -> list[str]:
+    """``dumps(document(columns, row))`` for each of ``rows`` rows given column by column
+    (``values[i][j]``: row j's value of column i): the same text, built a column at a time."""
+    if len(values) != len(columns):
+        raise ValueError(f"{len(values)} columns of values for {len(columns)} names")
+    if not columns:
+        return ["{}"] * rows
+    template = "{" + ",".join(encode_basestring(name).replace("%", "%%") + ":%s" for name in columns) + "}"
+    texts = [template % parts for parts in zip(*map(_json_texts, values), strict=True)]
+    if "\\u0000" in "".join(texts):
+        texts = [t.replace("\\u0000", "") for t in texts]
+    return texts
+
+
 def dumps(data: Any) -> str:
     """JSON text for the ``data`` column (allow_nan off: encode_value already made NaN a string).
     NUL cannot be stored in jsonb text; it is written as the escape \\u0000, which jsonb
     refuses too, so it is dropped from strings as pgloader drops it from text."""
-    text = json.dumps(data, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    text = _ENCODER.encode(data)
     return text.replace("\\u0000", "") if "\\u0000" in text else text
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,10 +11,10 @@ from psycopg import sql
 
 from ..infra.errors import InputError
 from ..replication.identity import digest
-from .encode import document, dumps, encode_id, encode_value
+from .encode import document, documents, dumps, encode_id, encode_value
 from .plan import ForeignPlan
 from .source import Row, SourceTable
-from .typed import Cast, casts_for, convert_row
+from .typed import Cast, casts_for, convert_columns, convert_row
 
 JSONB_COLUMNS = ("id", "data", "_source_type")
 #: PostgreSQL keeps this many bytes of a name (NAMEDATALEN - 1).
@@ -86,6 +86,33 @@ class TargetTable:
                 data = document(self.source.column_names, row[self.offset:])
             return (self.row_id(row, ordinal), dumps(data), self.kind)
         return convert_row(self.source, list(self.casts), row, offset=self.offset)
+
+    def convert_columns(self, rows: Sequence[Row], first: int) -> list[Sequence[Any]]:
+        """``convert`` over a batch whose first row has the ordinal ``first``, as columns in
+        ``columns`` order (the copy's fast path: typed.convert_columns, encode.documents). The
+        same values, except that a typed timestamptz value may be naive, meaning UTC."""
+        if self.layout != "jsonb":
+            return convert_columns(self.source, list(self.casts), rows, offset=self.offset)
+        source = self.source
+        if source.document:
+            data = [dumps(encode_value(row[0])) for row in rows]
+        else:
+            names = source.column_names
+            columns = list(zip(*rows, strict=True))[self.offset:] if rows else [() for _ in names]
+            data = documents(names, columns, len(rows))
+        return [self.row_ids(rows, first), data, [self.kind] * len(rows)]
+
+    def row_ids(self, rows: Sequence[Row], first: int) -> Sequence[str]:
+        """``row_id`` of each row of a batch."""
+        source = self.source
+        if source.id_column is not None and not source.document and rows:
+            at = 0 if source.implicit_rowid and source.id_column == "rowid" else \
+                self.offset + source.column_names.index(source.id_column)
+            values = [row[at] for row in rows]
+            if set(map(type, values)) <= {int, str, bool}:
+                return list(map(str, values))  # encode_id of these is str(value)
+            return [encode_id(v) for v in values]
+        return [self.row_id(row, ordinal) for ordinal, row in enumerate(rows, first)]
 
     def key_of(self, row: Row) -> tuple[Any, ...]:
         """The key the reader orders by (for resuming past a row)."""
