@@ -117,6 +117,7 @@ def document(columns: tuple[str, ...], row: tuple[Any, ...]) -> dict[str, Any]:
 #: dumps' encoder, made once (json.dumps with options builds a new one for every call).
 _ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 _NONE = type(None)
+_NAIVE_DATETIME = '{"_type":"datetime","value":"%sZ"}'
 _SPECIAL_FLOATS = {"NaN": '"NaN"', "Infinity": '"Infinity"', "-Infinity": '"-Infinity"'}
 
 
@@ -135,6 +136,11 @@ def _json_texts(values: Sequence[Any]) -> list[str]:
     if kinds <= {float, int, _NONE}:
         return ["null" if v is None else float.__repr__(v) if type(v) is float and math.isfinite(v)
                 else int.__repr__(v) if type(v) is int else _SPECIAL_FLOATS[encode_value(v)] for v in values]
+    if kinds <= {Decimal, _NONE}:
+        return ["null" if v is None else '"' + str(v) + '"' for v in values]  # digits, sign, "." "E" "NaN"…
+    if kinds <= {dt.datetime, _NONE} and not any(v.tzinfo for v in values if v is not None):
+        # A naive value is taken as UTC (_utc_text): its isoformat and a Z, nothing to escape.
+        return ["null" if v is None else _NAIVE_DATETIME % v.isoformat() for v in values]
     return [_ENCODER.encode(encode_value(v)) for v in values]
 
 
