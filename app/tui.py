@@ -38,7 +38,8 @@ from ..core.infra.events import Cancelled, Event, TableProgress
 from ..core.infra.logs import log_file
 from ..screens.dashboard import DashboardScreen
 from ..screens.foreign_dashboard import ForeignDashboardScreen
-from ..screens.foreign_state import ForeignDashboardModel
+from ..screens.foreign_run import ForeignRunEnded, ForeignRunEvent, ForeignRunScreen, ForeignRunUpdated
+from ..screens.foreign_state import ForeignDashboardModel, ForeignRunModel
 from ..screens.messages import (
     CoreEventArrived,
     DashboardOpened,
@@ -66,6 +67,7 @@ from ..widgets.modals import ChoiceModal, ConfirmModal, ErrorModal, InfoModal
 
 if TYPE_CHECKING:
     from ..core.catalog.scope import Scope
+    from ..core.foreign.plan import ForeignPlan
     from ..core.infra.events import CancelToken
     from ..core.model.plan import Plan
 
@@ -74,7 +76,7 @@ log = logging.getLogger("pgtide.tui")
 #: The one stylesheet, found through the package so it also works from an installed wheel.
 STYLESHEET = str(files("pgtide.styles") / "app.tcss")
 
-LONG_JOB_GROUPS = frozenset({"migration", "verify", "foreign-verify", "teardown"})
+LONG_JOB_GROUPS = frozenset({"migration", "foreign-migration", "verify", "foreign-verify", "teardown"})
 
 
 class UnexpectedError(PgtideError):
@@ -151,6 +153,9 @@ class PgtideApp(App[int]):
         self.foreign_dashboards: dict[str, ForeignDashboardModel] = {}
         #: The running foreign verify's cancel token (one verify at a time, as for PostgreSQL).
         self._foreign_verify_cancel: CancelToken | None = None
+        #: The foreign copy started from the wizard (one at a time), and its cancel token.
+        self.foreign_run: ForeignRunModel | None = None
+        self._foreign_cancel: CancelToken | None = None
         self._exit_when_idle = False
         self.event_loop: asyncio.AbstractEventLoop | None = None
 
@@ -197,6 +202,8 @@ class PgtideApp(App[int]):
         # otherwise the interpreter would wait for its thread at exit.
         if self._cancel is not None and self.migration_running:
             self._cancel.cancel()
+        if self._foreign_cancel is not None and self.foreign_running:
+            self._foreign_cancel.cancel()
         # Workers cannot run any more: close the monitor's connections here (a socket close, quick).
         if self._monitor is not None:
             self._monitor.close()
@@ -276,6 +283,21 @@ class PgtideApp(App[int]):
         from ..screens.review import ReviewScreen
 
         self.push_screen(ReviewScreen())
+
+    def show_foreign_pick(self) -> None:
+        from ..screens.foreign_pick import ForeignPickScreen
+
+        self.push_screen(ForeignPickScreen())
+
+    def show_foreign_filters(self) -> None:
+        from ..screens.foreign_filters import ForeignFiltersScreen
+
+        self.push_screen(ForeignFiltersScreen())
+
+    def show_foreign_review(self) -> None:
+        from ..screens.foreign_review import ForeignReviewScreen
+
+        self.push_screen(ForeignReviewScreen())
 
     def load_profile(self, name: str, *, dashboard: bool) -> None:
         self._open_profile(name, dashboard)
@@ -419,6 +441,91 @@ class PgtideApp(App[int]):
                 if not self._exit_when_idle:
                     self.show_error(message.error)
         self._tell_run()
+
+    # -- a foreign source's copy ------------------------------------------------------------------------
+
+    @property
+    def foreign_running(self) -> bool:
+        return self.foreign_run is not None and not self.foreign_run.finished
+
+    def start_foreign_migration(self, plan: ForeignPlan) -> None:
+        if self.foreign_running:
+            self.notify("A copy is already running.", severity="warning")
+        else:
+            choices = self.wizard.foreign
+            self.foreign_run = (ForeignRunModel.for_choices(plan, choices) if choices is not None
+                                else ForeignRunModel(plan))
+            self.foreign_run.add_log("info", "validated: no check failed")
+            self._foreign_cancel = self.services.cancel_token()
+            self._foreign_migrate(plan, self._foreign_cancel)
+        self.show_start()
+        self.push_screen(ForeignRunScreen())
+
+    def show_foreign_run(self) -> None:
+        if self.foreign_run is None:
+            return
+        if any(isinstance(screen, ForeignRunScreen) for screen in self.screen_stack):
+            self._pop_to(ForeignRunScreen)
+        else:
+            self.push_screen(ForeignRunScreen())
+
+    def cancel_foreign_migration(self) -> None:
+        run = self.foreign_run
+        if self._foreign_cancel is not None and run is not None and run.state == "running":
+            self._foreign_cancel.cancel()
+            run.state = "cancelling"
+            run.add_log("warning", "cancelling: stopping the copy")
+            self._tell_foreign_run()
+
+    @work(thread=True, exit_on_error=False, group="foreign-migration",
+          description="Copying the foreign source into PostgreSQL")
+    def _foreign_migrate(self, plan: ForeignPlan, cancel: CancelToken) -> None:
+        def emit(event: Event) -> None:
+            self.post_message(ForeignRunEvent(event))
+
+        try:
+            tables = self.services.foreign_init(plan, emit, cancel)
+        except Cancelled:
+            self.post_message(ForeignRunEnded([], None, cancelled=True))
+            return
+        except Exception as exc:
+            self.post_message(ForeignRunEnded([], as_user_error(exc)))
+            return
+        self.post_message(ForeignRunEnded(tables, None))
+
+    def _tell_foreign_run(self) -> None:
+        for screen in self.screen_stack:
+            if isinstance(screen, ForeignRunScreen):
+                screen.post_message(ForeignRunUpdated())
+
+    @on(ForeignRunEvent)
+    def _foreign_run_event(self, message: ForeignRunEvent) -> None:
+        if self.foreign_run is not None:
+            self.foreign_run.apply(message.event)
+            self._tell_foreign_run()
+
+    @on(ForeignRunEnded)
+    def _foreign_run_ended(self, message: ForeignRunEnded) -> None:
+        run = self.foreign_run
+        if run is None:
+            return
+        self._foreign_cancel = None
+        if message.cancelled:
+            run.state = "cancelled"
+            run.add_log("warning", "cancelled: tables copied so far are kept; starting again resumes")
+        elif message.error is not None:
+            run.state = "failed"
+            run.error = message.error
+            run.add_log("error", f"{message.error.title}: {message.error.cause}")
+            if not self._exit_when_idle:
+                self.show_error(message.error)
+        else:
+            run.state = "copied"
+            run.copied = list(message.tables)
+            run.add_log("info", f"copy finished: {len(message.tables)} table(s); the dashboard verifies and "
+                                "starts the sync")
+            self.notify("The copy is finished. Press d for the dashboard.", title="Copy finished", timeout=8)
+        self._tell_foreign_run()
 
     # -- the dashboard --------------------------------------------------------------------------------------
 
@@ -687,6 +794,9 @@ class PgtideApp(App[int]):
         elif self.migration_running:
             busy.append("A migration is copying: it will be cancelled (what this run created is removed; running "
                         "it again continues).")
+        if self.foreign_running:
+            busy.append("A copy from the foreign source is running: it will be cancelled (tables copied so far "
+                        "are kept; starting it again resumes).")
         if (self.dashboard is not None and self.dashboard.verify_state == "running") \
                 or self._foreign_verify_cancel is not None:
             busy.append("Verify is running: it will be stopped, with no result.")
@@ -738,6 +848,8 @@ class PgtideApp(App[int]):
             self._verify_run.cancel()
         if self._foreign_verify_cancel is not None:
             self._foreign_verify_cancel.cancel()
+        if self.foreign_running:
+            self.cancel_foreign_migration()
         self._stop_polling(release=False)
         self._exit_if_idle()
 
@@ -774,6 +886,9 @@ class PgtideApp(App[int]):
         ]
         if self.migration is not None:
             commands.append(SystemCommand("Show the running migration", "Phases, progress and log", self.show_run))
+        if self.foreign_run is not None:
+            commands.append(SystemCommand("Show the foreign copy", "Per-table progress and log",
+                                          self.show_foreign_run))
         if self.migration is not None and self.migration.state == "streaming":
             commands.append(SystemCommand("Open the dashboard", "Lag, tables, verify and teardown",
                                           partial(self.open_dashboard, self.migration.plan)))

@@ -16,8 +16,8 @@ from textual.widgets import Button, Footer, Header, Static
 
 from ..core.infra.errors import PgtideError
 from ..widgets.endpoint_form import EndpointForm
-from ..widgets.modals import InfoModal
 from .base import WizardStep
+from .foreign_state import ForeignChoices
 from .messages import (
     EndpointParsed,
     EndpointRejected,
@@ -467,19 +467,18 @@ class ConnectScreen(WizardStep):
         if not self.requests.is_current(message.ticket):
             return
         self.wizard.target = message.target
-        # The app's steps after Connect (tables, filters, review, the copy) are PostgreSQL's: for a
-        # foreign source the CLI runs them, and its migration then shows on the Start screen.
-        target = message.target.redacted()
-        self.app.push_screen(InfoModal(
-            "Next steps run from the command line",
-            f"Both sides answered. Choosing tables, filters and the layout, and the copy itself, are not in "
-            f"the app yet for a {foreign_name(message.source)} source. Run, in a terminal:\n\n"
-            f"  pgtide validate --source '{message.source.redacted()}' --target '{target}'\n"
-            f"  pgtide init --source '{message.source.redacted()}' --target '{target}'\n\n"
-            "(--include-tables, --table-filter TABLE:PREDICATE, --layout typed|jsonb and --refresh-every "
-            "choose what and how; the password comes from a prompt, the OS keyring or PGTIDE_SOURCE_PASSWORD.) "
-            "The migration is then listed on the Start screen: o opens its dashboard, which starts, watches, "
-            "verifies and stops its sync."))
+        tables = self.wizard.foreign_tables or []
+        previous = self.wizard.foreign
+        if previous is not None and previous.source.identity == message.source.identity \
+                and previous.target.identity == message.target.identity:
+            # Back from Pick and on again: the choices stay; the catalog and password are the new ones.
+            previous.source, previous.target, previous.tables = message.source, message.target, list(tables)
+            previous.capture = self.wizard.foreign_capture
+            previous.picked &= {t.name for t in tables}
+        else:
+            self.wizard.foreign = ForeignChoices.start(message.source, message.target, tables,
+                                                       self.wizard.foreign_capture)
+        self.pgtide.show_foreign_pick()
 
     @on(NextBlocked)
     def _next_blocked(self, message: NextBlocked) -> None:

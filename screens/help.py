@@ -120,6 +120,46 @@ table and what differs; a lists the additive statements and applies them on the 
 confirm. When a change failed to apply, the subscription stops (PostgreSQL 15+) and the panel
 shows the server's error and table: e enables it again once the cause is fixed; k skips the
 failing transaction after a warning (its rows are lost on the target: verify names them).""",
+    "ForeignPickScreen": """\
+Step 2 of 4 for a foreign source (SQLite, MySQL/MariaDB, MongoDB): the tables (or collections) of
+its one database, as Connect read them. Nothing is read again here.
+
+Rows    the source's count: exact, or "est." for its estimate (MySQL's statistics, MongoDB's count)
+Size    what the source reports for the table's data
+⚠       no key: no primary key or unique NOT NULL key; the table is copied, but a change stream
+cannot apply its updates and deletes by key, and a refresh reloads it whole
+
+Space (or a click) ticks or unticks the highlighted table; the filter box narrows the list.""",
+    "ForeignFiltersScreen": """\
+Step 3 of 4 for a foreign source: per picked table, how much of it moves, and the layout.
+
+Schema only   the table is created on the target, no rows are copied
+Row filter    only rows matching it are copied, written in the source's own language: an SQL
+expression for SQLite and MySQL/MariaDB (created_at >= '2024-01-01'), a JSON query document for
+MongoDB ({"status": "active"})
+Check         asks the source whether it accepts the filter (it reads no rows); its message is shown
+✓ accepted  ✗ refused (the source's words, and what to do)  ? not checked yet
+Layout        typed: real columns with pgloader-like casts, keys and indexes rebuilt after the data;
+jsonb: one (id, data JSONB, _source_type, _migrated_at) table per source table. MongoDB: jsonb only.
+Target database  the PostgreSQL database the tables land in (created when missing)
+
+Next checks every filter not yet checked and stops, with the source's message, on a refused one.""",
+    "ForeignReviewScreen": """\
+Step 4 of 4 for a foreign source: validate's checks, the estimate and the plan in words.
+
+✔ ok   ▲ warning (read it; it does not stop the copy)   ✖ error (Start waits until it is fixed)
+consistency     what snapshot the source gives the copy (a consistent snapshot, a read transaction…)
+change capture  whether changes can stream afterwards (binlog, change streams) or need a refresh
+Estimate        rows and sizes from the source's catalog; filtered tables are counted whole
+
+Replace target tables: tables of the same names already on the target (not from this migration)
+are dropped and created again; Start asks before it.""",
+    "ForeignRunScreen": """\
+The copy from a foreign source: per table its progress, rows and bytes, and the log.
+
+Cancel copy stops after the batch in flight; copied tables are kept and a rerun resumes table by
+table. Once copied, Open dashboard verifies, starts the sync (binlog, change stream or refresh)
+and stops it. The migration is also listed on the Start screen.""",
     "ForeignDashboardScreen": """\
 A migration from SQLite, MySQL/MariaDB or MongoDB: what `pgtide status --migration ID` shows, read
 every 2 seconds.

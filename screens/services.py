@@ -186,6 +186,29 @@ class Services(Protocol):
         """The source's tables (rows, sizes, keys) and whether it can stream its changes; reads only."""
         ...
 
+    def foreign_check_filter(self, source: ForeignEndpoint, table: SourceTable, where: str) -> str:
+        """Ask the source whether it accepts ``where`` as ``table``'s row filter (its own SQL, or
+        a JSON query for MongoDB); the filter as it will be used, or InputError with the
+        source's own message. Reads nothing of the table's rows."""
+        ...
+
+    def build_foreign_plan(self, source: ForeignEndpoint, target: Endpoint,
+                           options: Mapping[str, Any]) -> ForeignPlan:
+        """The migration the wizard's choices form: ``options`` are ForeignPlan's fields, plus
+        ``target_database`` (the database on ``target`` the tables land in); InputError when they
+        do not go together (typed layout for MongoDB, …)."""
+        ...
+
+    def foreign_validate(self, plan: ForeignPlan, emit: Emit) -> Report:
+        """Validate's checks for a foreign migration (source, selection, filters, layout, keys,
+        consistency, change capture, target), each also emitted as it is made; changes nothing."""
+        ...
+
+    def foreign_init(self, plan: ForeignPlan, emit: Emit, cancel: CancelToken) -> list[str]:
+        """The copy (as `pgtide init`): tables, rows, then keys; records the migration. The
+        tables copied. Cancelled through ``cancel``; a rerun resumes per table."""
+        ...
+
     def foreign_plan(self, migration_id: str) -> ForeignPlan:
         """A recorded foreign migration's plan (no password: the source's comes from the keyring
         or PGTIDE_SOURCE_PASSWORD when it is needed)."""
@@ -465,6 +488,33 @@ class CoreServices:
             return adapter.tables(), adapter.capture_check()
         finally:
             adapter.close()
+
+    def foreign_check_filter(self, source: ForeignEndpoint, table: SourceTable, where: str) -> str:
+        from ..core.foreign.drivers import open_source
+
+        adapter = open_source(source)
+        try:
+            return adapter.check_filter(table, where)
+        finally:
+            adapter.close()
+
+    def build_foreign_plan(self, source: ForeignEndpoint, target: Endpoint,
+                           options: Mapping[str, Any]) -> ForeignPlan:
+        from ..core.foreign.plan import ForeignPlan
+
+        fields = dict(options)
+        database = str(fields.pop("target_database", "") or target.dbname)
+        return ForeignPlan(source, target.with_dbname(database), **fields)
+
+    def foreign_validate(self, plan: ForeignPlan, emit: Emit) -> Report:
+        from ..core.foreign.session import ForeignSession
+
+        return ForeignSession(plan).validate(emit=emit)
+
+    def foreign_init(self, plan: ForeignPlan, emit: Emit, cancel: CancelToken) -> list[str]:
+        from ..core.foreign.session import ForeignSession
+
+        return ForeignSession(plan).init(emit=emit, cancel=cancel)
 
     def foreign_plan(self, migration_id: str) -> ForeignPlan:
         return self._foreign(migration_id).plan

@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from ..core.model.profiles import Profile
     from ..core.monitor.poll import MigrationStatus
     from ..core.verify.compare import TableResult, VerifyReport
+    from .foreign_state import ForeignChoices
 
 Side = Literal["source", "target"]
 #: (database, schema, table)
@@ -140,6 +141,8 @@ class WizardState:
     #: What testing the foreign source found: its tables and whether it can stream its changes.
     foreign_tables: list[SourceTable] | None = None
     foreign_capture: CaptureCheck | None = None
+    #: The foreign source's Pick/Filters/Review choices, made when Next on Connect found both sides.
+    foreign: ForeignChoices | None = None
 
     @property
     def profile_name(self) -> str | None:

@@ -1,6 +1,6 @@
 """Connect with a foreign source: a MariaDB URL or an SQLite file path pasted into the source's
 URL box is accepted (its password moved into the masked field), tested by listing its tables,
-and Next says how the migration goes on (the later steps are the CLI's for now)."""
+and Next goes on to its Pick."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from tui_support import make_app, settle, wait_until
 from pgtide.app.tui import PgtideApp
 from pgtide.core.foreign.source import CaptureCheck
 from pgtide.screens.connect import ConnectScreen
-from pgtide.widgets.modals import InfoModal
+from pgtide.screens.foreign_pick import ForeignPickScreen
 
 SECRET = "s3cret-never-shown"
 
@@ -98,20 +98,18 @@ async def test_an_sqlite_path_is_accepted_and_a_postgres_url_takes_the_source_ba
         assert app.screen.query_one("#source-form").query_one("#host", Input).value == "old-db"
 
 
-async def test_next_with_a_foreign_source_tests_both_sides_and_names_the_commands() -> None:
+async def test_next_with_a_foreign_source_tests_both_sides_and_opens_its_pick() -> None:
     fake = FakeServices()
     app = make_app(services=fake)
     async with app.run_test(size=(120, 34)) as pilot:
         await paste_source(pilot, "mariadb://app@old-db/shop")
         await pilot.press("ctrl+n")
-        await wait_until(pilot, lambda: isinstance(app.screen, InfoModal), what="the next steps")
-        modal = app.screen
-        assert isinstance(modal, InfoModal)
-        body = str(modal.body)
-        assert "pgtide init --source 'mariadb://app@old-db/shop' --target 'postgresql://app@new-db:5432/postgres?sslmode=require'" \
-            in body, body
-        assert "o opens its dashboard" in body
+        await wait_until(pilot, lambda: isinstance(app.screen, ForeignPickScreen), what="the foreign Pick")
         assert app.wizard.target is not None
+        choices = app.wizard.foreign
+        assert choices is not None and choices.source.redacted() == "mariadb://app@old-db/shop"
+        assert [t.name for t in choices.tables] == ["audit_log", "customers", "orders"]
+        assert choices.target_database == "shop"  # the target form named postgres: the source's name instead
 
 
 async def test_next_is_blocked_when_the_foreign_source_does_not_answer() -> None:

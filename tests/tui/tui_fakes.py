@@ -276,6 +276,14 @@ class FakeServices:
         #: What a foreign source's test finds; every source tested, with its password.
         self.foreign_capture = CaptureCheck(True, "binlog on, ROW format, FULL row images (MariaDB 11.4)")
         self.foreign_tested: list[ForeignEndpoint] = []
+        #: Every row filter a foreign source was asked about: (table, filter).
+        self.foreign_filters_checked: list[tuple[str, str]] = []
+        #: Target tables that already exist: validate reports them (an error unless drop_existing).
+        self.foreign_existing: tuple[str, ...] = ()
+        #: Every plan foreign_init copied; foreign_init waits on foreign_hold before finishing.
+        self.foreign_inits: list[ForeignPlan] = []
+        self.foreign_hold = threading.Event()
+        self.foreign_hold.set()
 
     # -- servers ----------------------------------------------------------------------------
 
@@ -514,6 +522,78 @@ class FakeServices:
                               "Check that the server is running and listening on that address and port.",
                               title="Cannot connect")
         return foreign_source_tables(), self.foreign_capture
+
+    def foreign_check_filter(self, source: ForeignEndpoint, table: SourceTable, where: str) -> str:
+        """MariaDB's answer: a filter naming a column the table lacks is refused in its words."""
+        import re
+
+        self.foreign_filters_checked.append((table.name, where))
+        names = set(table.column_names)
+        for word in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", re.sub(r"'[^']*'", "", where)):
+            if word.lower() not in {"and", "or", "not", "null", "is", "in", "like", "between"} and word not in names:
+                raise InputError(f"{table.name}: MariaDB refuses the row filter: (1054, \"Unknown column '{word}' "
+                                 "in 'WHERE'\")", "Write a MariaDB expression over the table's columns, e.g. "
+                                 "created_at >= '2024-01-01'.", title="Invalid row filter")
+        return where
+
+    def build_foreign_plan(self, source: ForeignEndpoint, target: Endpoint,
+                           options: Mapping[str, Any]) -> ForeignPlan:
+        fields = dict(options)
+        database = str(fields.pop("target_database", "") or target.dbname)
+        return ForeignPlan(source, target.with_dbname(database), **fields)
+
+    def foreign_validate(self, plan: ForeignPlan, emit: Emit) -> Report:
+        from pgtide.core.infra.events import CheckReported
+
+        tables = [t for t in foreign_source_tables() if plan.picks(t)]
+        checks = [Check("source", "ok", f"{plan.source.redacted()} ({plan.source.kind})"),
+                  Check("selection", "ok", f"{len(tables)} table(s), about {sum(t.rows for t in tables):,} rows")]
+        checks += [Check(f"filter {name}", "ok", f"the source accepts the row filter on {name}")
+                   for name in plan.filters]
+        checks.append(Check("layout", "ok", f"{plan.layout} layout for {len(tables)} table(s)"))
+        keyless = [t.name for t in tables if not t.key]
+        if keyless and plan.layout == "typed":
+            checks.append(Check("keys", "warning", f"no primary or unique key on the target: {', '.join(keyless)}",
+                                "These tables are copied; a change stream cannot apply changes to them by key."))
+        checks.append(Check("consistency", "ok", "one consistent snapshot (START TRANSACTION WITH CONSISTENT "
+                            "SNAPSHOT), binlog position read under it"))
+        checks.append(Check("change capture", "ok" if self.foreign_capture.ok else "warning",
+                            self.foreign_capture.observed, self.foreign_capture.remedy))
+        checks.append(Check("target", "ok", f"{plan.target.redacted()} (PostgreSQL 16.4)"))
+        clash = [name for name in self.foreign_existing if any(t.name == name for t in tables)]
+        if clash and not plan.drop_existing:
+            checks.append(Check("target tables", "error", f"{len(clash)} table(s) already exist on the target and "
+                                f"are not from this migration: {', '.join(clash)}",
+                                "Drop them, pick another --target-schema, or pass --drop-existing to replace them."))
+        else:
+            checks.append(Check("target database", "ok", f"{plan.target.dbname!r} is ready"))
+        for check in checks:
+            emit(CheckReported(check.name, check.status, check.observed, check.remedy))
+        return Report(checks, None)
+
+    def foreign_init(self, plan: ForeignPlan, emit: Emit, cancel: CancelToken) -> list[str]:
+        self.foreign_inits.append(plan)
+        at = FIXED_NOW.timestamp()
+        database = plan.database
+        tables = [t for t in foreign_source_tables() if plan.picks(t) and t.name not in plan.schema_only]
+        emit(Log("info", f"created the target database {database!r}", database, at=at))
+        emit(PhaseStarted(database, "copy", at=at))
+        for index, table in enumerate(tables):
+            if index % 2 == 0:
+                emit(TableCopied(database, plan.target_schema, table.name, table.rows, table.size_bytes, 0.4, at=at))
+            else:
+                emit(TableProgress(database, plan.target_schema, table.name, table.size_bytes // 2,
+                                   table.rows // 2, table.size_bytes, at=at))
+        while not self.foreign_hold.wait(0.05):
+            cancel.check()
+        cancel.check()
+        for table in tables:
+            emit(TableCopied(database, plan.target_schema, table.name, table.rows, table.size_bytes, 0.4, at=at))
+        emit(PhaseFinished(database, "copy", 1.0, at=at))
+        emit(PhaseStarted(database, "indexes", at=at))
+        emit(PhaseFinished(database, "indexes", 0.1, at=at))
+        emit(Log("info", f"copied {len(tables)} table(s), {sum(t.rows for t in tables):,} rows", database, at=at))
+        return [t.name for t in tables]
 
     def foreign_plan(self, migration_id: str) -> ForeignPlan:
         return self.foreign[migration_id].plan
