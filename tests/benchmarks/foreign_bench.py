@@ -146,10 +146,12 @@ class Run:
     rows: int
     peak_mb: float
     copy_seconds: float | None = None
+    #: The child's own CPU time (user + system), all its threads.
+    cpu_seconds: float = 0.0
 
 
-def _spawn(argv: list[str], env: dict[str, str], log: Path) -> tuple[float, int, float]:
-    """(wall seconds, exit code, peak RSS in MiB) of one child, its output in ``log``."""
+def _spawn(argv: list[str], env: dict[str, str], log: Path) -> tuple[float, int, float, float]:
+    """(wall seconds, exit code, peak RSS in MiB, CPU seconds) of one child, its output in ``log``."""
     with log.open("wb") as out:
         started = time.perf_counter()
         child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env)
@@ -157,7 +159,7 @@ def _spawn(argv: list[str], env: dict[str, str], log: Path) -> tuple[float, int,
         _pid, status, usage = os.wait4(child.pid, 0)
         seconds = time.perf_counter() - started
     child.returncode = os.waitstatus_to_exitcode(status)
-    return seconds, child.returncode, usage.ru_maxrss / 1024
+    return seconds, child.returncode, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime
 
 
 def _tail(log: Path) -> str:
@@ -201,14 +203,14 @@ class Bench:
         env = {**os.environ}
         if password is not None:
             env["MYSQL_PWD"] = password  # pgloader reads the MySQL password from here: never argv
-        seconds, code, peak = _spawn(
+        seconds, code, peak, cpu = _spawn(
             ["pgloader", "--root-dir", str(root), "--logfile", str(root / "pgloader.log"), source_url,
              self.target.url(db)], env, root / "out.log")
         if code != 0:
             raise RuntimeError(f"pgloader ({source}) exited {code}:\n{_tail(root / 'out.log')}")
         self._check(db, f"pgloader ({source})")
         self.target.drop_database(db)
-        return Run(source, "pgloader", seconds, self.rows, peak)
+        return Run(source, "pgloader", seconds, self.rows, peak, cpu_seconds=cpu)
 
     def pgtide(self, source: str, layout: str, source_url: str, password: str | None, *,
                profile: Path | None = None) -> Run:
@@ -222,13 +224,13 @@ class Bench:
         if profile is not None:
             env["FOREIGN_BENCH_PROFILE"] = str(profile)
         log = self.work / f"pgtide-{self.serial}.log"
-        seconds, code, peak = _spawn([sys.executable, __file__, "--child", layout], env, log)
+        seconds, code, peak, cpu = _spawn([sys.executable, __file__, "--child", layout], env, log)
         if code != 0:
             raise RuntimeError(f"pgtide {layout} ({source}) exited {code}:\n{_tail(log)}")
         result = json.loads(log.read_text().splitlines()[-1])
         self._check(db, f"pgtide {layout} ({source})")
         self.target.drop_database(db)
-        return Run(source, f"pgtide {layout}", seconds, result["rows"], peak, result.get("copy"))
+        return Run(source, f"pgtide {layout}", seconds, result["rows"], peak, result.get("copy"), cpu)
 
     def read_only(self, source: str, source_url: str, password: str | None) -> Run:
         env = {**os.environ, "FOREIGN_BENCH_SOURCE": source_url,
@@ -236,13 +238,13 @@ class Bench:
         if password is not None:
             env["PGTIDE_SOURCE_PASSWORD"] = password
         log = self.work / f"read-{source}.log"
-        seconds, code, peak = _spawn([sys.executable, __file__, "--child", "read"], env, log)
+        seconds, code, peak, cpu = _spawn([sys.executable, __file__, "--child", "read"], env, log)
         if code != 0:
             raise RuntimeError(f"read only ({source}) exited {code}:\n{_tail(log)}")
         result = json.loads(log.read_text().splitlines()[-1])
         if result["rows"] != self.rows:
             raise AssertionError(f"read only ({source}): {result['rows']:,} rows, expected {self.rows:,}")
-        return Run(source, "read only", seconds, result["rows"], peak, result["copy"])
+        return Run(source, "read only", seconds, result["rows"], peak, result["copy"], cpu)
 
 
 # -- the child: one pgtide copy (or read) in its own process --------------------------------------
@@ -313,7 +315,7 @@ def report(runs: list[Run], rows: int, rounds: int) -> None:
     print()
     print(f"{rows:,} rows per source, median of {rounds} round(s); wall = the whole command, startup included")
     print(f"{'source':7} {'method':14} {'wall s':>8} {'rows/s':>10} {'copy s':>7} {'copy rows/s':>11} "
-          f"{'peak RSS':>9} {'vs pgloader':>11}   rounds (wall s)")
+          f"{'cpu s':>6} {'peak RSS':>9} {'vs pgloader':>11}   rounds (wall s)")
     for source in dict.fromkeys(r.source for r in runs):
         base = by.get((source, "pgloader"))
         base_s = statistics.median(r.seconds for r in base) if base else None
@@ -327,10 +329,11 @@ def report(runs: list[Run], rows: int, rounds: int) -> None:
                     else f"{'':>7} {'':>11}")
             ratio = f"{seconds / base_s:10.2f}x" if base_s and method.startswith("pgtide") else f"{'':>11}"
             each = " ".join(f"{r.seconds:.2f}" for r in group)
-            print(f"{source:7} {method:14} {seconds:8.2f} {rows / seconds:10,.0f} {copy} "
+            cpu = statistics.median(r.cpu_seconds for r in group)
+            print(f"{source:7} {method:14} {seconds:8.2f} {rows / seconds:10,.0f} {copy} {cpu:6.1f} "
                   f"{max(r.peak_mb for r in group):7.0f}MB {ratio}   {each}")
-    print("target: pgtide typed <= 1.00x pgloader ('copy s' is pgtide's copy phase alone, "
-          "or the read loop alone for 'read only')")
+    print("target: pgtide typed <= 1.00x pgloader ('copy s' is pgtide's copy phase alone, or the read loop "
+          "alone for 'read only'; 'cpu s' the tool's own process, all threads, not the servers')")
 
 
 def print_profile(path: Path, label: str, top: int = 22) -> None:
