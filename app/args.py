@@ -27,7 +27,9 @@ ENDPOINT_HELP = (
 
 def add_endpoint_arguments(parser: argparse.ArgumentParser, *, target: bool = True,
                            migration: bool = False) -> None:
-    parser.add_argument("--source", metavar="URL", help="the server to migrate from: " + ENDPOINT_HELP)
+    parser.add_argument("--source", metavar="URL", help="the server to migrate from: " + ENDPOINT_HELP
+                        + "; or SQLite, MySQL/MariaDB, MongoDB: sqlite:///PATH.db (or the path), "
+                        "mysql://USER@HOST:3306/DB, mariadb://…, mongodb://USER@HOST:27017/DB")
     if target:
         parser.add_argument("--target", metavar="URL", help="the server to migrate to: " + ENDPOINT_HELP)
     if migration:

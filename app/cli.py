@@ -83,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="pgtide",
         description=(
             "Move a live PostgreSQL database to another server with near-zero downtime, "
-            "and prove no row was lost. Run without arguments for the full-screen app."
+            "and prove no row was lost; or SQLite, MySQL/MariaDB and MongoDB into PostgreSQL, "
+            "kept in sync from the binlog or a change stream. Run without arguments for the full-screen app."
         ),
         epilog="Exit codes: 0 ok, 1 checks failed or differences found, 2 bad input, "
         "3 cannot connect or environment problem, 4 interrupted (resumable).",
