@@ -24,8 +24,8 @@ pgtide-jsonb / pgloader per source (the medians over --repeat rounds; each round
 every method once, so a neighbour's load spreads over all of them). Target: pgtide typed
 <= 1.0x pgloader.
 
-``--profile`` skips the timed runs: it copies each source once per layout with cProfile
-on the copy thread and prints the top functions by own time.
+``--profile`` skips the timed runs: it copies each source once per layout with a profiler
+on the copy thread (pyinstrument when installed, else cProfile) and prints where the time went.
 
 Needs: ``apt-get install -y pgloader`` (skipped with that hint when missing) and
 ``mariadbd`` (``apt-get install -y mariadb-server-core mariadb-client-core``; the MySQL
@@ -276,19 +276,29 @@ def _child(what: str) -> None:
 
     profile_to = os.environ.get("FOREIGN_BENCH_PROFILE")
     if profile_to:
-        import cProfile
-
-        profiler = cProfile.Profile()
         copy_table = load.copy_table
 
-        # The copy runs on a worker thread, which cProfile does not follow by itself.
+        # The copy runs on a worker thread, which neither profiler follows by itself: start it there.
         def profiled(*args: Any, **kwargs: Any) -> Any:
-            profiler.enable()
+            try:
+                from pyinstrument import Profiler
+            except ImportError:
+                import cProfile
+
+                profiler = cProfile.Profile()
+                profiler.enable()
+                try:
+                    return copy_table(*args, **kwargs)
+                finally:
+                    profiler.disable()
+                    profiler.dump_stats(profile_to)
+            sampler = Profiler(interval=0.001)
+            sampler.start()
             try:
                 return copy_table(*args, **kwargs)
             finally:
-                profiler.disable()
-                profiler.dump_stats(profile_to)
+                sampler.stop()
+                Path(profile_to).write_text(sampler.output_text(unicode=False, color=False, show_all=False))
 
         load.copy_table = profiled  # type: ignore[assignment]
 
@@ -337,11 +347,19 @@ def report(runs: list[Run], rows: int, rounds: int) -> None:
 
 
 def print_profile(path: Path, label: str, top: int = 22) -> None:
-    import pstats
+    """pyinstrument's tree when it is installed (sampling: the shares as they are), else
+    cProfile's top functions by own time (its per-call cost inflates small functions)."""
+    try:
+        import pyinstrument  # noqa: F401
+    except ImportError:
+        import pstats
 
-    print(f"\n== profile: {label} (copy thread, by own time) ==")
-    stats = pstats.Stats(str(path))
-    stats.sort_stats("tottime").print_stats(top)
+        print(f"\n== profile: {label} (cProfile, copy thread, by own time; pip install pyinstrument "
+              "for a sampling profile) ==")
+        pstats.Stats(str(path)).sort_stats("tottime").print_stats(top)
+        return
+    print(f"\n== profile: {label} (pyinstrument, copy thread) ==")
+    print(path.read_text())
 
 
 def main() -> None:
@@ -393,9 +411,9 @@ def main() -> None:
             if args.profile:
                 for source, (url, _loader_url, password) in prepared.items():
                     for layout in ("typed", "jsonb"):
-                        out = work / f"profile-{source}-{layout}.pstats"
+                        out = work / f"profile-{source}-{layout}.out"
                         run = bench.pgtide(source, layout, url, password, profile=out)
-                        print_profile(out, f"{source} {layout}: {run.seconds:.2f}s wall under cProfile")
+                        print_profile(out, f"{source} {layout}: {run.seconds:.2f}s wall under the profiler")
                 return
 
             runs: list[Run] = []
