@@ -16,10 +16,12 @@ into a fresh target database per run:
 * ``pgtide typed``: ``ForeignSession(plan).init()``: tables, data, key and indexes;
 * ``pgtide jsonb``: the same in the seed-compatible layout (its GIN index included).
 
-Every copy runs in its own child process, so its peak RSS (``wait4``'s ru_maxrss) is its
-own, and its wall time is the whole command's, startup included, as a user would wait for
-it. Each run's row count is checked on the target, so a broken run cannot look fast.
-Prints seconds, rows/s, peak RSS, and the ratios pgtide-typed / pgloader and
+The target is the harness's cluster (fsync off) with shared_buffers 256MB, max_wal_size
+4GB and maintenance_work_mem 256MB, the same for every tool. Every copy runs in its own
+child process, so its peak RSS (``wait4``'s ru_maxrss) and CPU time are its own, and its
+wall time is the whole command's, startup included, as a user would wait for it. pgloader
+gets the MySQL password in MYSQL_PWD, pgtide in PGTIDE_SOURCE_PASSWORD: never in argv. Each run's row count is checked on the target, so a broken run cannot look fast.
+Prints seconds, rows/s, CPU seconds, peak RSS, and the ratios pgtide-typed / pgloader and
 pgtide-jsonb / pgloader per source (the medians over --repeat rounds; each round runs
 every method once, so a neighbour's load spreads over all of them). Target: pgtide typed
 <= 1.0x pgloader.
