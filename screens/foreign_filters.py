@@ -18,7 +18,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.widgets import Button, DataTable, Footer, Header, Input, RadioSet, Static
 
-from ..core.infra.errors import PgtideError
+from ..core.infra.errors import InputError, PgtideError
 from ..widgets.live_table import LiveTable
 from ..widgets.toggles import Choice, TickBox
 from .base import WizardStep
@@ -271,8 +271,14 @@ class ForeignFiltersScreen(WizardStep):
         for table, where in pending:
             try:
                 self.services.foreign_check_filter(source, table, where)
-            except PgtideError as exc:
+            except InputError as exc:
                 self.post_message(FilterJudged(ticket, table.name, where, exc.cause or exc.title, exc.remedy))
+                continue
+            except PgtideError as exc:
+                # Not a verdict on the filter: Check asks again once the source answers.
+                self.post_message(FilterJudged(ticket, table.name, where,
+                                               f"{table.name}: could not ask the source ({exc.title}): {exc.cause}",
+                                               exc.remedy))
                 continue
             self.post_message(FilterJudged(ticket, table.name, where, "", ""))
         self.post_message(FiltersJudged(ticket, then_next))

@@ -179,7 +179,8 @@ class ForeignReviewScreen(PgtideScreen):
             return
         report = message.report
         self.report, self.plan = report, message.plan
-        checks = [(c.status, c.name, c.observed, c.remedy, None) for c in report.checks]
+        checks: list[tuple[str, str, str, str, str | None]] = [
+            (c.status, c.name, c.observed, c.remedy, None) for c in report.checks]
         self._checks = checks
         self.query_one("#foreign-checks", CheckList).show_checks(checks)
         errors = sum(1 for c in report.checks if c.status == "error")
@@ -209,11 +210,6 @@ class ForeignReviewScreen(PgtideScreen):
         if errors:
             return f"{len(errors)} check(s) failed; the first: {errors[0].name}: {errors[0].observed}"
         return None
-
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action == "start":
-            return self.start_blocked_reason() is None
-        return True
 
     def action_start(self) -> None:
         reason = self.start_blocked_reason()

@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..core.infra.errors import PgtideError
+from ..core.infra.events import Event, Log, PhaseFinished, PhaseStarted, TableCopied, TableProgress
 
 if TYPE_CHECKING:
     from ..core.foreign.endpoint import ForeignEndpoint
@@ -22,7 +23,6 @@ if TYPE_CHECKING:
     from ..core.foreign.source import CaptureCheck, SourceTable
     from ..core.foreign.verify import ForeignVerifyReport, TableVerdict
     from ..core.infra.endpoint import Endpoint
-    from ..core.infra.events import Event
 
 #: Lag samples kept for the sparkline (at one poll per 2 s: the last 8 minutes).
 LAG_SAMPLES_KEPT = 240
@@ -292,8 +292,6 @@ class ForeignRunModel:
         self.log_count += 1
 
     def apply(self, event: Event) -> None:
-        from ..core.infra.events import Log, PhaseFinished, PhaseStarted, TableCopied, TableProgress
-
         if isinstance(event, PhaseStarted):
             self.phases[event.phase] = "running"
         elif isinstance(event, PhaseFinished):

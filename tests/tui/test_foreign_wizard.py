@@ -15,12 +15,12 @@ from tui_fakes import FakeServices, wizard_state
 from tui_support import make_app, settle, wait_until
 
 from pgtide.app.tui import PgtideApp
-from pgtide.screens.connect import ConnectScreen
 from pgtide.screens.foreign_dashboard import ForeignDashboardScreen
 from pgtide.screens.foreign_filters import ForeignFiltersScreen
 from pgtide.screens.foreign_pick import ForeignPickScreen
 from pgtide.screens.foreign_review import ForeignReviewScreen
 from pgtide.screens.foreign_run import ForeignRunScreen
+from pgtide.screens.foreign_state import ForeignChoices
 from pgtide.widgets.modals import ConfirmModal, InfoModal
 from pgtide.widgets.table_picker import TablePicker
 from pgtide.widgets.toggles import Choice
@@ -40,21 +40,20 @@ def text_of(app: PgtideApp, selector: str) -> str:
 
 
 async def to_pick(pilot: Pilot[Any], url: str = f"mariadb://app:{SECRET}@old-db:3306/shop") -> PgtideApp:
+    """The foreign Pick as Next on Connect opens it (Connect itself: test_foreign_connect.py)."""
     app = pilot.app
     assert isinstance(app, PgtideApp)
     await settle(pilot)
-    app.open_wizard(wizard_state(), ())
+    state = wizard_state()
+    source = app.services.parse_foreign(url)
+    tables, capture = app.services.foreign_source_tables(source)
+    assert state.target is not None
+    state.foreign = ForeignChoices.start(source, state.target, tables, capture)
+    app.open_wizard(state, ())
     await settle(pilot)
-    assert isinstance(app.screen, ConnectScreen)
-    box = app.screen.query_one("#source-form").query_one("#url", Input)
-    box.value = url
-    await pilot.press()
-    box.focus()
-    await pilot.press("enter")
+    app.show_foreign_pick()
     await settle(pilot)
-    await pilot.press("ctrl+n")
-    await wait_until(pilot, lambda: isinstance(app.screen, ForeignPickScreen), what="the foreign Pick")
-    await settle(pilot)
+    assert isinstance(app.screen, ForeignPickScreen)
     return app
 
 
@@ -213,6 +212,7 @@ async def test_review_shows_the_checks_and_start_waits_on_an_error() -> None:
         await pilot.press("g")
         await settle(pilot)
         assert isinstance(app.screen, ForeignReviewScreen) and not fake.foreign_inits
+        assert any("1 check(s) failed; the first: target tables" in str(n.message) for n in app._notifications)
         # Replacing them: checked again, no error, and Start asks before dropping.
         screen.query_one("#foreign-drop-existing").value = True
         await settle(pilot)
@@ -293,6 +293,13 @@ async def test_each_new_screen_has_help() -> None:
         await pilot.press("f1")
         await settle(pilot)
         assert isinstance(app.screen, InfoModal) and "no key" in str(app.screen.body)
+
+
+def test_every_new_screen_has_its_own_help_words() -> None:
+    from pgtide.screens.help import HELP
+
+    for screen in (ForeignPickScreen, ForeignFiltersScreen, ForeignReviewScreen, ForeignRunScreen):
+        assert len(HELP.get(screen.__name__, "")) > 200, screen.__name__
 
 
 def _size_id(size: tuple[int, int]) -> str:
