@@ -185,8 +185,14 @@ class PgtideApp(App[int]):
 
     @work(thread=True, exit_on_error=False, description="Reading the connection strings")
     def _open_urls(self, source: str, target: str, dashboard: bool) -> None:
-        source_endpoint = self.services.parse_endpoint(source)
         target_endpoint = self.services.parse_endpoint(target)
+        if source and self.services.looks_foreign(source):
+            # `pgtide tui --source shop.db`: the wizard opens on Connect with that foreign source.
+            foreign = self.services.parse_foreign(source)
+            self.post_message(ProfileOpened(WizardState(target_fields=EndpointFields.from_params(target_endpoint.params),
+                                                        foreign_source=foreign.with_password(None)), ()))
+            return
+        source_endpoint = self.services.parse_endpoint(source)
         if dashboard:
             from ..core.model.selection import Selection
 

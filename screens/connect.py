@@ -152,7 +152,14 @@ class ConnectScreen(WizardStep):
             form.load(values)
             form.remember = self.wizard.remember_password[side]
             info = self.wizard.server_info.get(side)
-            if info is not None:
+            if side == "source" and self.wizard.foreign_source is not None:
+                # A foreign source (from --source, or back from Pick): its URL, not PostgreSQL's fields.
+                form.load({**values, "host": "", "port": "", "dbname": "", "user": "", "sslmode": ""},
+                          url=self.wizard.foreign_source.to_url())
+                form.show_result(Text(f"{foreign_name(self.wizard.foreign_source)} source "
+                                      f"{self.wizard.foreign_source.redacted()}: Test connection lists its tables.",
+                                      style="dim"))
+            elif info is not None:
                 form.show_ok(*server_lines(info, side))
                 self._tested[side] = dict(fields.params())
         self._keyring_status()

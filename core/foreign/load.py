@@ -28,7 +28,7 @@ from psycopg import sql
 
 from ..infra.db import connect
 from ..infra.endpoint import Endpoint
-from ..infra.errors import InputError
+from ..infra.errors import InputError, MigrationFailed
 from ..infra.events import CancelToken, Emit, Log, PhaseFinished, PhaseStarted, TableCopied, TableProgress, discard
 from ..jobs.store import JobStore
 from .layout import TargetTable
@@ -315,10 +315,27 @@ def build_keys(plan: ForeignPlan, tables: list[TargetTable], *, emit: Emit = dis
     with connect(plan.target, autocommit=True, pooled=False) as conn:
         for table in tables:
             for statement in table.key_statements():
-                _run_once(conn, statement)
+                try:
+                    _run_once(conn, statement)
+                except (psycopg.errors.UniqueViolation, psycopg.errors.NotNullViolation) as exc:
+                    # SQLite lets a non-integer primary key hold NULLs and MySQL's collations call
+                    # some distinct strings equal: the rows are copied, the key cannot be made.
+                    raise MigrationFailed(
+                        f"{table.name}: its key or unique index cannot be built on the target: "
+                        f"{exc.diag.message_primary or type(exc).__name__}"
+                        + (f" ({exc.diag.message_detail})" if exc.diag.message_detail else ""),
+                        "Fix those rows on the source and run init again with --no-resume, leave the table "
+                        "out (--exclude-tables), or use --layout jsonb.",
+                        title="Key cannot be built") from None
         for table in tables:
             for statement in table.foreign_key_statements(names):
-                _run_once(conn, statement)
+                try:
+                    _run_once(conn, statement)
+                except psycopg.errors.ForeignKeyViolation as exc:
+                    # A row filter (or a source that never enforced it) left rows without their
+                    # parent: the rows are what the selection asked for, the constraint cannot hold.
+                    emit(Log("warning", f"{table.name}: a foreign key was not created: "
+                                        f"{exc.diag.message_detail or exc.diag.message_primary}", database))
         for table in tables:
             for cast in table.casts:
                 if cast.identity:

@@ -134,6 +134,13 @@ class ForeignSession:
                 add("layout", "error", exc.cause, exc.remedy)
             except PgtideError:
                 pass  # the target check below says why the target could not be asked
+            limited = {t.name for t in tables if self.plan.mode(t.name) != "full"}
+            orphaned = sorted({f"{t.name} → {fk.ref_table}" for t in targets if t.layout == "typed"
+                               for fk in t.source.foreign_keys if fk.ref_table in limited and t.name != fk.ref_table})
+            if orphaned:
+                add("foreign keys", "warning", f"a filtered or schema-only table is referenced: {', '.join(orphaned)}",
+                    "Rows whose parent the filter leaves out are copied anyway, and that foreign key is not "
+                    "created (init says which). Filter the referencing table the same way to keep it.")
             keyless = [t.name for t in targets if not t.key_columns]
             if keyless:
                 add("keys", "warning", f"no primary or unique key on the target: {', '.join(keyless[:8])}",

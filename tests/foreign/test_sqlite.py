@@ -219,3 +219,39 @@ def test_an_interrupted_copy_resumes_per_table(tmp_path: Path, target_cluster: A
         assert target_cluster.execute(f"SELECT count(*), count(DISTINCT id) FROM {name}", dbname=target_db) == [
             (2000, 2000)]
     assert again.verify().ok
+
+
+def test_a_filtered_parent_warns_and_leaves_out_its_foreign_key(tmp_path: Path, target_cluster: Any,
+                                                                target_db: str) -> None:
+    from pgtide.core.infra.events import Log
+
+    path = tmp_path / "fk.db"
+    conn = sqlite3.connect(path)
+    conn.executescript("CREATE TABLE parent (id INTEGER PRIMARY KEY); CREATE TABLE child (id INTEGER PRIMARY KEY, "
+                       "parent_id INTEGER REFERENCES parent(id)); INSERT INTO parent VALUES (1), (2), (3);"
+                       "INSERT INTO child VALUES (10, 1), (11, 3);")
+    conn.close()
+    session = ForeignSession(plan_for(str(path), target_cluster, target_db, filters={"parent": "id >= 2"}))
+    report = session.validate()
+    check = next(c for c in report.checks if c.name == "foreign keys")
+    assert report.ok and check.status == "warning" and "child → parent" in check.observed
+    logs: list[str] = []
+    session.init(emit=lambda e: logs.append(e.text) if isinstance(e, Log) else None)
+    assert any("child: a foreign key was not created" in text and "(parent_id)=(1)" in text for text in logs)
+    assert target_cluster.execute("SELECT count(*) FROM child", dbname=target_db) == [(2,)]
+    assert target_cluster.execute("SELECT count(*) FROM pg_constraint WHERE contype = 'f'", dbname=target_db) == [(0,)]
+
+
+def test_a_key_the_target_cannot_build_is_named(tmp_path: Path, target_cluster: Any, target_db: str) -> None:
+    from pgtide.core.infra.errors import MigrationFailed
+
+    path = tmp_path / "nullkey.db"
+    conn = sqlite3.connect(path)
+    # SQLite lets a non-INTEGER primary key hold NULL (a legacy quirk it keeps on purpose).
+    conn.executescript("CREATE TABLE t (code TEXT PRIMARY KEY, v INT); INSERT INTO t VALUES (NULL, 1), ('a', 2);")
+    conn.close()
+    session = ForeignSession(plan_for(str(path), target_cluster, target_db))
+    with pytest.raises(MigrationFailed, match=r"t: its key or unique index cannot be built") as caught:
+        session.init()
+    assert "--layout jsonb" in caught.value.remedy
+    assert target_cluster.execute("SELECT count(*) FROM t", dbname=target_db) == [(2,)]
