@@ -237,6 +237,15 @@ def copy_table(plan: ForeignPlan, adapter: SourceAdapter, table: TargetTable, *,
     return TableResult(table.name, done, seconds, position)
 
 
+def treatment(plan: ForeignPlan, table: TargetTable) -> dict[str, Any]:
+    """What a table's copy depends on besides the source rows: a rerun keeps a copied table
+    only when this is unchanged (a filter removed since must not leave the filtered rows)."""
+    prefix = table.name + "."
+    return {"layout": plan.layout, "schema": plan.target_schema, "mode": plan.mode(table.name),
+            "where": plan.filters.get(table.name),
+            "casts": {key: value for key, value in sorted(plan.casts.items()) if key.startswith(prefix)}}
+
+
 def copy_all(plan: ForeignPlan, open_adapter: Callable[[], SourceAdapter], tables: list[TargetTable], store: JobStore,
              *, emit: Emit = discard, cancel: CancelToken | None = None) -> list[TableResult]:
     """Copy ``tables`` on ``plan.jobs`` threads (each with its own source connection), largest
@@ -251,7 +260,8 @@ def copy_all(plan: ForeignPlan, open_adapter: Callable[[], SourceAdapter], table
             results.append(TableResult(table.name, int(entry.get("rows", 0)), 0.0, entry.get("position"), True))
             emit(Log("info", f"{table.name}: copied by an earlier run, kept", database))
         elif plan.mode(table.name) == "schema_only":
-            store.table_update(database, table.name, state="copied", rows=0, position=None, taken_at=time.time())
+            store.table_update(database, table.name, state="copied", rows=0, position=None, taken_at=time.time(),
+                               treatment=treatment(plan, table))
             results.append(TableResult(table.name, 0, 0.0, None))
         else:
             todo.append(table)
@@ -281,6 +291,7 @@ def copy_all(plan: ForeignPlan, open_adapter: Callable[[], SourceAdapter], table
                 stop.set()
                 raise
             store.table_update(database, table.name, state="copied", rows=result.rows, position=result.position,
+                               treatment=treatment(plan, table),
                                taken_at=taken_at, seconds=round(result.seconds, 3))
             with lock:
                 results.append(result)

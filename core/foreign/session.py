@@ -26,7 +26,7 @@ from ..jobs.store import JobStore
 from .apply import Applier, applied_position, ensure_bookkeeping, forget_position
 from .drivers import open_source
 from .layout import TargetTable, target_tables
-from .load import build_keys, check_casts, copy_all, create_tables, ensure_database, existing_tables
+from .load import build_keys, check_casts, copy_all, create_tables, ensure_database, existing_tables, treatment
 from .plan import ForeignPlan
 from .refresh import RefreshResult, refresh_once
 from .source import CaptureCheck, SourceAdapter, SourceTable
@@ -216,6 +216,14 @@ class ForeignSession:
                              "Drop them, pick another --target-schema, or pass --drop-existing to replace them.",
                              title="Target not empty")
         replace = set(clash)
+        for table in tables:
+            entry = recorded.get(table.name, {})
+            if entry.get("state") in ("copied", "copying") and entry.get("treatment") != treatment(plan, table):
+                # Its filter, layout, casts or mode changed since it was copied: copy it again.
+                emit(Log("info", f"{table.name}: its filter, layout or casts changed since it was copied: "
+                                 "copying it again", database))
+                replace.add(table.name)
+                self.store.table_update(database, table.name, state=None)
         if not plan.resume:
             replace |= {t.name for t in tables} & present
             for name in recorded:

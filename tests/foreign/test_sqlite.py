@@ -255,3 +255,18 @@ def test_a_key_the_target_cannot_build_is_named(tmp_path: Path, target_cluster: 
         session.init()
     assert "--layout jsonb" in caught.value.remedy
     assert target_cluster.execute("SELECT count(*) FROM t", dbname=target_db) == [(2,)]
+
+
+def test_a_rerun_with_another_filter_or_layout_copies_that_table_again(sqlite_file: Path, target_cluster: Any,
+                                                                      target_db: str) -> None:
+    url = str(sqlite_file)
+    ForeignSession(plan_for(url, target_cluster, target_db, filters={"items": "id = 1"})).init()
+    assert target_cluster.execute("SELECT count(*) FROM items", dbname=target_db) == [(1,)]
+    again = ForeignSession(plan_for(url, target_cluster, target_db))
+    again.init()
+    assert target_cluster.execute("SELECT count(*) FROM items", dbname=target_db) == [(3,)]
+    assert again.verify().ok
+    jsonb = ForeignSession(plan_for(url, target_cluster, target_db, layout="jsonb"))
+    jsonb.init()
+    assert target_cluster.execute("SELECT count(*), min(_source_type) FROM items", dbname=target_db) == [(3, "sqlite")]
+    assert jsonb.verify().ok
