@@ -21,10 +21,10 @@ from textual.containers import Horizontal, Vertical
 from textual.timer import Timer
 from textual.widgets import Button, DataTable, Footer, Header, Sparkline, Static
 
-from ..core.infra.errors import PgtideError
+from ..core.infra.errors import CannotStream, PgtideError
 from ..widgets.formatting import human_count, human_seconds
 from ..widgets.live_table import LiveTable
-from ..widgets.modals import ConfirmModal
+from ..widgets.modals import ConfirmModal, NamePrompt
 from .base import PgtideScreen
 from .foreign_state import KIND_NAMES, ForeignDashboardModel
 from .messages import ForeignDashboardRead, ForeignDashboardUpdated, ForeignPolled
@@ -377,14 +377,30 @@ class ForeignDashboardScreen(PgtideScreen):
         self._start_sync(self.model.migration_id)
 
     @work(thread=True, exit_on_error=False, group="foreign-action", description="Starting the sync's worker")
-    def _start_sync(self, migration_id: str) -> None:
+    def _start_sync(self, migration_id: str, refresh_every: str | None = None) -> None:
         try:
-            mode = self.services.foreign_start_sync(migration_id)
+            mode = self.services.foreign_start_sync(migration_id, refresh_every=refresh_every)
+        except CannotStream as exc:
+            # No change log to follow: offer what the CLI offers, a re-read every interval.
+            self.app.call_from_thread(self._ask_refresh, migration_id, exc)
+            return
         finally:
             self.app.call_from_thread(self._action_done)
         shown = {"stream": "streaming the source's changes", "refresh": "refreshing every interval"}.get(mode, mode)
         self.app.call_from_thread(self.pgtide.notify, f"The worker of {migration_id} is {shown}.",
                                   title="Sync started", timeout=8)
+
+    def _ask_refresh(self, migration_id: str, refusal: CannotStream) -> None:
+        def answered(value: str | None) -> None:
+            if value:
+                self.model.action = "starting the sync"
+                self.redraw()
+                self._start_sync(migration_id, value)
+
+        self.app.push_screen(NamePrompt(
+            "Re-read the source every", value="30s",
+            hint=f"{refusal.cause}. Instead, the worker can re-read every table at this interval (30s, 5m, 1h) "
+                 "and apply what changed by key; Cancel starts nothing."), answered)
 
     def action_stop_worker(self) -> None:
         model = self.model

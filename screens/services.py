@@ -228,11 +228,12 @@ class Services(Protocol):
         """Row counts and a per-row hash on both sides, table by table (reads only)."""
         ...
 
-    def foreign_start_sync(self, migration_id: str) -> str:
+    def foreign_start_sync(self, migration_id: str, *, refresh_every: str | None = None) -> str:
         """Start keeping the target in sync in the migration's worker (as `pgtide sync --detach`
-        without following it); the mode it runs in ("stream" or "refresh"). Refused with the
-        reason when a worker runs, the copy is not finished, or the source cannot stream and no
-        refresh interval is set."""
+        without following it); the mode it runs in ("stream" or "refresh"). With ``refresh_every``
+        (30s, 5m) it re-reads the source at that interval instead. Refused with the reason when a
+        worker runs or the copy is not finished; CannotStream when the source keeps no change log
+        and no interval is set."""
         ...
 
     def foreign_stop(self, migration_id: str) -> str:
@@ -536,8 +537,15 @@ class CoreServices:
                        cancel: CancelToken) -> ForeignVerifyReport:
         return self._foreign(migration_id).verify(on_table=on_table, cancel=cancel)
 
-    def foreign_start_sync(self, migration_id: str) -> str:
-        return _start_foreign_sync(self._foreign(migration_id))
+    def foreign_start_sync(self, migration_id: str, *, refresh_every: str | None = None) -> str:
+        from dataclasses import replace
+
+        from ..core.foreign.plan import parse_interval
+
+        session = self._foreign(migration_id)
+        if refresh_every:
+            session.plan = replace(session.plan, refresh_every=parse_interval(refresh_every))
+        return _start_foreign_sync(session)
 
     def foreign_stop(self, migration_id: str) -> str:
         import time

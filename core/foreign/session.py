@@ -19,7 +19,7 @@ import psycopg
 
 from ..engine.validate import Check, Report
 from ..infra.db import connect
-from ..infra.errors import InputError, PgtideError
+from ..infra.errors import CannotStream, InputError, PgtideError
 from ..infra.events import CancelToken, CheckReported, Emit, Log, discard
 from ..jobs.state import DatabaseState
 from ..jobs.store import JobStore
@@ -282,10 +282,10 @@ class ForeignSession:
         if not self.plan.refresh_every:
             capture = self.capture()
             if not capture.ok:
-                raise InputError(f"changes cannot stream from this source: {capture.observed}",
-                                 (capture.remedy + " " if capture.remedy else "")
-                                 + f"Or re-read the tables every interval: `pgtide sync --migration {migration} "
-                                 "--refresh-every 30s`.", title="Cannot stream")
+                raise CannotStream(f"changes cannot stream from this source: {capture.observed}",
+                                   (capture.remedy + " " if capture.remedy else "")
+                                   + f"Or re-read the tables every interval: `pgtide sync --migration {migration} "
+                                   "--refresh-every 30s`.")
         self.record_plan()
         job = {"command": "foreign-sync", "source_password": self.plan.source.resolved_password(),
                "target": self.plan.target.conninfo(), "refresh_every": self.plan.refresh_every}
@@ -316,8 +316,8 @@ class ForeignSession:
             capture = adapter.capture_check()
             if plan.refresh_every or not capture.ok:
                 if not plan.refresh_every:
-                    raise PgtideError(f"changes cannot stream from this source: {capture.observed}",
-                                      capture.remedy + " Or pass --refresh-every INTERVAL to re-read the tables.")
+                    raise CannotStream(f"changes cannot stream from this source: {capture.observed}",
+                                       capture.remedy + " Or pass --refresh-every INTERVAL to re-read the tables.")
                 self.store.transition(database, DatabaseState.STREAMING, sync_mode="refresh")
                 if on_started is not None:
                     on_started("refresh")

@@ -70,3 +70,10 @@ class MigrationFailed(PgtideError):
 
     exit_code = 1
     default_title = "Migration failed"
+
+
+class CannotStream(InputError):
+    """A foreign source keeps no change log pgtide can follow (SQLite, binlog off or not ROW,
+    a MongoDB without a replica set): one-shot copies and a refresh every interval still work."""
+
+    default_title = "Cannot stream"

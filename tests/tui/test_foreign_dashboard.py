@@ -14,7 +14,7 @@ from tui_support import FIXED_WALL_CLOCK, make_app, settle, wait_until
 from pgtide.app.tui import PgtideApp
 from pgtide.screens.foreign_dashboard import ForeignDashboardScreen
 from pgtide.screens.start import StartScreen
-from pgtide.widgets.modals import ConfirmModal, ErrorModal, InfoModal
+from pgtide.widgets.modals import ConfirmModal, InfoModal, NamePrompt
 
 
 def text(app: PgtideApp, selector: str) -> str:
@@ -124,21 +124,26 @@ async def test_stop_asks_first_and_cancelling_changes_nothing() -> None:
         assert screen.check_action("stop_worker", ()) is False and screen.check_action("start_sync", ())
 
 
-async def test_start_sync_is_refused_with_the_reason_when_the_source_cannot_stream() -> None:
+async def test_a_source_that_cannot_stream_is_offered_a_refresh_interval() -> None:
     fake, migration = services_with(mode="copy", worker="none", can_stream=False)
     app = make_app(services=fake, poll_seconds=3600)
     async with app.run_test(size=(120, 34)) as pilot:
         screen = await open_from_start(pilot)
         assert "copy only (no sync started)" in text(app, "#fdash-lines")
         await pilot.press("s")
-        await wait_until(pilot, lambda: isinstance(app.screen, ErrorModal), what="the refusal")
-        modal = app.screen
-        assert isinstance(modal, ErrorModal)
-        assert "binlog_format is STATEMENT" in modal.cause and "--refresh-every" in modal.remedy
-        assert migration.started == []
+        await wait_until(pilot, lambda: isinstance(app.screen, NamePrompt), what="the refresh question")
+        prompt = app.screen
+        assert isinstance(prompt, NamePrompt)
+        assert "binlog_format is STATEMENT" in prompt.hint and "Cancel starts nothing" in prompt.hint
         await pilot.press("escape")
         await settle(pilot)
+        assert migration.started == [] and app.screen is screen
         assert screen.model.action is None and screen.check_action("start_sync", ())
+        await pilot.press("s")
+        await wait_until(pilot, lambda: isinstance(app.screen, NamePrompt), what="the refresh question")
+        await pilot.press("enter")  # the offered 30s
+        await wait_until(pilot, lambda: screen.model.worker_alive, what="the refreshing worker")
+        assert migration.started == ["refresh"] and migration.plan.refresh_every == 30.0
 
 
 async def test_start_sync_starts_the_worker() -> None:

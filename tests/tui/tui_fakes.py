@@ -49,7 +49,7 @@ from pgtide.core.foreign.session import ForeignStatus
 from pgtide.core.foreign.source import CaptureCheck, SourceColumn, SourceTable
 from pgtide.core.foreign.verify import ForeignVerifyReport, TableVerdict
 from pgtide.core.infra.endpoint import Endpoint
-from pgtide.core.infra.errors import InputError, PgtideError
+from pgtide.core.infra.errors import CannotStream, InputError, PgtideError
 from pgtide.core.infra.events import (
     CancelToken,
     Emit,
@@ -615,13 +615,14 @@ class FakeServices:
         migration.verified += 1
         return ForeignVerifyReport(list(migration.verdicts), 1.2)
 
-    def foreign_start_sync(self, migration_id: str) -> str:
+    def foreign_start_sync(self, migration_id: str, *, refresh_every: str | None = None) -> str:
         migration = self.foreign[migration_id]
+        if refresh_every:
+            migration.plan = replace(migration.plan, refresh_every=float(refresh_every.rstrip("s")))
         if not migration.can_stream and not migration.plan.refresh_every:
-            raise InputError("changes cannot stream from this source: binlog_format is STATEMENT",
+            raise CannotStream("changes cannot stream from this source: binlog_format is STATEMENT",
                              "SET GLOBAL binlog_format = ROW (and binlog_format=ROW in my.cnf). Or re-read the "
-                             f"tables every interval: `pgtide sync --migration {migration_id} --refresh-every 30s`.",
-                             title="Cannot stream")
+                             f"tables every interval: `pgtide sync --migration {migration_id} --refresh-every 30s`.")
         mode = "refresh" if migration.plan.refresh_every or not migration.can_stream else "stream"
         migration.started.append(mode)
         migration.status = replace(migration.status, state="streaming", mode=mode,
