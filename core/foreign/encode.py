@@ -3,7 +3,8 @@
 Each source row becomes ``(id TEXT, data JSONB, _source_type TEXT, _migrated_at TIMESTAMP)``.
 Inside ``data``: integers and floats are JSON numbers (NaN and ±Infinity as the strings
 "NaN", "Infinity", "-Infinity", which JSON cannot hold), DECIMAL a string, text a string,
-bytes that are UTF-8 a string and other bytes ``{"_type": "binary", "data": "<base64>"}``,
+bytes that are UTF-8 a string and other bytes (and any holding a NUL, which jsonb cannot
+store in a string) ``{"_type": "binary", "data": "<base64>"}``; NUL is dropped from text,
 DATETIME/DATE ``{"_type": "datetime", "value": "YYYY-MM-DDTHH:MM:SS[.ffffff]Z"}`` (a date is
 its midnight; an aware value is converted to UTC; a naive one is taken as UTC, as the source
 stored it), TIME ``{"_type": "time", "value": "HH:MM:SS[.ffffff]"}`` (a MySQL TIME beyond a
@@ -58,7 +59,10 @@ def time_text(value: dt.time | dt.timedelta) -> str:
 
 def encode_value(value: Any) -> Any:
     """One source value as the JSON value the seed layout stores."""
-    if value is None or isinstance(value, (bool, str)):
+    if isinstance(value, str):
+        # jsonb cannot hold NUL; pgloader strips it from text, and so does the seed layout.
+        return value.replace("\x00", "") if "\x00" in value else value
+    if value is None or isinstance(value, bool):
         return value
     if isinstance(value, int):
         return value
@@ -73,9 +77,13 @@ def encode_value(value: Any) -> Any:
     if isinstance(value, (bytes, bytearray, memoryview)):
         raw = bytes(value)
         try:
-            return raw.decode("utf-8")
+            text = raw.decode("utf-8")
         except UnicodeDecodeError:
+            text = None
+        # Bytes holding NUL (a BIT column's zero bits) go as binary: a string would lose them.
+        if text is None or "\x00" in text:
             return {"_type": "binary", "data": base64.b64encode(raw).decode("ascii")}
+        return text
     if isinstance(value, dt.datetime):
         return {"_type": "datetime", "value": _utc_text(value)}
     if isinstance(value, dt.date):
@@ -85,7 +93,7 @@ def encode_value(value: Any) -> Any:
     if isinstance(value, Special):
         return {"_type": value.type, "value": encode_value(value.value)}
     if isinstance(value, dict):
-        return {str(k): encode_value(v) for k, v in value.items()}
+        return {str(k).replace("\x00", ""): encode_value(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [encode_value(v) for v in value]
     if isinstance(value, (set, frozenset)):
@@ -125,6 +133,8 @@ def _json_texts(values: Sequence[Any]) -> list[str]:
     """Each value's JSON text as ``dumps(encode_value(value))`` writes it, before its NUL rule;
     the common column types without a Python call per value."""
     kinds = set(map(type, values))
+    if str in kinds and any("\x00" in v for v in values if type(v) is str):
+        values = [v.replace("\x00", "") if type(v) is str else v for v in values]
     if kinds <= {str}:
         return list(map(encode_basestring, values))
     if kinds <= {int}:
@@ -152,18 +162,14 @@ def documents(columns: tuple[str, ...], values: Sequence[Sequence[Any]], rows: i
     if not columns:
         return ["{}"] * rows
     template = "{" + ",".join(encode_basestring(name).replace("%", "%%") + ":%s" for name in columns) + "}"
-    texts = [template % parts for parts in zip(*map(_json_texts, values), strict=True)]
-    if "\\u0000" in "".join(texts):
-        texts = [t.replace("\\u0000", "") for t in texts]
-    return texts
+    return [template % parts for parts in zip(*map(_json_texts, values), strict=True)]
 
 
 def dumps(data: Any) -> str:
-    """JSON text for the ``data`` column (allow_nan off: encode_value already made NaN a string).
-    NUL cannot be stored in jsonb text; it is written as the escape \\u0000, which jsonb
-    refuses too, so it is dropped from strings as pgloader drops it from text."""
-    text = _ENCODER.encode(data)
-    return text.replace("\\u0000", "") if "\\u0000" in text else text
+    """JSON text for the ``data`` column (allow_nan off: encode_value already made NaN a string,
+    and dropped NUL from strings: jsonb refuses it). The text is never edited afterwards: a
+    string holding a backslash and "u0000" is data, not an escape."""
+    return _ENCODER.encode(data)
 
 
 def canonical(data: Any) -> str:

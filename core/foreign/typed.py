@@ -224,6 +224,8 @@ def _numeric(value: Any) -> Decimal:
     if isinstance(value, Decimal):
         return value
     try:
+        if isinstance(value, float):
+            return Decimal(repr(value))
         return Decimal(str(value).strip()) if isinstance(value, str) else Decimal(value)
     except InvalidOperation:
         raise ValueError(f"{value!r} is not a number") from None
@@ -253,8 +255,9 @@ def _json(value: Any) -> str:
     if isinstance(value, (bytes, bytearray)):
         value = bytes(value).decode("utf-8")
     if isinstance(value, str):
-        json.loads(value)  # the server would refuse it anyway; this names the row
-        return value.replace("\\u0000", "")
+        parsed = json.loads(value)  # the server would refuse it anyway; this names the row
+        # An escaped NUL (jsonb refuses it) means re-encoding without it; a plain text passes as is.
+        return dumps(encode_value(parsed)) if "\\u0000" in value else value
     return dumps(encode_value(value))
 
 
@@ -270,7 +273,9 @@ def _numeric_column(values: Sequence[Any]) -> Sequence[Any]:
     if kinds <= {Decimal, _NONE}:
         return values
     if kinds <= {Decimal, int, float, bool, _NONE}:
-        return [None if v is None else Decimal(v) for v in values]  # what _numeric does to these
+        # A float's shortest repr, not its binary expansion: SQLite keeps DECIMAL as REAL, and
+        # 123.45 must land as 123.45, not 123.4500000000000028421709430404007434844970703125.
+        return [None if v is None else Decimal(repr(v)) if type(v) is float else Decimal(v) for v in values]
     return [None if v is None else _numeric(v) for v in values]
 
 

@@ -270,3 +270,25 @@ def test_a_rerun_with_another_filter_or_layout_copies_that_table_again(sqlite_fi
     jsonb.init()
     assert target_cluster.execute("SELECT count(*), min(_source_type) FROM items", dbname=target_db) == [(3, "sqlite")]
     assert jsonb.verify().ok
+
+
+@pytest.mark.parametrize("layout", ["typed", "jsonb"])
+def test_nul_backslashes_and_decimals_land_as_the_source_means_them(layout: str, tmp_path: Path, target_cluster: Any,
+                                                                    target_db: str) -> None:
+    path = tmp_path / "edge.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE e (id INTEGER PRIMARY KEY, t TEXT, d DECIMAL(10,2), j JSON)")
+    conn.execute("INSERT INTO e VALUES (1, ?, 123.45, ?)", ("a\x00b", '{"k": "x\\u0000y"}'))
+    conn.execute("INSERT INTO e VALUES (2, ?, 0.1, ?)", ("back\\u0000slash", '{"k": "back\\\\u0000slash"}'))
+    conn.commit()
+    conn.close()
+    session = ForeignSession(plan_for(str(path), target_cluster, target_db, layout=layout))
+    session.init()
+    if layout == "typed":
+        rows = target_cluster.execute("SELECT t, d::text, j FROM e ORDER BY id", dbname=target_db)
+        assert rows == [("ab", "123.45", {"k": "xy"}), ("back\\u0000slash", "0.1", {"k": "back\\u0000slash"})]
+    else:
+        rows = target_cluster.execute("SELECT data FROM e ORDER BY id", dbname=target_db)
+        assert rows[0][0]["t"] == "ab" and rows[1][0]["t"] == "back\\u0000slash"
+        assert rows[0][0]["d"] == 123.45
+    assert session.verify().ok
